@@ -1,0 +1,224 @@
+"""`runner train`: a Hydra app over configs/train.yaml.
+
+Before Hydra creates any directory, every override (each value of a sweep too) is composed
+and validated, so a bad value ends with one clear line, exit code 2, and nothing written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from overparam.cli.paths import config_dir, group_options
+from overparam.errors import UserError
+
+# Hydra flags after which no job runs: skip validation and hand over to Hydra.
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--version")
+
+# Jobs of this process that failed (the basic launcher runs a sweep's jobs in-process).
+FAILED_JOBS: list[tuple[str, str]] = []
+
+
+def _split_message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())[:400] or type(exc).__name__
+
+
+def _check_group_option(key: str, value: str) -> None:
+    group = key.lstrip("+~").split("@")[0]
+    options = group_options(group)
+    if options and value not in ("null", "None") and value not in options:
+        raise UserError(f"{group}={value} is not an option; choose one of: {', '.join(options)}")
+
+
+def expand_overrides(overrides: list[str]) -> list[list[str]]:
+    """Override lists to validate: each value of each sweep once (others at their first value)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except OverrideParseException as exc:
+        raise UserError(f"bad override: {_split_message(exc)}") from None
+    firsts: list[str] = []
+    alternatives: list[tuple[int, list[str]]] = []
+    for index, override in enumerate(parsed):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if override.is_discrete_sweep():
+                values = list(override.sweep_string_iterator())
+            else:  # an interval for an optimizing sweeper: checked by the sweeper's own trials
+                values = []
+            if not values:
+                firsts.append(None)  # type: ignore[arg-type]
+                continue
+            rendered = [f"{key}={value}" for value in values]
+            firsts.append(rendered[0])
+            alternatives.append((index, rendered))
+        else:
+            firsts.append(overrides[index])
+    combos = [[o for o in firsts if o is not None]]
+    for index, rendered in alternatives:
+        for alternative in rendered[1:]:
+            combo = list(firsts)
+            combo[index] = alternative
+            combos.append([o for o in combo if o is not None])
+    return combos
+
+
+def compose_checked(overrides: list[str]) -> dict:
+    """Compose configs/train.yaml with `overrides`, resolve it, validate it; UserError if anything is wrong."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    for override in overrides:
+        key, _, value = override.partition("=")
+        bare = key.lstrip("+~")
+        if "/" not in bare and "." not in bare and (config_dir() / bare.split("@")[0]).is_dir():
+            _check_group_option(bare, value)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
+            cfg = compose(config_name="train", overrides=overrides)
+            container = OmegaConf.to_container(cfg, resolve=True)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(_friendly_compose_error(exc)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    from overparam.cli.validate import validate
+
+    validate(container)
+    return container
+
+
+def _friendly_compose_error(exc: Exception) -> str:
+    text = _split_message(exc)
+    if "is not in struct" in text or "Key '" in text and "not in" in text:
+        return f"{text} (a new key needs a leading '+', e.g. +key=value)"
+    return text
+
+
+def validate_overrides(overrides: list[str]) -> None:
+    """Compose and validate every value a sweep would run."""
+    for combo in expand_overrides(overrides):
+        compose_checked(combo)
+
+
+def _wants_info(argv: list[str]) -> bool:
+    return any(arg in INFO_FLAGS or arg.split("=")[0] in INFO_FLAGS for arg in argv)
+
+
+def _override_args(argv: list[str]) -> list[str]:
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        raise UserError("bad arguments; see runner train --help") from None
+    return list(args.overrides)
+
+
+def main(argv: list[str]) -> int:
+    """Validate, then run Hydra's app (single run or -m sweep)."""
+    multirun = "-m" in argv or "--multirun" in argv
+    if not _wants_info(argv):
+        validate_overrides(_override_args(argv))
+    import hydra
+
+    FAILED_JOBS.clear()
+    saved_argv = sys.argv
+    sys.argv = ["runner train", *argv]
+    try:
+        app = hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")(task)
+        app()
+    finally:
+        sys.argv = saved_argv
+    if multirun and FAILED_JOBS:
+        print(f"runner train: {len(FAILED_JOBS)} job(s) failed:", file=sys.stderr)
+        for where, reason in FAILED_JOBS:
+            print(f"  {where}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def task(cfg) -> Any:
+    """The Hydra task: one job. Returns the objective for optimizing sweepers."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        return execute(cfg, out_dir)
+    except UserError as exc:
+        if not multirun:
+            print(f"runner train: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        FAILED_JOBS.append((str(out_dir), str(exc)))
+        print(f"runner train: job {out_dir} failed: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a failed job is recorded, the sweep goes on
+        reason = f"{type(exc).__name__}: {_split_message(exc)}"
+        if not multirun:
+            raise
+        FAILED_JOBS.append((str(out_dir), reason))
+        print(f"runner train: job {out_dir} failed: {reason}", file=sys.stderr)
+    return None
+
+
+def execute(cfg, out_dir: Path) -> Any:
+    """Open the run directory, call the method's recipe, record the summary and the status."""
+    from hydra.utils import get_method
+    from omegaconf import OmegaConf
+
+    from overparam.store import Run
+    from overparam.store.loggers import build_loggers
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    fresh = not (out_dir / "run.json").exists()
+    run = Run(out_dir, container, device=str(cfg.hardware.device), precision=str(cfg.hardware.precision))
+    try:
+        run.start()
+    except UserError:
+        raise
+    if run.done and run.info.get("completed_hash") == run.hash:
+        summary = run.read_summary() or {}
+        _report(out_dir, summary, already=True)
+        return summary.get(cfg.get("objective") or "val_accuracy")
+    try:
+        run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
+        recipe = get_method(cfg.method._target_)
+        summary = recipe(cfg, run) or {}
+        summary.setdefault("method", cfg.method.name)
+        run.info["completed_hash"] = run.hash
+        run.finish("done", summary=summary)
+        for name in list(run.info.get("checkpoints", {})):
+            if name.startswith("resume_"):
+                run.drop_checkpoint(name)
+    except UserError as exc:
+        run.finish("failed", reason=str(exc))
+        if fresh:
+            # A bad input found only now: leave no half-written directory behind.
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    except BaseException as exc:
+        run.finish("failed", reason=f"{type(exc).__name__}: {_split_message(exc)}")
+        raise
+    _report(out_dir, summary)
+    return summary.get(cfg.get("objective") or "val_accuracy")
+
+
+def _report(out_dir: Path, summary: dict, already: bool = False) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=False, highlight=False)
+    keys = [k for k in ("test_accuracy", "val_accuracy", "test_loss", "sparsity", "early_stop_step") if k in summary]
+    figures = "  ".join(f"{k}={summary[k]:.4f}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys)
+    state = "already done" if already else "done"
+    console.print(f"[bold green]{state}[/] {out_dir}  {figures}")

@@ -1,0 +1,93 @@
+"""Checks of a composed config before anything runs: one clear line for each bad value."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from overparam.errors import UserError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "linear")
+PRECISIONS = ("fp32", "bf16", "fp16")
+KERNELS = ("auto", "torch", "triton", "sparse")
+
+
+def _get(cfg: dict, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def number(cfg: dict, key: str, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False, integer: bool = False, optional: bool = False) -> None:
+    """Require `key` to be a finite number in the given range."""
+    value = _get(cfg, key)
+    if value is None:
+        if optional:
+            return
+        raise UserError(f"{key} is required (a number)")
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        raise UserError(f"{key}={value!r} must be {kind}")
+    if not math.isfinite(float(value)):
+        raise UserError(f"{key}={value} must be a finite number")
+    lo = "(" if low_open else "["
+    hi = ")" if high_open else "]"
+    span = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+    if low is not None and (value < low or (low_open and value == low)):
+        raise UserError(f"{key}={value} is out of range; allowed: {span}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise UserError(f"{key}={value} is out of range; allowed: {span}")
+
+
+def choice(cfg: dict, key: str, allowed: tuple[str, ...]) -> None:
+    """Require `key` to be one of `allowed`."""
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise UserError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def validate(cfg: dict) -> None:
+    """Validate the keys every run uses, then the method's own keys (its module's `validate`)."""
+    number(cfg, "seed", integer=True, low=0)
+    number(cfg, "sparsity", low=0.0, high=1.0, high_open=True)
+    train = _get(cfg, "train") or {}
+    if (train.get("steps") is None) == (train.get("epochs") is None):
+        raise UserError("set exactly one of train.steps and train.epochs (the other to null)")
+    number(cfg, "train.steps", low=0, low_open=True, integer=True, optional=True)
+    number(cfg, "train.epochs", low=0, low_open=True, optional=True)
+    number(cfg, "train.batch_size", low=1, integer=True)
+    number(cfg, "train.eval_every", low=1, integer=True, optional=True)
+    number(cfg, "train.eval_every_epochs", low=0, low_open=True, optional=True)
+    number(cfg, "train.checkpoint_every", low=1, integer=True, optional=True)
+    number(cfg, "train.grad_clip", low=0, low_open=True, optional=True)
+    choice(cfg, "optim.name", OPTIMIZERS)
+    number(cfg, "optim.lr", low=0.0)
+    number(cfg, "optim.weight_decay", low=0.0)
+    number(cfg, "optim.momentum", low=0.0, high=1.0, high_open=True)
+    number(cfg, "optim.warmup_steps", low=0, integer=True)
+    choice(cfg, "optim.schedule", SCHEDULES)
+    number(cfg, "dataset.val_fraction", low=0.0, high=1.0, high_open=True, optional=True)
+    choice(cfg, "hardware.precision", PRECISIONS)
+    choice(cfg, "hardware.kernel", KERNELS)
+    number(cfg, "hardware.threads", low=1, integer=True, optional=True)
+    method = _get(cfg, "method") or {}
+    target = method.get("_target_")
+    if not target:
+        raise UserError("method._target_ is missing: the method config must name its recipe")
+    import importlib
+
+    module_name = target.rsplit(".", 1)[0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"method {method.get('name')!r}: cannot import {module_name}: {exc}") from None
+    if not hasattr(module, target.rsplit(".", 1)[1]):
+        raise UserError(f"method {method.get('name')!r}: {target} does not exist")
+    method_validate = getattr(module, "validate", None)
+    if method_validate is not None:
+        method_validate(cfg)

@@ -1,0 +1,81 @@
+"""A dataset held as tensors: train/val/test splits, shapes and the batched augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
+
+import torch
+
+from overparam.errors import UserError
+
+
+@dataclass
+class DataBundle:
+    """Train/val/test tensors on one device; `augment(x, generator)` runs batched on a batch."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    val_x: Optional[torch.Tensor] = None
+    val_y: Optional[torch.Tensor] = None
+    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = field(default=None, repr=False)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: str | torch.device) -> "DataBundle":
+        """The same bundle on another device."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(
+            self,
+            train_x=move(self.train_x), train_y=move(self.train_y),
+            test_x=move(self.test_x), test_y=move(self.test_y),
+            val_x=move(self.val_x), val_y=move(self.val_y),
+        )
+
+    def splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Evaluation splits present: val (when split off) and test."""
+        out = {}
+        if self.val_x is not None:
+            out["val"] = (self.val_x, self.val_y)
+        out["test"] = (self.test_x, self.test_y)
+        return out
+
+    def subset_train(self, indices: torch.Tensor) -> "DataBundle":
+        """Keep only these training examples (data pruning)."""
+        return replace(self, train_x=self.train_x[indices], train_y=self.train_y[indices])
+
+
+def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int):
+    """Seeded split of train into (train, val); the same seed always gives the same split."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"dataset.val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(len(x) * val_fraction))
+    if n_val == 0:
+        return x, y, None, None
+    generator = torch.Generator().manual_seed(int(seed) + 7919)
+    order = torch.randperm(len(x), generator=generator)
+    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+
+
+def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu") -> DataBundle:
+    """Build the dataset a `dataset` config names, split val off train, move it to `device`."""
+    from hydra.utils import get_method
+
+    try:
+        loader = get_method(cfg._target_)
+    except Exception as exc:
+        raise UserError(f"dataset {cfg.get('name')}: cannot import {cfg._target_}: {exc}") from None
+    options = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "val_fraction")}
+    bundle: DataBundle = loader(data_dir=data_dir, **options)
+    val_fraction = float(cfg.get("val_fraction", 0.0) or 0.0)
+    if val_fraction and bundle.val_x is None:
+        tx, ty, vx, vy = split_train_val(bundle.train_x, bundle.train_y, val_fraction, seed)
+        bundle = replace(bundle, train_x=tx, train_y=ty, val_x=vx, val_y=vy)
+    return bundle.to(device)

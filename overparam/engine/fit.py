@@ -1,0 +1,252 @@
+"""`fit`: the training loop every recipe uses.
+
+Exact resume without saving RNG streams: the data order of epoch e is a permutation drawn
+from a generator seeded by (data_seed, e), and the global RNG (dropout, augmentation) is
+reseeded from (seed, level, step) at the start and at every checkpoint. A run resumed from
+any checkpoint therefore replays the same batches and random draws as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from overparam.data.bundle import DataBundle
+from overparam.engine.evaluate import evaluate_splits
+from overparam.engine.optim import build_optimizer, lr_at, total_steps
+from overparam.errors import UserError
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class FitResult:
+    """What a training phase ended with."""
+
+    final: dict[str, dict[str, float]]
+    steps: int
+    best_step: int
+    best: dict[str, dict[str, float]]
+    seconds: float
+    history: list = field(default_factory=list)
+
+    def flat(self, prefix: str = "") -> dict[str, float]:
+        """{"test_accuracy": ..., "val_loss": ..., "early_stop_step": ...} for summaries."""
+        out = {f"{prefix}{split}_{name}": value for split, metrics in self.final.items() for name, value in metrics.items()}
+        out[f"{prefix}early_stop_step"] = self.best_step
+        for split, metrics in self.best.items():
+            out[f"{prefix}{split}_accuracy_at_early_stop"] = metrics["accuracy"]
+        out[f"{prefix}train_seconds"] = round(self.seconds, 3)
+        return out
+
+
+def setup_hardware(hardware) -> str:
+    """Apply threads/determinism settings; return the device string (clear error if unavailable)."""
+    device = str(hardware.get("device", "cpu"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"hardware.device={device} but no CUDA GPU is available here; use hardware=cpu")
+    threads = hardware.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    if hardware.get("deterministic"):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = False
+    elif device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def _mix(*values: int) -> int:
+    mixed = 0x9E3779B97F4A7C15
+    for value in values:
+        mixed = (mixed ^ (int(value) + 0x9E3779B97F4A7C15 + (mixed << 6) + (mixed >> 2))) & 0xFFFFFFFFFFFF
+    return mixed
+
+
+def epoch_order(num_examples: int, data_seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of training examples used in `epoch` (a pure function of its inputs)."""
+    generator = torch.Generator().manual_seed(_mix(data_seed, epoch))
+    return torch.randperm(num_examples, generator=generator)
+
+
+def default_loss(model, x, y, step):
+    """Cross-entropy of the model's logits."""
+    return F.cross_entropy(model(x), y)
+
+
+class _Progress:
+    """A rich progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, label: str, total: int, start: int):
+        self.enabled = sys.stderr.isatty()
+        self.every = max(1, total // 200)
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total, completed=start, info="")
+
+    def update(self, step: int, info: str | None = None) -> None:
+        if self.enabled and (step % self.every == 0 or info is not None):
+            fields = {"info": info} if info is not None else {}
+            self.bar.update(self.task, completed=step, **fields)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, hardware, seed: int,
+        level: Optional[int] = None, tag: str = "train", data_seed: Optional[int] = None,
+        loss_fn: Callable = default_loss, step_hook: Optional[Callable] = None,
+        params=None, label: Optional[str] = None) -> FitResult:
+    """Train `model` on `data` for `train.steps`/`train.epochs`, evaluating and checkpointing on schedule.
+
+    `run` (a store.Run) receives metrics and resume checkpoints named `resume_<tag>`; when such a
+    checkpoint exists the phase continues from it. `step_hook(step, model, optimizer)` runs after
+    every optimizer step (gradual pruning uses it). `params` restricts what the optimizer trains.
+    """
+    device = str(hardware.get("device", "cpu"))
+    precision = str(hardware.get("precision", "fp32"))
+    autocast_dtype = AUTOCAST[precision]
+    data_seed = seed if data_seed is None else data_seed
+    model.to(device)
+    num_examples = len(data.train_x)
+    total, steps_per_epoch = total_steps(train, num_examples)
+    if total <= 0:
+        raise UserError(f"training length must be positive, got {total} steps")
+    batch_size = int(train["batch_size"])
+    if train.get("eval_every"):
+        eval_every = int(train["eval_every"])
+    else:
+        eval_every = max(1, int(round(float(train.get("eval_every_epochs") or 1) * steps_per_epoch)))
+    checkpoint_every = int(train.get("checkpoint_every") or eval_every)
+    grad_clip = train.get("grad_clip")
+    stop_on_nonfinite = bool(train.get("stop_on_nonfinite", True))
+
+    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    optimizer = build_optimizer(trainable, optim)
+    scaler = torch.amp.GradScaler(device.split(":")[0]) if precision == "fp16" else None
+    resume_name = f"resume_{tag}"
+    step = 0
+    best_step, best_loss, best = 0, math.inf, {}
+    history: list = []
+    elapsed = 0.0
+
+    if run is not None and run.has_checkpoint(resume_name):
+        state = run.load_checkpoint(resume_name)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        best_step, best_loss, best = int(state["best_step"]), float(state["best_loss"]), state["best"]
+        history = state.get("history", [])
+        elapsed = float(state.get("seconds", 0.0))
+        run.truncate_metrics(level, step)
+
+    def reseed(at_step: int) -> None:
+        torch.manual_seed(_mix(seed, -1 if level is None else level, at_step, 17))
+
+    def checkpoint(at_step: int) -> None:
+        if run is None:
+            return
+        run.save_checkpoint(resume_name, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "step": at_step, "best_step": best_step, "best_loss": best_loss, "best": best,
+            "history": history, "seconds": elapsed + time.perf_counter() - t_start,
+        })
+
+    last_results: dict = {}
+
+    def evaluate_now(at_step: int) -> dict:
+        nonlocal best_step, best_loss, best, last_results
+        results = evaluate_splits(model, data, autocast_dtype)
+        selection = "val" if "val" in results else "test"
+        if results[selection]["loss"] < best_loss:
+            best_loss, best_step, best = results[selection]["loss"], at_step, results
+        history.append({"step": at_step, **{f"{s}_{k}": v for s, m in results.items() for k, v in m.items()}})
+        if run is not None:
+            for split, metrics in results.items():
+                run.log(at_step, split, metrics, level=level)
+        last_results = results
+        return results
+
+    t_start = time.perf_counter()
+    progress = _Progress(label or tag, total, step)
+    model.train()
+    reseed(step)
+    if step == 0:
+        evaluate_now(0)
+    order = None
+    order_epoch = -1
+    running_loss = torch.zeros((), device=device)
+    running_count = 0
+    try:
+        while step < total:
+            epoch, position = divmod(step, steps_per_epoch)
+            if epoch != order_epoch:
+                order = epoch_order(num_examples, data_seed, epoch).to(data.train_x.device)
+                order_epoch = epoch
+            index = order[position * batch_size:(position + 1) * batch_size]
+            x, y = data.train_x[index], data.train_y[index]
+            if data.augment is not None:
+                x = data.augment(x, None)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, optim)
+            if autocast_dtype is not None:
+                with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
+                    loss = loss_fn(model, x, y, step)
+            else:
+                loss = loss_fn(model, x, y, step)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(trainable, float(grad_clip))
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(trainable, float(grad_clip))
+                optimizer.step()
+            step += 1
+            if step_hook is not None:
+                step_hook(step, model, optimizer)
+            running_loss += loss.detach().float()
+            running_count += 1
+            progress.update(step)
+            if step % eval_every == 0 or step == total:
+                mean_loss = float(running_loss) / max(running_count, 1)
+                if stop_on_nonfinite and not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"training loss became {mean_loss} by step {step}")
+                if run is not None:
+                    run.log(step, "train", {"loss": mean_loss}, level=level)
+                running_loss.zero_()
+                running_count = 0
+                results = evaluate_now(step)
+                split = "val" if "val" in results else "test"
+                progress.update(step, f"{split} acc {results[split]['accuracy']:.3f}")
+            if step % checkpoint_every == 0 or step == total:
+                checkpoint(step)
+                reseed(step)
+    finally:
+        progress.close()
+    if not last_results:  # resumed from the final checkpoint: nothing was evaluated in this session
+        last_results = evaluate_splits(model, data, autocast_dtype)
+    final = {split: dict(metrics) for split, metrics in last_results.items()}
+    seconds = elapsed + time.perf_counter() - t_start
+    return FitResult(final=final, steps=step, best_step=best_step, best=best, seconds=seconds, history=history)

@@ -1,0 +1,1 @@
+"""Recipes: one module per method, called as `recipe(cfg, run) -> summary dict`."""

@@ -1,0 +1,1 @@
+"""The distill family of methods."""

@@ -1,0 +1,1 @@
+"""The merge family of methods."""

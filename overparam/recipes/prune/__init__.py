@@ -1,0 +1,1 @@
+"""The prune family of methods."""

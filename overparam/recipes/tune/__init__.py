@@ -1,0 +1,1 @@
+"""The tune family of methods."""

@@ -1,0 +1,116 @@
+"""Checkpoints as safetensors files, for nested state (model, optimizer, scheduler, RNG).
+
+safetensors holds a flat map of tensors plus string metadata. Nested state is stored as
+a JSON skeleton in the metadata with each tensor replaced by a reference to its key, so
+an optimizer's `state_dict` (integer keys, lists of param groups) round-trips exactly and
+nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from overparam.errors import UserError
+from overparam.store.atomic import atomic_write_bytes
+
+SKELETON_KEY = "overparam.skeleton"
+
+
+def _flatten(obj: Any, tensors: dict, prefix: str) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "tensor"
+        tensors[key] = obj.detach().contiguous().cpu()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {
+            "__dict__": [
+                [_encode_key(k), _flatten(v, tensors, f"{prefix}.{k}" if prefix else str(k))]
+                for k, v in obj.items()
+            ]
+        }
+    if isinstance(obj, (list, tuple)):
+        items = [_flatten(v, tensors, f"{prefix}.{i}" if prefix else str(i)) for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        if isinstance(obj, float) and obj != obj:
+            return {"__float__": "nan"}
+        if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
+            return {"__float__": str(obj)}
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint (at {prefix!r})")
+
+
+def _encode_key(key: Any) -> Any:
+    if isinstance(key, (str, int)):
+        return key
+    raise TypeError(f"checkpoint dict keys must be str or int, got {type(key).__name__}")
+
+
+def _unflatten(obj: Any, tensors: dict) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__float__" in obj:
+            return float(obj["__float__"])
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def encode_state(state: Any) -> bytes:
+    """Serialize nested state (dicts, lists, tensors, scalars) to safetensors bytes."""
+    from safetensors.torch import save
+
+    tensors: dict = {}
+    skeleton = _flatten(state, tensors, "")
+    # safetensors refuses tensors that share storage; flattened copies never do.
+    tensors = {k: v.clone() if v.storage_offset() or not v.is_contiguous() else v for k, v in tensors.items()}
+    return save(tensors, metadata={SKELETON_KEY: json.dumps(skeleton)})
+
+
+def save_state(path: str | os.PathLike, state: Any) -> str:
+    """Atomically write nested state to a safetensors file; returns its sha256."""
+    data = encode_state(state)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_state(path: str | os.PathLike, device: str = "cpu") -> Any:
+    """Read a checkpoint written by `save_state` (or a plain safetensors file: a flat dict)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt", device=device) as handle:
+            metadata = handle.metadata() or {}
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except UserError:
+        raise
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise UserError(f"corrupt checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if SKELETON_KEY not in metadata:
+        return tensors
+    return _unflatten(json.loads(metadata[SKELETON_KEY]), tensors)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,252 @@
+"""The `Run` handle: one run directory, its status, metrics, checkpoints and summary.
+
+Recipes receive a `Run` and never touch the filesystem directly. Layout (DESIGN.md):
+
+    run.json        status, config hash, environment, timings, checkpoint hashes
+    metrics.jsonl   one JSON object per evaluation: step, level, split, metric, value
+    checkpoints/    safetensors files
+    summary.json    final metrics the table reads
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from overparam.errors import UserError
+from overparam.store.atomic import atomic_write_json, atomic_write_text, read_json
+from overparam.store.checkpoint import file_sha256, load_state, save_state
+
+# Keys that say where or how a run is observed, not what it computes.
+NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name")
+
+
+def _strip_for_hash(value: Any) -> Any:
+    if isinstance(value, dict):
+        # A key set to null has no effect (the project's rule for new options), so
+        # adding such an option never changes the hash of existing runs.
+        return {k: _strip_for_hash(v) for k, v in sorted(value.items()) if v is not None}
+    if isinstance(value, list):
+        return [_strip_for_hash(v) for v in value]
+    return value
+
+
+def config_hash(config: dict) -> str:
+    """Identity of a run: sha256 over its resolved config without observation keys and nulls."""
+    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    payload = json.dumps(_strip_for_hash(identity), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def environment_info(device: str = "cpu", precision: str = "fp32") -> dict:
+    """Where a run ran: results drift across environments, so every run records this."""
+    from importlib import metadata
+
+    versions = {}
+    for dist in ("overparam", "torch", "torchvision", "triton", "hydra-core", "numpy", "mnist1d", "datasets"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    device_name = platform.processor() or platform.machine()
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            device_name = torch.cuda.get_device_name(torch.device(device))
+    return {
+        "versions": versions,
+        "python": sys.version.split()[0],
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "device": device,
+        "device_name": device_name,
+        "precision": precision,
+        "hostname": platform.node(),
+    }
+
+
+class Run:
+    """A run directory and everything a recipe may write into it."""
+
+    def __init__(self, root: str | os.PathLike, config: dict, *, device: str = "cpu", precision: str = "fp32",
+                 loggers: Iterable[Any] = ()):
+        self.root = Path(root)
+        self.config = config
+        self.device = device
+        self.precision = precision
+        self.hash = config_hash(config)
+        self.loggers = list(loggers)
+        self.resumed = False
+        self._metrics_handle = None
+        self._t0 = time.time()
+        self.info: dict = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def start(self) -> "Run":
+        """Open the run: a fresh directory, or resume one started with the same config."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        previous = read_json(self.run_json)
+        if previous is not None:
+            if previous.get("config_hash") != self.hash:
+                raise UserError(
+                    f"{self.root} holds a run with another config (hash {previous.get('config_hash')}, "
+                    f"this one {self.hash}); choose another hydra.run.dir"
+                )
+            self.resumed = True
+            self.info = previous
+            self.info["resumes"] = int(previous.get("resumes", 0)) + (previous.get("status") != "done")
+        else:
+            self.info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoints": {}, "resumes": 0}
+        self.info.update(
+            {
+                "status": "running",
+                "config_hash": self.hash,
+                "method": (self.config.get("method") or {}).get("name"),
+                "environment": environment_info(self.device, self.precision),
+                "pid": os.getpid(),
+            }
+        )
+        self.info.pop("reason", None)
+        self._write_info()
+        return self
+
+    def finish(self, status: str = "done", reason: str | None = None, summary: dict | None = None) -> None:
+        """Close the run with its final status (`done` or `failed`) and summary."""
+        if summary is not None:
+            self.write_summary(summary)
+        self.info["status"] = status
+        if reason:
+            self.info["reason"] = reason
+        timings = self.info.setdefault("timings", {})
+        timings["last_session_seconds"] = round(time.time() - self._t0, 3)
+        timings["total_seconds"] = round(timings.get("total_seconds", 0.0) + time.time() - self._t0, 3)
+        self.info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._write_info()
+        if self._metrics_handle is not None:
+            self._metrics_handle.close()
+            self._metrics_handle = None
+        for logger in self.loggers:
+            logger.close()
+
+    @property
+    def done(self) -> bool:
+        return self.info.get("status") == "done" and (self.root / "summary.json").exists()
+
+    def _write_info(self) -> None:
+        atomic_write_json(self.run_json, self.info)
+
+    def record(self, key: str, value: Any) -> None:
+        """Store a small JSON value in run.json (timings, early-stop step, cache keys...)."""
+        self.info[key] = value
+        self._write_info()
+
+    # --- metrics ---------------------------------------------------------------------
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    def log(self, step: int, split: str, metrics: dict, level: int | None = None) -> None:
+        """Append one row per metric to metrics.jsonl and forward them to the loggers."""
+        if self._metrics_handle is None:
+            self._metrics_handle = open(self.metrics_path, "a", encoding="utf-8")
+        lines = []
+        for name, value in metrics.items():
+            value = float(value)
+            row = {"step": int(step), "level": level, "split": split, "metric": name,
+                   "value": value if math.isfinite(value) else str(value)}
+            lines.append(json.dumps(row))
+        self._metrics_handle.write("\n".join(lines) + "\n")
+        self._metrics_handle.flush()
+        for logger in self.loggers:
+            prefix = f"level_{level}/" if level is not None else ""
+            logger.log_metrics({f"{prefix}{split}/{k}": float(v) for k, v in metrics.items()}, step)
+
+    def read_metrics(self) -> list[dict]:
+        """All rows of metrics.jsonl (a torn last line from a kill is ignored)."""
+        rows = []
+        if not self.metrics_path.exists():
+            return rows
+        with open(self.metrics_path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+        return rows
+
+    def truncate_metrics(self, level: int | None, step: int) -> None:
+        """Drop rows logged after (level, step): a resumed phase logs them again."""
+        if self._metrics_handle is not None:
+            self._metrics_handle.close()
+            self._metrics_handle = None
+        level_key = -1 if level is None else level
+        kept = [
+            row for row in self.read_metrics()
+            if ((-1 if row["level"] is None else row["level"]), row["step"]) <= (level_key, step)
+        ]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
+
+    # --- checkpoints -----------------------------------------------------------------
+    def save_checkpoint(self, name: str, state: Any) -> Path:
+        """Atomically save nested state as checkpoints/<name>.safetensors; hash kept in run.json."""
+        path = self.checkpoints / f"{name}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = save_state(path, state)
+        self.info.setdefault("checkpoints", {})[name] = {"sha256": digest, "bytes": path.stat().st_size}
+        self._write_info()
+        return path
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.checkpoints / f"{name}.safetensors"
+
+    def has_checkpoint(self, name: str) -> bool:
+        return self.checkpoint_is_good(name)
+
+    def checkpoint_is_good(self, name: str) -> bool:
+        """True when the checkpoint exists and matches the size and hash recorded at save time."""
+        path = self.checkpoint_path(name)
+        recorded = self.info.get("checkpoints", {}).get(name)
+        if not path.is_file() or recorded is None:
+            return False
+        if path.stat().st_size != recorded["bytes"]:
+            return False
+        return file_sha256(path) == recorded["sha256"]
+
+    def load_checkpoint(self, name: str, device: str = "cpu") -> Any:
+        """Load a checkpoint saved by this run; a damaged one is a UserError."""
+        if not self.checkpoint_is_good(name):
+            raise UserError(f"checkpoint {self.checkpoint_path(name)} is missing or corrupt")
+        return load_state(self.checkpoint_path(name), device=device)
+
+    def drop_checkpoint(self, name: str) -> None:
+        """Delete a checkpoint that is no longer needed (e.g. an older resume point)."""
+        self.info.get("checkpoints", {}).pop(name, None)
+        self._write_info()
+        try:
+            self.checkpoint_path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+    # --- summary ---------------------------------------------------------------------
+    def write_summary(self, summary: dict) -> None:
+        """Final metrics that `runner table` reads."""
+        atomic_write_json(self.root / "summary.json", summary)
+
+    def read_summary(self) -> dict | None:
+        return read_json(self.root / "summary.json")
