@@ -222,3 +222,24 @@ def _report(out_dir: Path, summary: dict, already: bool = False) -> None:
     figures = "  ".join(f"{k}={summary[k]:.4f}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys)
     state = "already done" if already else "done"
     console.print(f"[bold green]{state}[/] {out_dir}  {figures}")
+
+
+def train_in_process(overrides: list[str], out_dir: str | Path) -> dict:
+    """Compose, validate and run one job into `out_dir` without a subprocess (tests, nested runs).
+
+    Writes `.hydra/config.yaml` and `.hydra/overrides.yaml` as Hydra would, so the directory is a
+    normal run directory for `runner table`, `runner reproduce` and `load_run_model`.
+    """
+    from omegaconf import OmegaConf
+
+    from overparam.store.atomic import atomic_write_text
+
+    container = compose_checked(list(overrides))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(container)))
+    atomic_write_text(out_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    execute(OmegaConf.create(container), out_dir)
+    from overparam.store.atomic import read_json
+
+    return read_json(out_dir / "summary.json") or {}
