@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from overparam.data.bundle import DataBundle
 from overparam.engine.evaluate import evaluate_splits
 from overparam.engine.optim import build_optimizer, lr_at, total_steps
+from overparam.engine.sharpness import Sharpness
 from overparam.errors import UserError
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,6 +83,14 @@ def default_loss(model, x, y, step):
     return F.cross_entropy(model(x), y)
 
 
+def _autocast_loss(loss_fn, model, x, y, step, device, autocast_dtype):
+    """`loss_fn` under the run's autocast (SAM's second pass)."""
+    if autocast_dtype is None:
+        return loss_fn(model, x, y, step)
+    with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
+        return loss_fn(model, x, y, step)
+
+
 class _Progress:
     """A rich progress bar on a terminal; silent otherwise."""
 
@@ -137,6 +146,10 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     optimizer = build_optimizer(trainable, optim)
     scaler = torch.amp.GradScaler(device.split(":")[0]) if precision == "fp16" else None
+    # optim.sam / optim.saf (null by default: then None and the loop below is unchanged).
+    sharpness = Sharpness.from_config(model, optim, num_examples)
+    if sharpness is not None and sharpness.sam and scaler is not None:
+        raise UserError("optim.sam=true does not support hardware.precision=fp16; use bf16 or fp32")
     resume_name = f"resume_{tag}"
     step = 0
     best_step, best_loss, best = 0, math.inf, {}
@@ -153,6 +166,8 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         best_step, best_loss, best = int(state["best_step"]), float(state["best_loss"]), state["best"]
         history = state.get("history", [])
         elapsed = float(state.get("seconds", 0.0))
+        if sharpness is not None:
+            sharpness.load_state_dict(state.get("sharpness"))
         run.truncate_metrics(level, step)
 
     def reseed(at_step: int) -> None:
@@ -161,12 +176,15 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     def checkpoint(at_step: int) -> None:
         if run is None:
             return
-        run.save_checkpoint(resume_name, {
+        state = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,
             "step": at_step, "best_step": best_step, "best_loss": best_loss, "best": best,
             "history": history, "seconds": elapsed + time.perf_counter() - t_start,
-        })
+        }
+        if sharpness is not None:
+            state["sharpness"] = sharpness.state_dict()
+        run.save_checkpoint(resume_name, state)
 
     last_results: dict = {}
 
@@ -210,6 +228,8 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
                     loss = loss_fn(model, x, y, step)
             else:
                 loss = loss_fn(model, x, y, step)
+            if sharpness is not None:
+                loss = sharpness.add_trajectory_term(loss, index, epoch)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -220,6 +240,9 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
                 scaler.update()
             else:
                 loss.backward()
+                if sharpness is not None:
+                    sharpness.second_pass(trainable, lambda: _autocast_loss(loss_fn, model, x, y, step, device,
+                                                                            autocast_dtype))
                 if grad_clip:
                     torch.nn.utils.clip_grad_norm_(trainable, float(grad_clip))
                 optimizer.step()
@@ -245,6 +268,8 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
                 reseed(step)
     finally:
         progress.close()
+        if sharpness is not None:
+            sharpness.close()
     if not last_results:  # resumed from the final checkpoint: nothing was evaluated in this session
         last_results = evaluate_splits(model, data, autocast_dtype)
     final = {split: dict(metrics) for split, metrics in last_results.items()}
