@@ -155,6 +155,7 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     best_step, best_loss, best = 0, math.inf, {}
     history: list = []
     elapsed = 0.0
+    resumed_loss = (0.0, 0)
 
     if run is not None and run.has_checkpoint(resume_name):
         state = run.load_checkpoint(resume_name)
@@ -166,6 +167,7 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         best_step, best_loss, best = int(state["best_step"]), float(state["best_loss"]), state["best"]
         history = state.get("history", [])
         elapsed = float(state.get("seconds", 0.0))
+        resumed_loss = (float(state.get("running_loss", 0.0)), int(state.get("running_count", 0)))
         if sharpness is not None:
             sharpness.load_state_dict(state.get("sharpness"))
         run.truncate_metrics(level, step)
@@ -181,6 +183,8 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
             "scaler": scaler.state_dict() if scaler is not None else None,
             "step": at_step, "best_step": best_step, "best_loss": best_loss, "best": best,
             "history": history, "seconds": elapsed + time.perf_counter() - t_start,
+            # The train loss logged at the next evaluation averages over steps on both sides of a resume.
+            "running_loss": float(running_loss), "running_count": running_count,
         }
         if sharpness is not None:
             state["sharpness"] = sharpness.state_dict()
@@ -209,8 +213,8 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         evaluate_now(0)
     order = None
     order_epoch = -1
-    running_loss = torch.zeros((), device=device)
-    running_count = 0
+    running_loss = torch.full((), resumed_loss[0], device=device)
+    running_count = resumed_loss[1]
     try:
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)

@@ -27,7 +27,11 @@ class TensorBoardLogger:
 
 
 class MLflowLogger:
-    """An MLflow run; a file store under the output dir unless `tracking_uri` is set."""
+    """An MLflow run; a local SQLite store (<output dir>/mlflow.db) unless `tracking_uri` is set.
+
+    Recent MLflow releases refuse the old ./mlruns folder store, so the local default is a
+    single SQLite file beside the runs: `mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db`.
+    """
 
     def __init__(self, run_dir: str, tracking_uri: str | None = None, experiment: str = "overparam",
                  output_dir: str | None = None, **_):
@@ -36,7 +40,8 @@ class MLflowLogger:
         self.mlflow = mlflow
         if tracking_uri is None:
             base = Path(output_dir) if output_dir else Path(run_dir).parent
-            tracking_uri = (base / "mlruns").resolve().as_uri()
+            base.mkdir(parents=True, exist_ok=True)
+            tracking_uri = f"sqlite:///{(base / 'mlflow.db').resolve()}"
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_experiment(experiment)
         self.run = mlflow.start_run(run_name=Path(run_dir).name)
