@@ -1,0 +1,449 @@
+"""What every merge shares: resolving and checking ingredients, streaming them, evaluating, saving.
+
+Ingredients are named by run directories (optionally `<dir>@<tag>`), a multirun directory (all of
+its finished jobs) or a glob. They are checked before any work - they exist, finished, and share
+architecture, parameter shapes and (where a merge needs it) masks - and loaded one at a time, so
+a merge of N models holds about two of them in memory.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from overparam.errors import UserError
+from overparam.store.load import RunRef, check_finished, saved_config
+
+GLOB_CHARS = "*?["
+MASK_SUFFIX = "_mask"
+
+
+# --- resolving ---------------------------------------------------------------------------------
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if hasattr(value, "__iter__"):  # a list, or an omegaconf ListConfig
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _job_sort_key(path: Path):
+    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
+
+
+def _is_multirun(path: Path) -> bool:
+    """A sweep directory: no run of its own, jobs in sub-directories."""
+    if (path / "run.json").exists() or (path / ".hydra" / "config.yaml").exists():
+        return False
+    return (path / "multirun.yaml").exists() or any((child / "run.json").exists() for child in path.iterdir()
+                                                     if child.is_dir())
+
+
+def _finished(path: Path) -> bool:
+    try:
+        check_finished(path)
+    except UserError:
+        return False
+    return True
+
+
+def resolve_ingredients(value: Any, key: str = "ingredients") -> list[RunRef]:
+    """Expand run dirs, multirun dirs (their finished jobs) and globs into run references, in order."""
+    items = _as_list(value)
+    if not items:
+        raise UserError(f"{key} is empty: give run directories, a multirun directory or a glob ({key}=outputs/multirun/...)")
+    refs: list[RunRef] = []
+    for item in items:
+        ref = RunRef.parse(item)
+        text = str(ref.root)
+        if any(char in text for char in GLOB_CHARS):
+            matches = sorted(Path(p) for p in globlib.glob(text) if Path(p).is_dir())
+            runs = [m for m in matches if (m / "run.json").exists()]
+            if not runs:
+                raise UserError(f"{key}: {item} matches no run directory")
+            refs.extend(RunRef(m, ref.tag) for m in runs)
+        elif ref.root.is_dir() and _is_multirun(ref.root):
+            jobs = sorted((c for c in ref.root.iterdir() if c.is_dir() and (c / "run.json").exists()), key=_job_sort_key)
+            finished = [job for job in jobs if _finished(job)]
+            if not finished:
+                raise UserError(f"{key}: multirun {ref.root} has no finished job")
+            refs.extend(RunRef(job, ref.tag) for job in finished)
+        else:
+            refs.append(ref)
+    return refs
+
+
+def ref_text(ref: RunRef) -> str:
+    """How a reference is written back to the user (and into summaries)."""
+    return f"{ref.root}@{ref.tag}" if ref.tag else str(ref.root)
+
+
+# --- checking ----------------------------------------------------------------------------------
+
+@dataclass
+class IngredientCheck:
+    """What the checks learned: the references, their shared model config and tensor shapes."""
+
+    refs: list[RunRef]
+    model: dict
+    dataset: dict
+    seeds: list[int]
+    shapes: dict[str, tuple[int, ...]]
+    masked: bool = False
+    extras: dict = field(default_factory=dict)
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a safetensors file, read from its header only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise UserError(f"corrupt weights {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def _container(node) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
+
+def _describe_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            found = _describe_difference(va, vb, f"{prefix}{key}.")
+            if found:
+                return found
+        elif va != vb:
+            return f"{prefix}{key}={va!r} vs {vb!r}"
+    return ""
+
+
+def check_ingredients(refs: list[RunRef], *, key: str = "ingredients", same_masks: bool = True,
+                      minimum: int = 1, maximum: int | None = None, reference: RunRef | None = None) -> IngredientCheck:
+    """Each ingredient exists, finished, has weights, and matches the first (or `reference`):
+    model config, dataset, parameter names and shapes, and masks (when `same_masks`).
+    UserError names the first mismatch."""
+    if len(refs) < minimum:
+        raise UserError(f"{key} needs at least {minimum} run(s), got {len(refs)}")
+    if maximum is not None and len(refs) > maximum:
+        raise UserError(f"{key} takes at most {maximum} run(s), got {len(refs)}")
+    first: IngredientCheck | None = None
+    first_name = ""
+    first_masks: dict | None = None
+    seeds = []
+    ordered = ([reference] if reference is not None else []) + list(refs)
+    for index, ref in enumerate(ordered):
+        name = ref_text(ref)
+        check_finished(ref.root)
+        cfg = saved_config(ref.root)
+        if not ref.weights.is_file():
+            raise UserError(f"{key}: {name} has no weights at {ref.weights}")
+        shapes = tensor_shapes(ref.weights)
+        model_cfg, dataset_cfg = _container(cfg.get("model")), _container(cfg.get("dataset"))
+        masked = any(k.endswith(MASK_SUFFIX) for k in shapes)
+        if reference is None or index > 0:
+            seeds.append(int(cfg.get("seed", 0)))
+        if first is None:
+            first = IngredientCheck(refs=list(refs), model=model_cfg, dataset=dataset_cfg, seeds=[], shapes=shapes,
+                                    masked=masked)
+            first_name = name
+        else:
+            if model_cfg != first.model:
+                raise UserError(f"{key}: {name} has another architecture than {first_name} "
+                                f"({_describe_difference(model_cfg, first.model)})")
+            if dataset_cfg.get("name") != first.dataset.get("name"):
+                raise UserError(f"{key}: {name} was trained on dataset {dataset_cfg.get('name')}, "
+                                f"{first_name} on {first.dataset.get('name')}")
+            weights_only = lambda s: {k: v for k, v in s.items() if not k.endswith(MASK_SUFFIX)}  # noqa: E731
+            ours, theirs = weights_only(shapes), weights_only(first.shapes)
+            for tensor in list(theirs) + [k for k in ours if k not in theirs]:
+                if tensor not in ours:
+                    raise UserError(f"{key}: {name} has no parameter {tensor} (present in {first_name})")
+                if tensor not in theirs:
+                    raise UserError(f"{key}: {name} has parameter {tensor} that {first_name} lacks")
+                if ours[tensor] != theirs[tensor]:
+                    raise UserError(f"{key}: parameter {tensor} has shape {list(ours[tensor])} in {name} "
+                                    f"but {list(theirs[tensor])} in {first_name}")
+        if same_masks and (masked or first.masked) and (reference is None or index > 0):
+            masks = load_masks(ref)
+            if first_masks is None:
+                first_masks, mask_owner = masks, name
+            else:
+                _compare_masks(masks, first_masks, name, mask_owner, key)
+    assert first is not None
+    first.seeds = seeds
+    first.masked = first.masked if reference is None else any(k.endswith(MASK_SUFFIX) for k in tensor_shapes(refs[0].weights))
+    return first
+
+
+def _compare_masks(masks: dict, reference: dict, name: str, reference_name: str, key: str) -> None:
+    import torch
+
+    for tensor in sorted(set(masks) | set(reference)):
+        if tensor not in masks or tensor not in reference:
+            owner = reference_name if tensor in reference else name
+            other = name if tensor in reference else reference_name
+            raise UserError(f"{key}: {owner} masks {tensor} but {other} does not (a sparse merge needs the same masks)")
+        if not torch.equal(masks[tensor] != 0, reference[tensor] != 0):
+            differing = int(((masks[tensor] != 0) != (reference[tensor] != 0)).sum())
+            raise UserError(f"{key}: mask {tensor} of {name} differs from {reference_name} in {differing} entries "
+                            f"(a sparse merge needs the same masks)")
+
+
+def load_masks(ref: RunRef) -> dict:
+    """The `*_mask` tensors of an ingredient's weights (read without loading the weights)."""
+    from safetensors import safe_open
+
+    with safe_open(str(ref.weights), framework="pt") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys() if k.endswith(MASK_SUFFIX)}
+
+
+def validate_refs(cfg: dict, key: str = "ingredients", **kwargs) -> IngredientCheck:
+    """`validate(cfg)` helper: resolve `cfg[key]` and check the runs (cheap: headers and masks only)."""
+    return check_ingredients(resolve_ingredients(cfg.get(key), key), key=key, **kwargs)
+
+
+def validate_base(cfg: dict, check: IngredientCheck | None = None, required: bool = True) -> RunRef | None:
+    """Resolve and check `base` (one run) against the ingredients' architecture."""
+    value = cfg.get("base")
+    if value in (None, "", []):
+        if required:
+            raise UserError("base is required: the run the ingredients were fine-tuned from (base=<run dir>[@tag])")
+        return None
+    refs = resolve_ingredients(value, "base")
+    if len(refs) != 1:
+        raise UserError(f"base names {len(refs)} runs; give exactly one")
+    if check is not None:
+        check_ingredients(check.refs[:1], key="base", same_masks=False, reference=refs[0])
+    else:
+        check_ingredients(refs, key="base", same_masks=False)
+    return refs[0]
+
+
+# --- loading and streaming ---------------------------------------------------------------------
+
+def load_weights(ref: RunRef, device: str = "cpu") -> dict:
+    """The flat state_dict an ingredient saved."""
+    import torch
+
+    from overparam.store.checkpoint import load_state
+
+    state = load_state(ref.weights, device=device)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{ref.weights} is not a model state_dict")
+    return state
+
+
+def is_mask(key: str) -> bool:
+    return key.endswith(MASK_SUFFIX)
+
+
+def is_averaged(key: str, value) -> bool:
+    """Floating tensors that merges combine (masks and integer counters are carried over instead)."""
+    return value.is_floating_point() and not is_mask(key)
+
+
+def weighted_average(states: Iterable[dict], weights: Iterable[float] | None = None) -> dict:
+    """Streaming weighted mean of state_dicts: one ingredient at a time, float64 accumulators.
+
+    Masks and integer buffers are taken from the first state; masked weights stay exactly zero.
+    """
+    import torch
+
+    total: dict | None = None
+    weight_sum = 0.0
+    weights_iter = iter(weights) if weights is not None else None
+    for state in states:
+        weight = float(next(weights_iter)) if weights_iter is not None else 1.0
+        if total is None:
+            total = {k: (v.double() * weight if is_averaged(k, v) else v.clone()) for k, v in state.items()}
+        else:
+            for k, v in state.items():
+                if is_averaged(k, v):
+                    total[k].add_(v.double(), alpha=weight)
+        weight_sum += weight
+        del state
+    if total is None:
+        raise UserError("nothing to average: no ingredients")
+    if weight_sum == 0:
+        raise UserError("ingredient weights sum to zero")
+    return finish_state({k: (v / weight_sum if v.dtype == torch.float64 and not is_mask(k) else v)
+                         for k, v in total.items()})
+
+
+def finish_state(state: dict, like: dict | None = None) -> dict:
+    """Cast accumulators back to float32 (or `like`'s dtypes) and zero the weights that masks remove."""
+    import torch
+
+    out = {}
+    for k, v in state.items():
+        target = like[k].dtype if like is not None and k in like else (torch.float32 if v.dtype == torch.float64 else v.dtype)
+        out[k] = v.to(target)
+    return apply_state_masks(out)
+
+
+def apply_state_masks(state: dict) -> dict:
+    """Multiply every `<name>` by its `<name>_mask` (so masked entries are exactly zero)."""
+    for k in list(state):
+        if is_mask(k):
+            weight_key = k[: -len(MASK_SUFFIX)]
+            if weight_key in state:
+                state[weight_key] = state[weight_key] * state[k].to(state[weight_key].dtype)
+    return state
+
+
+def stream(refs: list[RunRef], device: str = "cpu") -> Iterator[dict]:
+    """Ingredients' state_dicts, one at a time."""
+    for ref in refs:
+        yield load_weights(ref, device)
+
+
+# --- the merge context -------------------------------------------------------------------------
+
+@dataclass
+class MergeSetup:
+    """Device, evaluation data and a model of the ingredients' architecture to evaluate states with."""
+
+    cfg: Any
+    device: str
+    data: Any
+    model: Any
+    refs: list[RunRef]
+    check: IngredientCheck
+    notes: dict = field(default_factory=dict)
+
+    def evaluate_state(self, state: dict, recalibrate: bool | None = None) -> dict:
+        """{"val_accuracy", "val_loss", "test_accuracy", "test_loss"} of a state (BN recalibrated if set)."""
+        from overparam.engine.evaluate import evaluate_splits
+
+        self.model.load_state_dict(state)
+        if self.recalibrate if recalibrate is None else recalibrate:
+            recalibrate_batchnorm(self.model, self.data, fraction=self.bn_fraction, seed=int(self.cfg.seed))
+        results = evaluate_splits(self.model, self.data)
+        return {f"{split}_{name}": value for split, metrics in results.items() for name, value in metrics.items()}
+
+    @property
+    def recalibrate(self) -> bool:
+        merge = self.cfg.get("merge") or {}
+        return bool(merge.get("bn_recalibrate", False))
+
+    @property
+    def bn_fraction(self) -> float:
+        merge = self.cfg.get("merge") or {}
+        return float(merge.get("bn_fraction", 0.25) or 0.25)
+
+    def current_state(self) -> dict:
+        """The evaluation model's state (after BN recalibration, if any)."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup:
+    """Device, the ingredients' dataset (val split of the first ingredient's seed) and a model template."""
+    from overparam.data import load_dataset
+    from overparam.engine import setup_hardware
+    from overparam.store.load import load_run_model
+
+    device = setup_hardware(cfg.hardware)
+    first_cfg = saved_config(refs[0].root)
+    split_seed = int(first_cfg.get("seed", 0))
+    data = load_dataset(first_cfg.dataset, cfg.paths.data_dir, seed=split_seed, device=device)
+    model, _ = load_run_model(refs[0], device=device, data=data)
+    # Each seed holds out a different validation split: for ingredients of other seeds this val set
+    # overlaps their training data, so selection on it (greedy soups) is optimistic; say so.
+    notes = {"val_split_seed": split_seed, "val_split_shared": int(len(set(check.seeds)) <= 1)}
+    return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes)
+
+
+def open_merge(cfg, key: str = "ingredients", **check_kwargs) -> MergeSetup:
+    """Resolve and check the ingredients again at run time, then `prepare_merge`."""
+    refs = resolve_ingredients(cfg.get(key), key)
+    check = check_ingredients(refs, key=key, **check_kwargs)
+    return prepare_merge(cfg, refs, check)
+
+
+def recalibrate_batchnorm(model, data, fraction: float = 0.25, seed: int = 0, batch_size: int = 256) -> None:
+    """Recompute BatchNorm running statistics on a seeded `fraction` of train data.
+
+    Averaged weights do not match the averaged statistics of their ingredients (the statistics of
+    a mean of networks are not the mean of their statistics), so merges of BN nets re-estimate them.
+    """
+    import torch
+    from torch import nn
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    count = max(1, int(round(len(data.train_x) * fraction)))
+    generator = torch.Generator().manual_seed(int(seed) + 104729)
+    index = torch.randperm(len(data.train_x), generator=generator)[:count].to(data.train_x.device)
+    saved_momentum = [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over all batches seen
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for start in range(0, count, batch_size):
+            model(data.train_x[index[start:start + batch_size]])
+    for module, momentum in zip(norms, saved_momentum):
+        module.momentum = momentum
+    model.train(was_training)
+
+
+def ingredient_rows(setup: MergeSetup, refs: list[RunRef] | None = None) -> list[dict]:
+    """Val/test of every ingredient (loaded one at a time), evaluated on the merge's data."""
+    rows = []
+    for index, ref in enumerate(refs or setup.refs):
+        metrics = setup.evaluate_state(load_weights(ref, setup.device), recalibrate=False)
+        rows.append({"role": "ingredient", "ingredient": index, "name": ref_text(ref), **metrics})
+    return rows
+
+
+def ingredient_figures(rows: list[dict]) -> dict:
+    """Best (by val) and mean ingredient figures, for comparing a merge with what went in."""
+    if not rows:
+        return {}
+    select = "val_accuracy" if "val_accuracy" in rows[0] else "test_accuracy"
+    best = max(rows, key=lambda r: r[select])
+    out = {"ingredients": len(rows), "best_ingredient": best["name"]}
+    for metric in ("val_accuracy", "test_accuracy", "val_loss", "test_loss"):
+        if metric in best:
+            out[f"best_ingredient_{metric}"] = best[metric]
+            out[f"mean_ingredient_{metric}"] = sum(r[metric] for r in rows) / len(rows)
+    return out
+
+
+def save_merged(run, setup: MergeSetup, state: dict) -> dict:
+    """Save the merged model as checkpoints/model.safetensors (after BN recalibration, if set)."""
+    setup.model.load_state_dict(state)
+    if setup.recalibrate:
+        recalibrate_batchnorm(setup.model, setup.data, fraction=setup.bn_fraction, seed=int(setup.cfg.seed))
+    final = setup.current_state()
+    run.save_checkpoint("model", final)
+    return final
+
+
+def masked_sparsity(state: dict) -> dict:
+    """Exact sparsity over masked weights of a state (and the count of weights that are nonzero there)."""
+    total, kept = 0, 0
+    for k, v in state.items():
+        if is_mask(k):
+            total += v.numel()
+            kept += int(v.count_nonzero())
+    return {"sparsity": (1.0 - kept / total) if total else 0.0, "remaining_weights": kept} if total else {}
+
+
+def any_masked(model) -> bool:
+    """True when the model already has masked layers (a pruned starting point)."""
+    from overparam.models.masked import masked_modules
+
+    return bool(masked_modules(model))

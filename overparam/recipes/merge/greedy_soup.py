@@ -1,0 +1,64 @@
+"""`method=greedy_soup`: Wortsman et al. 2022, recipe 1.
+
+Sort the ingredients by held-out (val) accuracy, start from the best, and add each next one only if
+the soup's val accuracy rises (`soup.accept=gt`) or does not fall (`ge`). The soup therefore never
+scores below its best ingredient on val.
+"""
+
+from __future__ import annotations
+
+from overparam.cli.validate import choice
+from overparam.errors import UserError
+from overparam.recipes.merge import common
+from overparam.recipes.merge.uniform_soup import soup_summary
+
+ACCEPT = ("gt", "ge")
+
+
+def validate(cfg: dict) -> None:
+    """soup.accept is gt|ge; ingredients exist and match; a val split exists to select on."""
+    choice(cfg, "soup.accept", ACCEPT)
+    if not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
+        raise UserError("greedy_soup selects on the val split: set dataset.val_fraction > 0")
+    common.validate_refs(cfg)
+
+
+def greedy(setup: common.MergeSetup, rows: list[dict], accept: str) -> tuple[dict, list[int]]:
+    """(soup state, indices of the ingredients kept), holding the soup sum and one ingredient at a time."""
+    import torch
+
+    selection = "val_accuracy"
+    order = sorted(range(len(rows)), key=lambda i: rows[i][selection], reverse=True)
+    kept = [order[0]]
+    total = {k: (v.double() if common.is_averaged(k, v) else v)
+             for k, v in common.load_weights(setup.refs[order[0]], setup.device).items()}
+    best = rows[order[0]][selection]
+    if setup.recalibrate:
+        best = setup.evaluate_state(common.finish_state(dict(total)))[selection]
+    for index in order[1:]:
+        state = common.load_weights(setup.refs[index], setup.device)
+        candidate_total = {k: (total[k] + v.double() if common.is_averaged(k, v) else total[k]) for k, v in state.items()}
+        del state
+        count = len(kept) + 1
+        candidate = common.finish_state({k: (v / count if v.dtype == torch.float64 else v)
+                                         for k, v in candidate_total.items()})
+        score = setup.evaluate_state(candidate)[selection]
+        if score > best or (accept == "ge" and score == best):
+            total, best = candidate_total, score
+            kept.append(index)
+    count = len(kept)
+    soup = common.finish_state({k: (v / count if v.dtype == torch.float64 else v) for k, v in total.items()})
+    return soup, kept
+
+
+def run(cfg, run) -> dict:
+    """Greedy soup of the ingredients; report the soup and every ingredient on val and test."""
+    setup = common.open_merge(cfg)
+    if setup.data.val_x is None:
+        raise UserError("greedy_soup selects on the val split: set dataset.val_fraction > 0")
+    rows = common.ingredient_rows(setup)
+    soup, kept = greedy(setup, rows, str(cfg.soup.accept))
+    for index, row in enumerate(rows):
+        row["in_soup"] = int(index in kept)
+    final = common.save_merged(run, setup, soup)
+    return soup_summary(setup, final, rows, "greedy_soup", {"soup_size": len(kept)})

@@ -1,0 +1,134 @@
+"""`method=lmc`: linear mode connectivity of two models (Frankle et al. 2020; Ainsworth et al. 2023).
+
+Loss and accuracy along theta(alpha) = (1 - alpha) theta_A + alpha theta_B at `lmc.points` evenly
+spaced alphas, before and (with `lmc.align=true`) after weight matching B to A. The barrier is the
+largest rise of the path's loss above the straight line between the endpoints' losses
+(and the same for error). With `lmc.from=<run dir>@<tag>` the two models are trained here, from
+that checkpoint, with different data orders: the instability analysis behind late rewinding.
+"""
+
+from __future__ import annotations
+
+from overparam.cli.validate import choice, number
+from overparam.errors import UserError
+from overparam.recipes.merge import common
+from overparam.store.load import RunRef
+
+PARAMS = "lmc"
+SPLITS = ("train", "val", "test")
+
+
+def barrier(values: list[float]) -> float:
+    """max over the path of value(alpha) - ((1 - alpha) value(0) + alpha value(1)); evenly spaced alphas."""
+    count = len(values)
+    if count < 2:
+        return 0.0
+    first, last = values[0], values[-1]
+    return max(v - ((1 - i / (count - 1)) * first + (i / (count - 1)) * last) for i, v in enumerate(values))
+
+
+def path(setup: common.MergeSetup, a: dict, b: dict, points: int, split: str) -> list[dict]:
+    """Metrics at each alpha of the straight line from a to b (BN recalibrated per point if set)."""
+    from overparam.engine.evaluate import evaluate
+    from overparam.recipes.merge.wise_ft import interpolate
+
+    rows = []
+    for i in range(points):
+        alpha = i / (points - 1)
+        metrics = setup.evaluate_state(interpolate(a, b, alpha))
+        if split == "train":
+            train = evaluate(setup.model, setup.data.train_x, setup.data.train_y)
+            metrics.update({"train_loss": train["loss"], "train_accuracy": train["accuracy"]})
+        rows.append({"alpha": round(alpha, 10), **metrics})
+    return rows
+
+
+def path_barriers(rows: list[dict], split: str, prefix: str = "") -> dict:
+    """Loss and error barriers of a path on `split`."""
+    losses = [r[f"{split}_loss"] for r in rows]
+    errors = [1.0 - r[f"{split}_accuracy"] for r in rows]
+    return {f"{prefix}barrier_loss": barrier(losses), f"{prefix}barrier_error": barrier(errors),
+            f"{prefix}midpoint_{split}_accuracy": rows[len(rows) // 2][f"{split}_accuracy"]}
+
+
+def _from(cfg) -> str | None:
+    return (cfg.get(PARAMS) or {}).get("from")
+
+
+def validate(cfg: dict) -> None:
+    """points >= 2, a known split, and two ingredients (or one checkpoint in lmc.from)."""
+    number(cfg, f"{PARAMS}.points", low=2, integer=True)
+    choice(cfg, f"{PARAMS}.split", SPLITS)
+    origin = _from(cfg)
+    if origin:
+        if cfg.get("ingredients"):
+            raise UserError(f"give either ingredients or {PARAMS}.from, not both")
+        ref = RunRef.parse(origin)
+        common.check_ingredients([ref], key=f"{PARAMS}.from")
+    else:
+        common.validate_refs(cfg, minimum=2, maximum=2)
+    if cfg[PARAMS]["split"] == "val" and not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
+        raise UserError(f"{PARAMS}.split=val needs dataset.val_fraction > 0")
+
+
+def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[dict, dict, dict]:
+    """Two copies trained from `origin` with data orders seed+1 and seed+2 (each resumes on its own)."""
+    from overparam.engine import fit
+
+    start = common.load_weights(origin, setup.device)
+    copies, figures = [], {}
+    for copy in range(2):
+        name = f"copy_{copy}"
+        if run.has_checkpoint(name):
+            copies.append(run.load_checkpoint(name, device=setup.device))
+            continue
+        setup.model.load_state_dict(start)
+        result = fit(setup.model, setup.data, run, train=cfg.train, optim=cfg.optim, hardware=cfg.hardware,
+                     seed=int(cfg.seed), data_seed=int(cfg.seed) + 1 + copy, tag=name, label=name, level=copy)
+        state = setup.current_state()
+        run.save_checkpoint(name, state)
+        figures[f"{name}_train_seconds"] = round(result.seconds, 3)
+        copies.append(state)
+    return copies[0], copies[1], figures
+
+
+def run(cfg, run) -> dict:
+    """Evaluate the path before and after alignment; report the barriers."""
+    params = cfg[PARAMS]
+    points, split = int(params.points), str(params.split)
+    origin = _from(cfg)
+    if origin:
+        ref = RunRef.parse(origin)
+        setup = common.prepare_merge(cfg, [ref], common.check_ingredients([ref], key=f"{PARAMS}.from"))
+        a, b, extra = train_copies(cfg, run, setup, ref)
+        extra["from"] = origin
+    else:
+        setup = common.open_merge(cfg, minimum=2, maximum=2)
+        a, b = (common.load_weights(r, setup.device) for r in setup.refs)
+        extra = {}
+    if split == "val" and setup.data.val_x is None:
+        raise UserError(f"{PARAMS}.split=val needs dataset.val_fraction > 0")
+    rows = [{"aligned": False, **r} for r in path(setup, a, b, points, split)]
+    summary = {**path_barriers(rows, split), **extra}
+    if bool(params.align):
+        from overparam.models.permutation import align, spec_for
+
+        spec = spec_for(setup.model, setup.data.input_shape)
+        b_aligned = align(spec, a, b, seed=int(cfg.seed))
+        aligned_rows = [{"aligned": True, **r} for r in path(setup, a, b_aligned, points, split)]
+        summary.update(path_barriers(aligned_rows, split, prefix="aligned_"))
+        rows += aligned_rows
+        midpoint = aligned_rows[len(aligned_rows) // 2]
+    else:
+        midpoint = rows[len(rows) // 2]
+    # The run's model is the midpoint of the (aligned, if aligned) path: the merge this analysis is about.
+    from overparam.recipes.merge.wise_ft import interpolate
+
+    final = common.save_merged(run, setup, interpolate(a, b_aligned if bool(params.align) else b, 0.5))
+    del final
+    summary.update({k: v for k, v in midpoint.items() if k.endswith(("_accuracy", "_loss"))})
+    summary.update({"points": points, "split": split, **setup.notes})
+    for endpoint, row in (("a", rows[0]), ("b", rows[points - 1])):
+        summary[f"endpoint_{endpoint}_{split}_accuracy"] = row[f"{split}_accuracy"]
+    summary["rows"] = rows
+    return summary

@@ -1,0 +1,67 @@
+"""`method=rebasin`: weight matching (Ainsworth et al. 2023), then merge or hand the aligned model on.
+
+Every ingredient after the first is permuted to match the first (`overparam.models.permutation`),
+then `rebasin.output=average` saves the mean of the aligned models and `aligned` saves the second
+ingredient aligned to the first (for `lmc`, or any later merge). The naive average is reported
+beside the aligned one.
+"""
+
+from __future__ import annotations
+
+from overparam.cli.validate import choice, number
+from overparam.errors import UserError
+from overparam.recipes.merge import common
+
+PARAMS = "rebasin"
+OUTPUTS = ("average", "aligned")
+
+
+def aligned_states(setup: common.MergeSetup, max_iterations: int = 100):
+    """The first ingredient, then every other one permuted to match it (streamed); also the perms' change."""
+    import torch
+
+    from overparam.models.permutation import apply_permutation, spec_for, weight_matching
+
+    spec = spec_for(setup.model, setup.data.input_shape)
+    reference = common.load_weights(setup.refs[0], setup.device)
+    yield reference, 0
+    for index, ref in enumerate(setup.refs[1:], start=1):
+        state = common.load_weights(ref, setup.device)
+        perms = weight_matching(spec, reference, state, max_iterations=max_iterations, seed=int(setup.cfg.seed) + index)
+        moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms.values())
+        yield apply_permutation(spec, perms, state), moved
+
+
+def validate(cfg: dict) -> None:
+    """Two or more ingredients of one architecture that has a permutation spec."""
+    choice(cfg, f"{PARAMS}.output", OUTPUTS)
+    number(cfg, f"{PARAMS}.max_iterations", low=1, integer=True)
+    check = common.validate_refs(cfg, minimum=2)
+    if cfg[PARAMS]["output"] == "aligned" and len(check.refs) != 2:
+        raise UserError(f"{PARAMS}.output=aligned needs exactly two ingredients, got {len(check.refs)}")
+
+
+def run(cfg, run) -> dict:
+    """Align, average (or keep the aligned model), and compare with the naive average."""
+    setup = common.open_merge(cfg, minimum=2)
+    rows = common.ingredient_rows(setup)
+    naive = common.weighted_average(common.stream(setup.refs, setup.device))
+    naive_metrics = setup.evaluate_state(naive)
+    del naive
+    moved_units = []
+
+    def aligned():
+        for state, moved in aligned_states(setup, int(cfg[PARAMS].max_iterations)):
+            moved_units.append(moved)
+            yield state
+
+    if cfg[PARAMS].output == "average":
+        result = common.weighted_average(aligned())
+    else:
+        result = list(aligned())[1]
+    final = common.save_merged(run, setup, result)
+    metrics = setup.evaluate_state(final, recalibrate=False)
+    merged_row = {"role": "merged", "name": f"rebasin_{cfg[PARAMS].output}", "aligned": True, **metrics}
+    naive_row = {"role": "naive_average", "name": "naive_average", "aligned": False, **naive_metrics}
+    return {**metrics, **{f"naive_{k}": v for k, v in naive_metrics.items()}, **common.ingredient_figures(rows),
+            "permuted_units": sum(moved_units), **setup.notes, "rows": [merged_row, naive_row, *rows]}

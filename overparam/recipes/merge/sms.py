@@ -1,0 +1,197 @@
+"""`method=sms`: Sparse Model Soups (Zimmer et al. 2024).
+
+Start from a trained model (`base`, or a dense model trained here first). In each of `sms.phases`
+phases: prune the current model by global magnitude to the phase's sparsity (the run's `sparsity`
+is reached after the last phase, the remaining fraction shrinking geometrically), retrain
+`sms.copies` copies that differ by `sms.vary` (seed | data_order | weight_decay | lr), average them
+(`sms.soup=uniform|greedy`) and start the next phase from the soup. All copies of a phase share the
+phase's mask, so their average keeps exactly that mask.
+
+Every phase is stored like a prune level (`level_<p>/` with model, mask and summary) and every copy as
+the checkpoint `phase_<p>_copy_<c>`: a killed run resumes at the first copy not yet finished.
+"""
+
+from __future__ import annotations
+
+from overparam.cli.validate import choice, number
+from overparam.errors import UserError
+from overparam.recipes.merge import common
+
+PARAMS = "sms"
+VARY = ("seed", "data_order", "weight_decay", "lr")
+SOUPS = ("uniform", "greedy")
+
+
+def phase_remaining(sparsity: float, phase: int, phases: int) -> float:
+    """Remaining fraction after `phase` of `phases` (geometric: the same prune rate every phase)."""
+    return (1.0 - float(sparsity)) ** (phase / phases)
+
+
+def copy_settings(cfg, copy: int) -> dict:
+    """fit() keyword arguments that make copy `copy` differ from the others."""
+    from omegaconf import OmegaConf
+
+    params = cfg[PARAMS]
+    seed = int(cfg.seed)
+    vary = str(params.vary)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    if vary == "seed":
+        return {"seed": seed + copy, "data_seed": seed + copy, "optim": optim}
+    if vary == "data_order":
+        return {"seed": seed, "data_seed": seed + 1 + copy, "optim": optim}
+    optim["lr" if vary == "lr" else "weight_decay"] = float(params["values"][copy])
+    return {"seed": seed, "data_seed": seed, "optim": optim}
+
+
+def validate(cfg: dict) -> None:
+    """Phases, copies, variation, soup and the target sparsity; the starting model if given."""
+    number(cfg, f"{PARAMS}.phases", low=1, integer=True)
+    number(cfg, f"{PARAMS}.copies", low=1, integer=True)
+    choice(cfg, f"{PARAMS}.vary", VARY)
+    choice(cfg, f"{PARAMS}.soup", SOUPS)
+    choice(cfg, f"{PARAMS}.accept", ("gt", "ge"))
+    params = cfg[PARAMS]
+    if not float(cfg.get("sparsity") or 0) > 0:
+        raise UserError("sms needs a target sparsity > 0 (sparsity=0.9)")
+    if params["vary"] in ("lr", "weight_decay"):
+        values = params.get("values")
+        if not isinstance(values, (list, tuple)) or len(values) != int(params["copies"]):
+            raise UserError(f"{PARAMS}.vary={params['vary']} needs {PARAMS}.values: one number per copy "
+                            f"({params['copies']} of them)")
+        if any(not isinstance(v, (int, float)) or v < 0 for v in values):
+            raise UserError(f"{PARAMS}.values must be non-negative numbers, got {values}")
+    if params["soup"] == "greedy" and not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
+        raise UserError(f"{PARAMS}.soup=greedy selects on the val split: set dataset.val_fraction > 0")
+    if cfg.get("base"):
+        common.validate_base(cfg, None)
+
+
+def _start(cfg, run, setup) -> tuple[object, dict]:
+    """The trained starting model: `base`'s weights, or a dense model trained here (tag `dense`)."""
+    from overparam.engine import fit
+    from overparam.store.load import load_run_model
+
+    if cfg.get("base"):
+        ref = common.validate_base(cfg, None)
+        model, _ = load_run_model(ref, device=setup.device, data=setup.data)
+        return model, {"base": common.ref_text(ref)}
+    model = setup.new_model()
+    if run.has_checkpoint("dense"):
+        model.load_state_dict(run.load_checkpoint("dense", device=setup.device))
+        return model, {}
+    result = fit(model, setup.data, run, tag="dense", label="dense", level=0, **setup.fit_kwargs())
+    run.save_checkpoint("dense", model.state_dict())
+    return model, {"dense_train_seconds": round(result.seconds, 3)}
+
+
+def run(cfg, run) -> dict:
+    """Prune, retrain copies, soup; phase after phase. One summary row (`levels`) per phase."""
+    import copy as copying
+
+    from overparam.engine import fit
+    from overparam.engine.evaluate import evaluate_splits
+    from overparam.models.masked import apply_masks, masks_of, sparsity_report
+    from overparam.recipes import prune
+    from overparam.recipes.common import prepare
+    from overparam.recipes.prune import common as prune_common
+
+    del prune
+    params = cfg[PARAMS]
+    phases, copies = int(params.phases), int(params.copies)
+    setup = prepare(cfg)
+    model, extra = _start(cfg, run, setup)
+    if not common.any_masked(model):
+        prune_common.make_prunable(model, exclude_output=bool(params.exclude_output))
+    names = prune_common.weight_names(model)
+    total = sum(dict(model.named_parameters())[n].numel() for n in names)
+    # Evaluating soups: a MergeSetup over the same data and a twin of the model.
+    evaluator = common.MergeSetup(cfg=cfg, device=setup.device, data=setup.data, model=copying.deepcopy(model),
+                                  refs=[], check=None)  # type: ignore[arg-type]
+    levels = []
+    dense_metrics = evaluate_splits(model, setup.data)
+    levels.append({"level": 0, "remaining_fraction": 1.0 - sparsity_report(model)["sparsity"],
+                   "sparsity": sparsity_report(model)["sparsity"],
+                   **{f"{s}_{k}": v for s, m in dense_metrics.items() for k, v in m.items()}})
+    for phase in range(1, phases + 1):
+        path = prune_common.level_dir(run.root, phase)
+        if prune_common.level_complete(path):
+            model.load_state_dict(prune_common.load_level_state(path))
+            levels.append(prune_common.read_level_summary(path))
+            continue
+        remaining = phase_remaining(float(cfg.sparsity), phase, phases)
+        keep = prune_common.target_count(total, 1.0 - remaining)
+        masks = prune_common.select_masks(prune_common.magnitude_scores(model), keep, scope="global",
+                                          alive=masks_of(model))
+        apply_masks(model, masks)
+        pruned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        copy_names = []
+        seconds = 0.0
+        for index in range(copies):
+            name = f"phase_{phase}_copy_{index}"
+            copy_names.append(name)
+            if run.has_checkpoint(name):
+                continue
+            model.load_state_dict(pruned)
+            settings = copy_settings(cfg, index)
+            result = fit(model, setup.data, run, train=cfg.train, hardware=cfg.hardware, tag=name, label=name,
+                         level=(phase - 1) * copies + index + 1, **settings)
+            seconds += result.seconds
+            run.save_checkpoint(name, model.state_dict())
+        copy_rows = []
+        for index, name in enumerate(copy_names):
+            copy_rows.append({"copy": index, **evaluator.evaluate_state(run.load_checkpoint(name, setup.device),
+                                                                         recalibrate=False)})
+
+        def states(order=None):
+            for index in (order if order is not None else range(copies)):
+                yield run.load_checkpoint(copy_names[index], setup.device)
+
+        if params.soup == "uniform":
+            soup = common.weighted_average(states())
+            kept = list(range(copies))
+        else:
+            soup, kept = greedy_states(evaluator, states, copy_rows, str(params.accept))
+        evaluator.model.load_state_dict(soup)
+        if evaluator.recalibrate:
+            common.recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(cfg.seed))
+        model.load_state_dict(evaluator.current_state())
+        # The soup keeps exactly the phase's mask: same masks in, masks copied, masked weights zero.
+        if not all(bool((masks_of(model)[k] == masks[k].to(masks_of(model)[k].dtype)).all()) for k in masks):
+            raise RuntimeError(f"phase {phase}: the soup's mask differs from the phase's mask")
+        metrics = evaluate_splits(model, setup.data)
+        report = sparsity_report(model)
+        flat = {f"{s}_{k}": v for s, m in metrics.items() for k, v in m.items()}
+        best_copy = max(copy_rows, key=lambda r: r.get("val_accuracy", r["test_accuracy"]))
+        summary = {"level": phase, "sparsity": report["sparsity"], "remaining_fraction": 1.0 - report["sparsity"],
+                   "remaining_weights": report["remaining_weights"], **flat, "soup_size": len(kept),
+                   "best_copy_test_accuracy": best_copy["test_accuracy"],
+                   "mean_copy_test_accuracy": sum(r["test_accuracy"] for r in copy_rows) / copies,
+                   "retrain_seconds": round(seconds, 3)}
+        prune_common.write_level(path, model, summary, copy_rows)
+        levels.append(summary)
+    run.save_checkpoint("model", model.state_dict())
+    final = levels[-1]
+    return {**{k: v for k, v in final.items() if k != "level"}, "phases": phases, "copies": copies,
+            "vary": str(params.vary), **extra, "levels": levels}
+
+
+def greedy_states(evaluator: common.MergeSetup, states, rows: list[dict], accept: str) -> tuple[dict, list[int]]:
+    """Greedy soup over in-run copies: best val first, keep a copy only if val accuracy rises."""
+    import torch
+
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["val_accuracy"], reverse=True)
+    iterator = states(order)
+    first = next(iterator)
+    total = {k: (v.double() if common.is_averaged(k, v) else v) for k, v in first.items()}
+    best = evaluator.evaluate_state(common.finish_state(dict(total)))["val_accuracy"]
+    kept = [order[0]]
+    for index, state in zip(order[1:], iterator):
+        candidate = {k: (total[k] + v.double() if common.is_averaged(k, v) else total[k]) for k, v in state.items()}
+        count = len(kept) + 1
+        score = evaluator.evaluate_state(common.finish_state(
+            {k: (v / count if v.dtype == torch.float64 else v) for k, v in candidate.items()}))["val_accuracy"]
+        if score > best or (accept == "ge" and score == best):
+            total, best = candidate, score
+            kept.append(index)
+    count = len(kept)
+    return common.finish_state({k: (v / count if v.dtype == torch.float64 else v) for k, v in total.items()}), kept

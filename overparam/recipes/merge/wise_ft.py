@@ -1,0 +1,54 @@
+"""`method=wise_ft`: WiSE-FT (Wortsman et al. 2022): (1 - alpha) * base + alpha * fine-tuned, one row
+per alpha in `wise_ft.alphas`. The saved model is the alpha with the best val accuracy
+(`wise_ft.save_alpha` picks one instead)."""
+
+from __future__ import annotations
+
+from overparam.errors import UserError
+from overparam.recipes.merge import common
+
+PARAMS = "wise_ft"
+
+
+def interpolate(base: dict, tuned: dict, alpha: float) -> dict:
+    """(1 - alpha) * base + alpha * tuned on floating tensors; masks and counters from `tuned`."""
+    mixed = {k: ((1 - alpha) * base[k].double() + alpha * v.double() if common.is_averaged(k, v) else v.clone())
+             for k, v in tuned.items()}
+    return common.finish_state(mixed, like=tuned)
+
+
+def _alphas(cfg) -> list[float]:
+    alphas = (cfg.get(PARAMS) or {}).get("alphas")
+    if isinstance(alphas, str) or not hasattr(alphas, "__len__") or not len(alphas):
+        raise UserError(f"{PARAMS}.alphas must be a non-empty list of numbers, e.g. [0,0.25,0.5,0.75,1]")
+    try:
+        return [float(a) for a in alphas]
+    except (TypeError, ValueError):
+        raise UserError(f"{PARAMS}.alphas={list(alphas)!r} must be numbers") from None
+
+
+def validate(cfg: dict) -> None:
+    """One fine-tuned ingredient, its base, and a list of alphas."""
+    _alphas(cfg)
+    save = (cfg.get(PARAMS) or {}).get("save_alpha")
+    if save is not None and float(save) not in _alphas(cfg):
+        raise UserError(f"{PARAMS}.save_alpha={save} is not one of {PARAMS}.alphas")
+    check = common.validate_refs(cfg, minimum=1, maximum=1)
+    common.validate_base(cfg, check)
+
+
+def run(cfg, run) -> dict:
+    """Evaluate every alpha; save the chosen one as the run's model."""
+    setup = common.open_merge(cfg, minimum=1, maximum=1)
+    base_ref = common.validate_base(cfg, setup.check)
+    base = common.load_weights(base_ref, setup.device)
+    tuned = common.load_weights(setup.refs[0], setup.device)
+    rows = []
+    for alpha in _alphas(cfg):
+        rows.append({"alpha": alpha, **setup.evaluate_state(interpolate(base, tuned, alpha))})
+    save = cfg[PARAMS].get("save_alpha")
+    select = "val_accuracy" if "val_accuracy" in rows[0] else "test_accuracy"
+    chosen = float(save) if save is not None else max(rows, key=lambda r: r[select])["alpha"]
+    final = common.save_merged(run, setup, interpolate(base, tuned, chosen))
+    metrics = setup.evaluate_state(final, recalibrate=False)
+    return {**metrics, "alpha": chosen, **setup.notes, "rows": rows}
