@@ -2,39 +2,86 @@
 
 Backends share one contract (DESIGN.md, "Kernels"); `torch` is the reference and ground truth.
 Gradients with respect to the weight are exactly zero where the mask is zero.
+- `torch`   plain PyTorch (`reference.py`), any device and dtype.
+- `triton`  tile-skipping fused kernels (`triton_kernels.py`): CUDA, or CPU under TRITON_INTERPRET=1.
+- `sparse`  CSR at the mask's nonzeros on CPU, 2:4 semi-structured on CUDA (`sparse.py`).
+- `auto`    `sparse` where the measured crossover says it is faster, else `torch` (`dispatch.py`).
+Derived mask data (tile liveness, CSR structure) is built once per mask change (`cache.py`).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from overparam.kernels.reference import masked_matmul_reference
 
 BACKENDS = ("auto", "torch", "triton", "sparse")
 _default_backend = "auto"
 
+__all__ = ["BACKENDS", "masked_matmul", "masked_matmul_reference", "set_default_backend", "get_default_backend",
+           "backend_unavailable_reason", "available_backends", "resolve_backend"]
+
+
+def backend_unavailable_reason(backend: str, device_type: str = "cpu") -> str | None:
+    """None when `backend` can run on `device_type` here, else one line saying why not."""
+    if backend not in BACKENDS:
+        return f"unknown kernel backend {backend!r}; choose one of: {', '.join(BACKENDS)}"
+    if backend == "triton":
+        from overparam.kernels import triton_kernels
+
+        return triton_kernels.unavailable_reason(device_type)
+    return None
+
+
+def available_backends(device_type: str = "cpu") -> list[str]:
+    """Backends (besides `auto`) that can run on `device_type` in this process."""
+    return [b for b in BACKENDS if b != "auto" and backend_unavailable_reason(b, device_type) is None]
+
 
 def set_default_backend(backend: str) -> None:
-    """Backend used by masked layers whose own `backend` is None (`hardware.kernel` sets this)."""
+    """Backend used by masked layers whose own `backend` is None (`hardware.kernel` sets this).
+
+    `triton` is refused (UserError) when it can run on neither a GPU nor the CPU interpreter here.
+    """
     global _default_backend
     if backend not in BACKENDS:
         raise ValueError(f"unknown kernel backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend == "triton":
+        from overparam.errors import UserError
+
+        reasons = {device: backend_unavailable_reason("triton", device) for device in ("cuda", "cpu")}
+        if all(reasons.values()):
+            raise UserError(f"hardware.kernel=triton is unavailable here: {reasons['cuda']}; {reasons['cpu']}")
     _default_backend = backend
 
 
 def get_default_backend() -> str:
+    """The backend masked layers use when they name none."""
     return _default_backend
 
 
-def masked_matmul_reference(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor,
-                            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Plain PyTorch: F.linear(x, weight * mask, bias); autograd masks the weight gradient."""
-    return F.linear(x, weight * mask.to(weight.dtype), bias)
+def resolve_backend(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, backend: str | None = None) -> str:
+    """The concrete backend (`torch`, `triton` or `sparse`) a call with these operands runs."""
+    backend = backend or _default_backend
+    if backend == "auto":
+        from overparam.kernels.dispatch import choose_backend
+
+        return choose_backend(x, weight, mask)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    return backend
 
 
 def masked_matmul(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None,
                   backend: str | None = None) -> torch.Tensor:
     """x @ (weight * mask).T + bias for inputs of any leading batch shape."""
-    backend = backend or _default_backend
-    if backend in ("torch", "auto"):
+    backend = resolve_backend(x, weight, mask, backend)
+    if backend == "torch":
         return masked_matmul_reference(x, weight, mask, bias)
-    raise ValueError(f"kernel backend {backend!r} is not available")
+    if backend == "sparse":
+        from overparam.kernels.sparse import masked_matmul_sparse
+
+        return masked_matmul_sparse(x, weight, mask, bias)
+    from overparam.kernels.triton_kernels import masked_matmul_triton
+
+    return masked_matmul_triton(x, weight, mask, bias)

@@ -1,0 +1,73 @@
+"""`auto`: choose a backend per device, dtype, shape and sparsity from measured crossover points.
+
+`crossover.json` (beside this file) holds what `bench/kernels.py --write-crossover` measured on a
+machine: for each (device, dtype, implementation, mode) and each benchmarked layer shape, the
+sparsity from which the `sparse` backend beats the reference (`sparse_from`, null when it never
+did). A call uses the entry whose shape is nearest in multiply-adds; with no entry for its
+device/dtype/implementation it uses `torch`. The decision is cached per mask change and shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from overparam.kernels.cache import mask_cache, mask_density
+
+CROSSOVER_PATH = Path(__file__).with_name("crossover.json")
+
+
+@functools.lru_cache(maxsize=None)
+def load_crossover(path: str | None = None) -> dict:
+    """The measured crossover data ({} when the file is missing)."""
+    file = Path(path) if path else CROSSOVER_PATH
+    if not file.exists():
+        return {}
+    return json.loads(file.read_text())
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def sparse_threshold(device_type: str, dtype: torch.dtype, implementation: str, mode: str,
+                     batch: int, in_features: int, out_features: int, data: dict | None = None) -> float | None:
+    """Sparsity from which `sparse` is faster for this shape, or None when no entry says it ever is."""
+    data = load_crossover() if data is None else data
+    entries = [e for e in data.get("entries", [])
+               if e["device"] == device_type and e["dtype"] == _dtype_name(dtype)
+               and e["implementation"] == implementation and e["mode"] == mode]
+    if not entries:
+        return None
+    size = math.log(max(1, batch * in_features * out_features))
+    nearest = min(entries, key=lambda e: abs(math.log(e["batch"] * e["in_features"] * e["out_features"]) - size))
+    return nearest["sparse_from"]
+
+
+def choose_backend(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> str:
+    """The backend `auto` runs for these operands: `sparse` above the measured crossover, else `torch`."""
+    if weight.dim() != 2 or x.dtype != weight.dtype:
+        return "torch"
+    training = torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad)
+    batch = x.numel() // max(1, x.shape[-1])
+    # Batches of similar size share a decision (a power-of-two bucket), so a last short batch
+    # does not cost a fresh lookup.
+    bucket = 1 << max(0, (batch - 1).bit_length())
+    key = ("auto", x.device.type, weight.dtype, tuple(weight.shape), bucket, training)
+    return mask_cache.get(mask, key, lambda m: _decide(x, weight, m, bucket, training))
+
+
+def _decide(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, batch: int, training: bool) -> str:
+    from overparam.kernels import sparse
+
+    implementation = sparse.default_implementation(x, weight, mask)
+    out_features, in_features = weight.shape
+    threshold = sparse_threshold(x.device.type, weight.dtype, implementation, "train" if training else "forward",
+                                 batch, in_features, out_features)
+    if threshold is None:
+        return "torch"
+    return "sparse" if 1.0 - mask_density(mask) >= threshold else "torch"
