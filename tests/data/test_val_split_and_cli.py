@@ -1,0 +1,78 @@
+"""`val_fraction` through `load_dataset`, and `runner train dataset=mnist` end to end on a fixture."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from overparam.cli.paths import config_dir
+from overparam.data import load_dataset
+
+
+def _mnist_cfg(root, val_fraction: float):
+    cfg = OmegaConf.load(config_dir() / "dataset" / "mnist.yaml")
+    cfg.root = str(root)
+    cfg.val_fraction = val_fraction
+    return cfg
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x.flatten(1)}
+
+
+def test_val_fraction_splits_train_deterministically_and_disjointly(tmp_path, idx_files):
+    idx_files(tmp_path, "MNIST", n_train=40, n_test=10, gz=False)
+    full = load_dataset(_mnist_cfg(tmp_path, 0.0), "unused", seed=0)
+    assert full.val_x is None and len(full.train_x) == 40
+    split = load_dataset(_mnist_cfg(tmp_path, 0.25), "unused", seed=0)
+    assert len(split.train_x) == 30 and len(split.val_x) == 10 and len(split.val_y) == 10
+    assert len(split.test_x) == 10  # the test split is never touched
+    train_rows, val_rows = _rows(split.train_x), _rows(split.val_x)
+    assert len(train_rows) == 30 and len(val_rows) == 10
+    assert not train_rows & val_rows
+    assert train_rows | val_rows == _rows(full.train_x)
+    # Labels travel with their images.
+    label_of = {row.numpy().tobytes(): int(y) for row, y in zip(full.train_x.flatten(1), full.train_y)}
+    assert [label_of[row.numpy().tobytes()] for row in split.val_x.flatten(1)] == split.val_y.tolist()
+    again = load_dataset(_mnist_cfg(tmp_path, 0.25), "unused", seed=0)
+    assert torch.equal(again.val_x, split.val_x) and torch.equal(again.train_y, split.train_y)
+    other = load_dataset(_mnist_cfg(tmp_path, 0.25), "unused", seed=1)
+    assert _rows(other.val_x) != val_rows
+
+
+def test_runner_trains_lenet300_100_on_an_mnist_fixture(tmp_path, idx_files):
+    idx_files(tmp_path / "mnist", "MNIST", n_train=64, n_test=20, gz=True)
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, OVERPARAM_DATA_DIR=str(tmp_path / "data"))
+    result = subprocess.run(
+        [sys.executable, "-m", "overparam.cli.main", "train", "dataset=mnist", f"dataset.root={tmp_path / 'mnist'}",
+         "model=lenet300_100", "train.epochs=null", "train.steps=5", "train.batch_size=16", f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["parameters"] == 266_610
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert "val_accuracy" in summary  # mnist's default val_fraction holds out part of train
+    status = json.loads((run_dir / "run.json").read_text())["status"]
+    assert status == "done"
+
+
+@pytest.mark.slow
+def test_runner_without_cifar_files_ends_with_the_fetch_command(tmp_path):
+    env = dict(os.environ, OVERPARAM_DATA_DIR=str(tmp_path / "data"))
+    result = subprocess.run(
+        [sys.executable, "-m", "overparam.cli.main", "train", "dataset=cifar10", "model=conv2", "train.epochs=null", "train.steps=1",
+         f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert "runner train dataset=cifar10 dataset.download=true" in last
+    assert str(tmp_path / "data" / "cifar10" / "cifar-10-batches-py") in last
+    assert not (tmp_path / "run").exists()
+
+
