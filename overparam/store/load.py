@@ -66,8 +66,12 @@ def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None):
     from overparam.store.checkpoint import load_state
 
     ref = ref if isinstance(ref, RunRef) else RunRef.parse(str(ref))
-    check_finished(ref.root)
+    info = check_finished(ref.root)
     cfg = saved_config(ref.root)
+    # A run whose weights have another architecture than its own config names (a merge of other
+    # runs) records theirs in run.json: `weights_config` = {"model": ..., "dataset": ...}.
+    for key, value in (info.get("weights_config") or {}).items():
+        cfg[key] = value
     if not ref.weights.is_file():
         raise UserError(f"{ref.root} has no weights at {ref.weights.relative_to(ref.root)}")
     state = load_state(ref.weights)

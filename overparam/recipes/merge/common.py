@@ -127,6 +127,16 @@ def _describe_difference(a: dict, b: dict, prefix: str = "") -> str:
     return ""
 
 
+def weights_config(run_dir):
+    """A run's saved config, with the architecture its weights really have (run.json `weights_config`)."""
+    from overparam.store.atomic import read_json
+
+    cfg = saved_config(run_dir)
+    for key, value in ((read_json(Path(run_dir) / "run.json") or {}).get("weights_config") or {}).items():
+        cfg[key] = value
+    return cfg
+
+
 def check_ingredients(refs: list[RunRef], *, key: str = "ingredients", same_masks: bool = True,
                       minimum: int = 1, maximum: int | None = None, reference: RunRef | None = None) -> IngredientCheck:
     """Each ingredient exists, finished, has weights, and matches the first (or `reference`):
@@ -144,7 +154,7 @@ def check_ingredients(refs: list[RunRef], *, key: str = "ingredients", same_mask
     for index, ref in enumerate(ordered):
         name = ref_text(ref)
         check_finished(ref.root)
-        cfg = saved_config(ref.root)
+        cfg = weights_config(ref.root)
         if not ref.weights.is_file():
             raise UserError(f"{key}: {name} has no weights at {ref.weights}")
         shapes = tensor_shapes(ref.weights)
@@ -353,7 +363,7 @@ def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup
     from overparam.store.load import load_run_model
 
     device = setup_hardware(cfg.hardware)
-    first_cfg = saved_config(refs[0].root)
+    first_cfg = weights_config(refs[0].root)
     split_seed = int(first_cfg.get("seed", 0))
     data = load_dataset(first_cfg.dataset, cfg.paths.data_dir, seed=split_seed, device=device)
     model, _ = load_run_model(refs[0], device=device, data=data)
@@ -429,7 +439,13 @@ def save_merged(run, setup: MergeSetup, state: dict) -> dict:
         recalibrate_batchnorm(setup.model, setup.data, fraction=setup.bn_fraction, seed=int(setup.cfg.seed))
     final = setup.current_state()
     run.save_checkpoint("model", final)
+    record_architecture(run, setup.check.model, setup.check.dataset)
     return final
+
+
+def record_architecture(run, model: dict, dataset: dict) -> None:
+    """Record in run.json the architecture the saved weights have (the ingredients', not this run's config)."""
+    run.record("weights_config", {"model": model, "dataset": dataset})
 
 
 def masked_sparsity(state: dict) -> dict:

@@ -73,8 +73,8 @@ def _start(cfg, run, setup) -> tuple[object, dict]:
 
     if cfg.get("base"):
         ref = common.validate_base(cfg, None)
-        model, _ = load_run_model(ref, device=setup.device, data=setup.data)
-        return model, {"base": common.ref_text(ref)}
+        model, base_cfg = load_run_model(ref, device=setup.device, data=setup.data)
+        return model, {"base": common.ref_text(ref), "_base_cfg": base_cfg}
     model = setup.new_model()
     if run.has_checkpoint("dense"):
         model.load_state_dict(run.load_checkpoint("dense", device=setup.device))
@@ -170,6 +170,12 @@ def run(cfg, run) -> dict:
         prune_common.write_level(path, model, summary, copy_rows)
         levels.append(summary)
     run.save_checkpoint("model", model.state_dict())
+    base_cfg = extra.pop("_base_cfg", None)
+    if base_cfg is not None:
+        from omegaconf import OmegaConf
+
+        common.record_architecture(run, OmegaConf.to_container(base_cfg.model, resolve=True),
+                                   OmegaConf.to_container(base_cfg.dataset, resolve=True))
     final = levels[-1]
     return {**{k: v for k, v in final.items() if k != "level"}, "phases": phases, "copies": copies,
             "vary": str(params.vary), **extra, "levels": levels}
