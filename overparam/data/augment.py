@@ -26,11 +26,8 @@ class RandomCropFlip:
         n, c, h, w = x.shape
         p = self.padding
         device = x.device
-        padded = x.new_empty((n, c, h + 2 * p, w + 2 * p))
-        if self.fill is None:
-            padded.zero_()
-        else:
-            padded.copy_(torch.tensor(self.fill, dtype=x.dtype, device=device).view(1, c, 1, 1).expand_as(padded))
+        fill = self.fill if self.fill is not None else (0.0,) * c
+        padded = torch.tensor(fill, dtype=x.dtype, device=device).view(1, c, 1, 1).repeat(n, 1, h + 2 * p, w + 2 * p)
         padded[:, :, p:p + h, p:p + w] = x
         top = torch.randint(0, 2 * p + 1, (n,), device=device, generator=generator)
         left = torch.randint(0, 2 * p + 1, (n,), device=device, generator=generator)
@@ -40,9 +37,10 @@ class RandomCropFlip:
             flipped = torch.rand(n, device=device, generator=generator) < 0.5
             columns = torch.where(flipped[:, None], columns.flip(1), columns)
         columns = left[:, None] + columns  # (N, W), reversed for flipped rows: crop and flip in one gather
-        batch = torch.arange(n, device=device)[:, None, None, None]
-        channel = torch.arange(c, device=device)[None, :, None, None]
-        return padded[batch, channel, rows[:, None, :, None], columns[:, None, None, :]]
+        # One gather over the flattened padded image: an order of magnitude faster on CPU than
+        # four-tensor advanced indexing, and the same values.
+        index = (rows[:, :, None] * (w + 2 * p) + columns[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+        return padded.view(n, c, -1).gather(2, index).view(n, c, h, w)
 
     def __repr__(self) -> str:
         return f"RandomCropFlip(padding={self.padding}, flip={self.flip})"

@@ -17,7 +17,7 @@ import torch
 
 from overparam.data.augment import RandomCropFlip
 from overparam.data.bundle import DataBundle
-from overparam.data.common import check_labels, dataset_root, missing_files_error, to_normalized_float
+from overparam.data.common import check_labels, dataset_root, missing_files_error, require_flags, to_normalized_float
 from overparam.errors import UserError
 
 # Per-channel mean and std of the training pixels in [0, 1].
@@ -95,6 +95,7 @@ def _download(name: str, root: Path) -> None:
 def load_cifar(name: str, data_dir: str, root: str | None = None, download: bool = False, augment: bool = True,
                normalize: bool = True, labels: str = "fine") -> DataBundle:
     """CIFAR as (N, 3, 32, 32) float32 tensors; `augment` adds batched random crop (pad 4) + flip for training."""
+    require_flags(download=download, augment=augment, normalize=normalize)
     if name == "cifar100" and labels not in LABEL_SETS:
         raise UserError(f"dataset.labels={labels!r} is not allowed; choose one of: {', '.join(LABEL_SETS)}")
     folder, train_files, test_files = LAYOUT[name]

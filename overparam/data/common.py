@@ -42,3 +42,10 @@ def check_labels(labels: torch.Tensor, num_classes: int, name: str, count: int) 
         raise UserError(f"dataset {name}: {labels.numel()} labels for {count} images; the files are corrupt")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise UserError(f"dataset {name}: labels outside [0, {num_classes}); the files are corrupt")
+
+
+def require_flags(**flags) -> None:
+    """Each `dataset.<key>` given here must be true or false (a typo like `augment=yes` is refused)."""
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise UserError(f"dataset.{key}={value!r} must be true or false")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from overparam.data.bundle import DataBundle
-from overparam.data.common import check_labels, dataset_root, missing_files_error, to_normalized_float
+from overparam.data.common import check_labels, dataset_root, missing_files_error, require_flags, to_normalized_float
 from overparam.errors import UserError
 
 FILES = {
@@ -83,6 +83,7 @@ def _download(name: str, root: Path) -> None:
 def load_idx_dataset(name: str, data_dir: str, root: str | None = None, download: bool = False,
                      normalize: bool = True) -> DataBundle:
     """MNIST-format data as (N, 1, 28, 28) float32 tensors, normalized with the standard mean/std."""
+    require_flags(download=download, normalize=normalize)
     folder, mean, std = STATS[name]
     base = dataset_root(data_dir, root, name)
     paths = {key: _find(base, folder, stem) for key, stem in FILES.items()}

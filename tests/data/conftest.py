@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
@@ -74,6 +75,15 @@ def make_cifar100(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict:
         write_cifar_batch(folder / split, data, {b"fine_labels": fine, b"coarse_labels": coarse})
         out[split] = (data, fine, coarse)
     return out
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one intra-op thread is faster than several fighting for shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -50,6 +50,8 @@ def test_cifar100_fine_and_coarse_labels(tmp_path, cifar100_files):
     assert coarse.num_classes == 20 and coarse.test_y.tolist() == written["test"][2]
     with pytest.raises(UserError, match="dataset.labels='medium' is not allowed"):
         load_cifar100(data_dir="unused", root=str(tmp_path), labels="medium")
+    with pytest.raises(UserError, match="dataset.augment='yes' must be true or false"):
+        load_cifar100(data_dir="unused", root=str(tmp_path), augment="yes")
 
 
 def test_cifar_batches_admit_only_numpy_arrays(tmp_path, cifar_batch_writer):

@@ -52,7 +52,8 @@ def test_runner_trains_lenet300_100_on_an_mnist_fixture(tmp_path, idx_files):
     env = dict(os.environ, OVERPARAM_DATA_DIR=str(tmp_path / "data"))
     result = subprocess.run(
         [sys.executable, "-m", "overparam.cli.main", "train", "dataset=mnist", f"dataset.root={tmp_path / 'mnist'}",
-         "model=lenet300_100", "train.epochs=null", "train.steps=5", "train.batch_size=16", f"hydra.run.dir={run_dir}"],
+         "model=lenet300_100", "train.epochs=null", "train.steps=5", "train.batch_size=16", "hardware.threads=1",
+         f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
