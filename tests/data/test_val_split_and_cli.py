@@ -77,3 +77,17 @@ def test_runner_without_cifar_files_ends_with_the_fetch_command(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+
+
+def test_cifar_training_with_augmentation_repeats_exactly(tmp_path, cifar10_files):
+    from overparam.cli.train import train_in_process
+
+    cifar10_files(tmp_path / "cifar", per_batch=8, n_test=8)
+    overrides = ["dataset=cifar10", f"dataset.root={tmp_path / 'cifar'}", "dataset.val_fraction=0.25", "model=lenet5",
+                 "train.epochs=null", "train.steps=4", "train.batch_size=8", "train.eval_every=2",
+                 f"paths.data_dir={tmp_path / 'data'}"]
+    first = train_in_process(overrides, tmp_path / "first")
+    second = train_in_process(overrides, tmp_path / "second")
+    plain = train_in_process([*overrides, "dataset.augment=false"], tmp_path / "plain")
+    assert first["test_loss"] == second["test_loss"] and first["val_loss"] == second["val_loss"]
+    assert first["test_loss"] != plain["test_loss"]  # the augmented batches really differ
