@@ -1,0 +1,121 @@
+"""`method=feature_kd`: guide a student's intermediate representations by a frozen guide network's.
+
+Features of chosen layers (module paths, taken with forward hooks) are matched either through a
+learned linear map from the student's features to the guide's (FitNets-style MSE) or by linear
+CKA, which needs no map. The guide may be trained on the task, a finished run, or left at its
+random initialization (`teacher.untrained=true`: guidance without any task loss on the guide,
+as in "Training the Untrainable"); `feature_kd.task_weight=0` drops the student's task loss too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from overparam.cli.validate import choice, number
+from overparam.engine import fit
+from overparam.engine.optim import total_steps
+from overparam.errors import UserError
+from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.distill.kd import new_student, teacher_figures
+from overparam.recipes.distill.losses import FeatureTaps, WeightedTerms, ce_term, cka_term, mapped_mse_term
+from overparam.recipes.tune.source import frozen, obtain_model, output_head, steps_between_logs
+
+EMBEDDING = "embedding"  # the input of the classifier layer, for any model of the zoo
+
+
+def validate(cfg: dict) -> None:
+    """feature_kd.distance in (linear, cka), weights >= 0, layers as 'student:guide' pairs."""
+    choice(cfg, "feature_kd.distance", ("linear", "cka"))
+    number(cfg, "feature_kd.weight", low=0.0)
+    number(cfg, "feature_kd.task_weight", low=0.0)
+    for pair in (cfg.get("feature_kd") or {}).get("layers") or ():
+        if not isinstance(pair, str) or pair.count(":") != 1:
+            raise UserError(f"feature_kd.layers entries are 'student_path:guide_path', got {pair!r}")
+
+
+class Guided(nn.Module):
+    """The student plus the linear maps of its guidance (trained together; only the student is saved)."""
+
+    def __init__(self, student: nn.Module):
+        super().__init__()
+        self.student = student
+        self.maps = nn.ModuleList()
+
+    def forward(self, x):
+        return self.student(x)
+
+
+class Taps:
+    """Features of a model at paths; `embedding` is the classifier's input (a forward pre-hook)."""
+
+    def __init__(self, model: nn.Module, paths: list[str]):
+        self.values: dict[str, torch.Tensor] = {}
+        self.module_taps = FeatureTaps(model, [p for p in paths if p != EMBEDDING])
+        self.handle = None
+        if EMBEDDING in paths:
+            self.handle = output_head(model).register_forward_pre_hook(
+                lambda module, inputs: self.values.__setitem__(EMBEDDING, inputs[0]))
+
+    def __getitem__(self, path: str) -> torch.Tensor:
+        return self.values[path] if path == EMBEDDING else self.module_taps[path]
+
+    def close(self) -> None:
+        self.module_taps.close()
+        if self.handle is not None:
+            self.handle.remove()
+
+
+def run(cfg, run) -> dict:
+    """Train the student on task_weight * CE + weight * sum of per-layer feature distances to the guide."""
+    setup = prepare(cfg)
+    options = cfg.feature_kd
+    guide, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
+    frozen(guide)
+    student = new_student(cfg, setup)
+    pairs = [tuple(pair.split(":")) for pair in (options.get("layers") or [f"{EMBEDDING}:{EMBEDDING}"])]
+    for student_path, guide_path in pairs:
+        for model, path, who in ((student, student_path, "student"), (guide, guide_path, "guide")):
+            if path != EMBEDDING and path not in dict(model.named_modules()):
+                raise UserError(f"feature_kd.layers: the {who} has no module {path!r}")
+    guided = Guided(student).to(setup.device)
+    student_taps = Taps(student, [s for s, _ in pairs])
+    guide_taps = Taps(guide, [g for _, g in pairs])
+    distance = str(options.distance)
+    if distance == "linear":
+        with torch.no_grad():
+            sample = setup.data.train_x[:2]
+            student(sample)
+            guide(sample)
+        for student_path, guide_path in pairs:
+            size_in = student_taps[student_path].flatten(1).shape[1]
+            size_out = guide_taps[guide_path].flatten(1).shape[1]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(cfg.seed) + 31)
+                guided.maps.append(nn.Linear(size_in, size_out).to(setup.device))
+    terms = WeightedTerms({"feature": float(options.weight), "ce": float(options.task_weight)})
+
+    def loss_fn(model, x, y, step):
+        with torch.no_grad():
+            guide(x)
+        logits = model(x)
+        values = {}
+        if terms.active("feature"):
+            parts = []
+            for index, (student_path, guide_path) in enumerate(pairs):
+                s, g = student_taps[student_path], guide_taps[guide_path]
+                parts.append(mapped_mse_term(s, g, model.maps[index]) if distance == "linear" else cka_term(s, g))
+            values["feature"] = torch.stack(parts).sum()
+        if terms.active("ce"):
+            values["ce"] = ce_term(logits, y)
+        return terms.combine(values)
+
+    kwargs = setup.fit_kwargs()
+    total, _ = total_steps(kwargs["train"], len(setup.data.train_x))
+    hook = terms.hook(run, steps_between_logs(kwargs["train"], len(setup.data.train_x)), total)
+    result = fit(guided, setup.data, run, tag="feature_kd", label="feature_kd", loss_fn=loss_fn, step_hook=hook,
+                 **kwargs)
+    student_taps.close()
+    guide_taps.close()
+    run.save_checkpoint("model", student.state_dict())
+    return {**result.flat(), **model_summary(student), "steps": result.steps, **teacher_figures(guide, figures)}

@@ -1,0 +1,97 @@
+"""`method=kd`: knowledge distillation (Hinton et al. 2015).
+
+student loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE.
+The teacher (a run, or trained inline) is frozen: eval mode, no gradients, logits computed once per
+dataset when the data is not augmented. `student.from=<imp run>@level_<L>` distills into a lottery
+ticket and keeps its mask (masked layers train only their unmasked weights).
+"""
+
+from __future__ import annotations
+
+from overparam.cli.validate import number
+from overparam.engine import fit
+from overparam.engine.optim import total_steps
+from overparam.errors import UserError
+from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.distill.losses import TeacherLogits, WeightedTerms, ce_term, kd_term
+from overparam.recipes.tune.source import cached_phase, frozen, load_from_run, obtain_model, output_head, steps_between_logs
+
+
+def validate(cfg: dict) -> None:
+    """kd.temperature > 0, 0 <= kd.alpha <= 1."""
+    number(cfg, "kd.temperature", low=0.0, low_open=True)
+    number(cfg, "kd.alpha", low=0.0, high=1.0)
+
+
+def distill(student, teacher, setup, run, *, alpha: float, temperature: float, tag: str, level=None, **overrides):
+    """Train `student` on alpha*KD + (1-alpha)*CE against the frozen `teacher`; returns fit's result."""
+    kwargs = setup.fit_kwargs(**overrides)
+    train = kwargs["train"]
+    data = setup.data
+    if output_head(teacher).out_features != data.num_classes:
+        raise UserError(f"the teacher predicts {output_head(teacher).out_features} classes, "
+                        f"the data has {data.num_classes}")
+    terms = WeightedTerms({"kd": alpha, "ce": 1.0 - alpha})
+    total, steps_per_epoch = total_steps(train, len(data.train_x))
+    teacher_logits = None
+    if terms.active("kd"):
+        teacher_logits = TeacherLogits(frozen(teacher), data, data_seed=int(kwargs["seed"]),
+                                       batch_size=int(train["batch_size"]), steps_per_epoch=steps_per_epoch)
+
+    def loss_fn(model, x, y, step):
+        logits = model(x)
+        values = {}
+        if terms.active("kd"):
+            values["kd"] = kd_term(logits, teacher_logits(x, step), temperature)
+        if terms.active("ce"):
+            values["ce"] = ce_term(logits, y)
+        return terms.combine(values)
+
+    hook = terms.hook(run, steps_between_logs(train, len(data.train_x)), total, level)
+    return fit(student, data, run, tag=tag, label=tag, level=level, loss_fn=loss_fn, step_hook=hook, **kwargs)
+
+
+def new_student(cfg, setup):
+    """The student: from a run (`student.from`, masks kept) or freshly initialized from the run's seed."""
+    source = (cfg.get("student") or {}).get("from")
+    return load_from_run(source, setup) if source else setup.new_model()
+
+
+def teacher_figures(teacher, figures: dict) -> dict:
+    """Teacher columns for the summary."""
+    from overparam.models import count_parameters
+
+    out = {f"teacher_{k}": v for k, v in figures.items() if k.endswith("_accuracy") and "early_stop" not in k}
+    out["teacher_parameters"] = count_parameters(teacher)
+    return out
+
+
+def run(cfg, run) -> dict:
+    """Distill the teacher into the student; optionally also train the student alone (`kd.baseline`)."""
+    setup = prepare(cfg)
+    teacher, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
+    frozen(teacher)
+    student = new_student(cfg, setup)
+    result = distill(student, teacher, setup, run, alpha=float(cfg.kd.alpha),
+                     temperature=float(cfg.kd.temperature), tag="kd")
+    run.save_checkpoint("model", student.state_dict())
+    summary = {**result.flat(), **model_summary(student), "steps": result.steps, **teacher_figures(teacher, figures)}
+    summary.update(_sparsity(student))
+    if cfg.kd.get("baseline"):
+        scratch = new_student(cfg, setup)
+
+        def train_alone() -> dict:
+            alone = fit(scratch, setup.data, None, tag="scratch", label="scratch", **setup.fit_kwargs())
+            return {k: v for k, v in alone.flat("scratch_").items() if isinstance(v, (int, float))}
+
+        summary.update(cached_phase(run, "scratch", scratch, train_alone))
+    return summary
+
+
+def _sparsity(model) -> dict:
+    from overparam.models.masked import masked_modules, sparsity_report
+
+    if not masked_modules(model):
+        return {}
+    report = sparsity_report(model)
+    return {"sparsity": report["sparsity"], "remaining_fraction": 1.0 - report["sparsity"]}

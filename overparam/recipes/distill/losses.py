@@ -1,0 +1,155 @@
+"""Distillation loss terms, their weighted sum, and features taken with forward hooks.
+
+A distillation objective is a weighted sum of named terms (`kd`, `ce`, `feature`, ...); each term
+is logged on its own (`train/loss_<name>` rows of metrics.jsonl). A term whose weight is 0 is not
+computed at all, so `kd.alpha=0` trains exactly like plain cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. (2015): T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the batch."""
+    t = float(temperature)
+    student_log_probs = F.log_softmax(student_logits.float() / t, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+    return kl * t * t
+
+
+def ce_term(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with the labels (the task term)."""
+    return F.cross_entropy(logits, labels)
+
+
+def linear_cka(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Linear CKA between two batches of features (N, *) (Kornblith et al. 2019); 1 = same geometry."""
+    a = a.flatten(1).float()
+    b = b.flatten(1).float()
+    a = a - a.mean(dim=0, keepdim=True)
+    b = b - b.mean(dim=0, keepdim=True)
+    cross = (b.T @ a).pow(2).sum()
+    return cross / ((a.T @ a).norm() * (b.T @ b).norm() + 1e-12)
+
+
+def cka_term(student_features: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+    """1 - linear CKA: a distance between representations that needs no learned map."""
+    return 1.0 - linear_cka(student_features, teacher_features)
+
+
+def mapped_mse_term(student_features: torch.Tensor, teacher_features: torch.Tensor, mapping: nn.Module) -> torch.Tensor:
+    """Mean squared error between a learned linear map of the student's features and the teacher's (FitNets)."""
+    return F.mse_loss(mapping(student_features.flatten(1).float()), teacher_features.flatten(1).float())
+
+
+class WeightedTerms:
+    """A weighted sum of named loss terms whose running means are logged one row per term."""
+
+    def __init__(self, weights: dict[str, float]):
+        self.weights = {name: float(weight) for name, weight in weights.items()}
+        self._sums: dict[str, float] = defaultdict(float)
+        self._count = 0
+
+    def active(self, name: str) -> bool:
+        """Whether a term has a non-zero weight (only active terms are computed)."""
+        return self.weights.get(name, 0.0) != 0.0
+
+    def combine(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """sum(weight * value) over the active terms; remembers each value for the log."""
+        total = None
+        for name, value in values.items():
+            weight = self.weights.get(name, 0.0)
+            if weight == 0.0:
+                continue
+            self._sums[name] += float(value.detach())
+            total = weight * value if total is None else total + weight * value
+        self._count += 1
+        if total is None:
+            raise ValueError("every loss term has weight 0")
+        return total
+
+    def flush(self, run, step: int, level=None) -> dict[str, float]:
+        """Log the mean of each term since the last flush as `train` rows `loss_<name>`; reset."""
+        if not self._count:
+            return {}
+        means = {f"loss_{name}": total / self._count for name, total in self._sums.items()}
+        if run is not None and means:
+            run.log(step, "train", means, level=level)
+        self._sums.clear()
+        self._count = 0
+        return means
+
+    def hook(self, run, every: int, total: int, level=None):
+        """A `fit` step_hook that flushes every `every` steps and at the end."""
+        def step_hook(step, model, optimizer):
+            if step % every == 0 or step == total:
+                self.flush(run, step, level)
+        return step_hook
+
+
+class FeatureTaps:
+    """Outputs of modules named by path (`fc0`, `layer3.1`; `.` = the model's output), via forward hooks."""
+
+    def __init__(self, model: nn.Module, paths: list[str]):
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = []
+        for path in paths:
+            module = model if path in (".", "") else model.get_submodule(path)
+            self._handles.append(module.register_forward_hook(self._saver(path)))
+
+    def _saver(self, path: str):
+        def save(module, inputs, output):
+            self.outputs[path] = output
+        return save
+
+    def __getitem__(self, path: str) -> torch.Tensor:
+        return self.outputs[path]
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class TeacherLogits:
+    """Teacher logits per batch, computed without grad; cached for the whole train set when it is fixed.
+
+    Without augmentation a batch is always the same rows of `train_x`, so the teacher runs once per
+    dataset; the batch's rows are found from `fit`'s data order and checked against the batch itself.
+    """
+
+    def __init__(self, teacher: nn.Module, data, *, data_seed: int, batch_size: int, steps_per_epoch: int):
+        self.teacher = teacher
+        self.data = data
+        self.data_seed = int(data_seed)
+        self.batch_size = int(batch_size)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.cache: torch.Tensor | None = None
+        self._order_epoch = -1
+        self._order: torch.Tensor | None = None
+        if data.augment is None:
+            self.cache = self._run(data.train_x)
+
+    @torch.no_grad()
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        self.teacher.eval()
+        return torch.cat([self.teacher(x[i:i + 2048]) for i in range(0, len(x), 2048)]).float()
+
+    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        if self.cache is not None:
+            from overparam.engine.fit import epoch_order
+
+            epoch, position = divmod(step, self.steps_per_epoch)
+            if epoch != self._order_epoch:
+                self._order = epoch_order(len(self.data.train_x), self.data_seed, epoch).to(x.device)
+                self._order_epoch = epoch
+            index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
+            if len(index) == len(x) and torch.equal(self.data.train_x[index], x):
+                return self.cache[index]
+        return self._run(x)

@@ -1,0 +1,70 @@
+"""`method=finetune`: continue training a finished run's model, all of it or a chosen part.
+
+`finetune.train`: `all` | `head` (a linear probe: only the classifier) | `norm_bias` (only
+normalization and bias parameters). On a dataset with another class count the classifier is
+replaced by a fresh one. A sparse source keeps its mask unless `finetune.dense=true`.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from overparam.cli.validate import choice
+from overparam.engine import fit
+from overparam.engine.evaluate import evaluate_splits
+from overparam.errors import UserError
+from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.tune.source import load_from_run
+
+MODES = ("all", "head", "norm_bias")
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+
+
+def validate(cfg: dict) -> None:
+    """`from` names a run; finetune.train is one of all, head, norm_bias."""
+    if not cfg.get("from"):
+        raise UserError("method=finetune needs from=<run dir> (or <run dir>@level_<L>)")
+    choice(cfg, "finetune.train", MODES)
+
+
+def trainable_parameters(model: nn.Module, mode: str) -> list[nn.Parameter]:
+    """The parameters `finetune.train=mode` updates (the others get requires_grad=False)."""
+    from overparam.models import output_layer_name
+
+    if mode == "all":
+        chosen = list(model.parameters())
+    elif mode == "head":
+        chosen = list(model.get_submodule(output_layer_name(model)).parameters())
+    else:
+        chosen = []
+        for module in model.modules():
+            if isinstance(module, NORM_TYPES):
+                chosen += list(module.parameters(recurse=False))
+            elif getattr(module, "bias", None) is not None and isinstance(module.bias, nn.Parameter):
+                chosen.append(module.bias)
+    ids = {id(p) for p in chosen}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in ids)
+    return chosen
+
+
+def run(cfg, run) -> dict:
+    """Load `from`, choose what trains, fine-tune on the configured data; save the result as model."""
+    from overparam.models.masked import densify, masked_modules, sparsity_report
+
+    setup = prepare(cfg)
+    model = load_from_run(cfg["from"], setup)
+    if cfg.finetune.get("dense"):
+        densify(model)
+    before = evaluate_splits(model, setup.data)
+    params = trainable_parameters(model, str(cfg.finetune.train))
+    result = fit(model, setup.data, run, tag="finetune", label="finetune", params=params, **setup.fit_kwargs())
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    run.save_checkpoint("model", model.state_dict())
+    summary = {**result.flat(), **model_summary(model), "steps": result.steps,
+               "trainable_parameters": sum(p.numel() for p in params),
+               **{f"source_{split}_accuracy": m["accuracy"] for split, m in before.items()}}
+    if masked_modules(model):
+        summary["sparsity"] = sparsity_report(model)["sparsity"]
+    return summary

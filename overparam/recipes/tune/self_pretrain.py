@@ -1,0 +1,102 @@
+"""`method=self_pretrain`: "Never Train from Scratch" (Amos et al. 2024) on the task's own inputs.
+
+Phase 1 (no labels): the model, with its classifier swapped for a linear decoder to the input size,
+learns to reconstruct inputs from a corrupted copy (a random `mask_fraction` of positions zeroed,
+plus optional Gaussian `noise`); the loss is the MSE on the masked positions (on all positions when
+nothing is masked). Phase 2: a fresh classifier, trained on the labels with everything else. The
+two phases share the run's training length (`pretrain_fraction` of it goes to phase 1), so
+`self_pretrain.baseline=true` (the same model trained from scratch for the full length) is an
+equal-steps comparison.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from overparam.cli.validate import number
+from overparam.engine import fit
+from overparam.engine.optim import total_steps
+from overparam.errors import UserError
+from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.tune.source import cached_phase, merged, replace_head
+
+
+def validate(cfg: dict) -> None:
+    """0 < pretrain_fraction < 1, 0 <= mask_fraction < 1, noise >= 0, one of them corrupts."""
+    number(cfg, "self_pretrain.pretrain_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+    number(cfg, "self_pretrain.mask_fraction", low=0.0, high=1.0, high_open=True)
+    number(cfg, "self_pretrain.noise", low=0.0)
+    options = cfg.get("self_pretrain") or {}
+    if not options.get("mask_fraction") and not options.get("noise"):
+        raise UserError("self_pretrain needs a corruption: mask_fraction > 0 or noise > 0")
+
+
+def reconstruction_loss(mask_fraction: float, noise: float):
+    """A `fit` loss_fn that ignores labels: reconstruct x from its corrupted copy."""
+    def loss_fn(model, x, y, step):
+        hidden = torch.rand_like(x) < mask_fraction if mask_fraction > 0 else None
+        corrupted = x.masked_fill(hidden, 0.0) if hidden is not None else x
+        if noise > 0:
+            corrupted = corrupted + noise * torch.randn_like(x)
+        reconstruction = model(corrupted).view_as(x)
+        if hidden is not None:
+            # A product, not boolean indexing: indexing's backward is slow under deterministic mode.
+            weight = hidden.to(x.dtype)
+            return ((reconstruction - x).pow(2) * weight).sum() / weight.sum().clamp_min(1.0)
+        return F.mse_loss(reconstruction, x)
+    return loss_fn
+
+
+def run(cfg, run) -> dict:
+    """Self-pretrain, then fine-tune, within the run's training length; optionally train from scratch too."""
+    setup = prepare(cfg)
+    options = cfg.self_pretrain
+    seed = int(cfg.seed)
+    total, _ = total_steps(cfg.train, len(setup.data.train_x))
+    pretrain_steps = max(1, int(round(float(options.pretrain_fraction) * total)))
+    finetune_steps = total - pretrain_steps
+    if finetune_steps < 1:
+        raise UserError(f"self_pretrain.pretrain_fraction leaves no fine-tuning steps out of {total}")
+    model = setup.new_model(seed)
+    replace_head(model, int(math.prod(setup.data.input_shape)), seed + 1)
+
+    def pretrain() -> dict:
+        train = merged(cfg.train, {"steps": pretrain_steps, "eval_every": pretrain_steps})
+        kwargs = setup.fit_kwargs(train=train, optim=merged(cfg.optim, options.get("optim")))
+        # run=None: fit's val/test rows would score the decoder as a classifier; the phase is resumed whole.
+        result = fit(model, setup.data, None, tag="pretrain", label="self-pretrain",
+                     loss_fn=reconstruction_loss(float(options.mask_fraction), float(options.noise)), **kwargs)
+        return {"pretrain_steps": result.steps, "pretrain_seconds": round(result.seconds, 3)}
+
+    figures = cached_phase(run, "pretrain", model, pretrain)
+    figures["pretrain_reconstruction_loss"] = _reconstruction(model, setup.data.val_x if setup.data.val_x is not None
+                                                              else setup.data.test_x, options, seed)
+    replace_head(model, setup.data.num_classes, seed + 2)
+    result = fit(model, setup.data, run, tag="finetune", label="finetune",
+                 **setup.fit_kwargs(train=merged(cfg.train, {"steps": finetune_steps})))
+    run.save_checkpoint("model", model.state_dict())
+    summary = {**result.flat(), **model_summary(model), "steps": total, "finetune_steps": finetune_steps, **figures}
+    if options.get("baseline"):
+        scratch = setup.new_model(seed)
+
+        def from_scratch() -> dict:
+            alone = fit(scratch, setup.data, None, tag="scratch", label="scratch",
+                        **setup.fit_kwargs(train=merged(cfg.train, {"steps": total})))
+            return {k: v for k, v in alone.flat("scratch_").items() if isinstance(v, (int, float))}
+
+        summary.update(cached_phase(run, "scratch", scratch, from_scratch))
+    return summary
+
+
+@torch.no_grad()
+def _reconstruction(model, x, options, seed: int) -> float:
+    """Held-out masked-reconstruction MSE after phase 1 (a fixed corruption, for the summary)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 3)
+        model.eval()
+        value = float(reconstruction_loss(float(options.mask_fraction), float(options.noise))(model, x, None, 0))
+        model.train()
+    return value

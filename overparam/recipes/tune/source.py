@@ -1,0 +1,163 @@
+"""Where a starting model, a teacher or a student comes from, shared by the tune and distill families.
+
+A model is named by a finished run (`<run dir>` or `<run dir>@level_<L>`, loaded with
+`store.load.load_run_model`, masks included), or built from a nested config and trained inline
+(`teacher.model=cnn1d teacher.train.epochs=30`). Inline phases are saved as checkpoints of the
+run, so a resumed run never trains them twice.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from overparam.errors import UserError
+
+
+def model_config(spec, default):
+    """A model config: `spec` as a dict, as a name of configs/model/<name>.yaml, or `default` when null."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if spec is None:
+        return default
+    if isinstance(spec, str):
+        from overparam.cli.paths import config_dir
+
+        path = config_dir() / "model" / f"{spec}.yaml"
+        if not path.is_file():
+            from overparam.cli.paths import group_options
+
+            raise UserError(f"model {spec!r} is not in configs/model; choose one of: {', '.join(group_options('model'))}")
+        return OmegaConf.load(path)
+    if isinstance(spec, (dict, DictConfig)):
+        merged = OmegaConf.merge(default, spec) if spec.get("_target_") is None else OmegaConf.create(spec)
+        return merged
+    raise UserError(f"a model must be a name or a config mapping, got {spec!r}")
+
+
+def merged(base, overrides):
+    """`base` (train/optim config) with the keys set in `overrides` replaced."""
+    from omegaconf import OmegaConf
+
+    if not overrides:
+        return base
+    chosen = {k: v for k, v in dict(overrides).items() if v is not None}
+    # Training length is one of steps/epochs: setting one clears the other.
+    if "steps" in chosen and "epochs" in base:
+        chosen.setdefault("epochs", None)
+    if "epochs" in chosen and "steps" in base:
+        chosen.setdefault("steps", None)
+    return OmegaConf.merge(base, chosen)
+
+
+def load_from_run(ref: str, setup) -> nn.Module:
+    """The model of a finished run, on the setup's device, with a new head if the class count differs."""
+    from overparam.store.load import RunRef, load_run_model, saved_config
+
+    parsed = RunRef.parse(str(ref))
+    source_cfg = saved_config(parsed.root)
+    same_data = source_cfg.get("dataset", {}).get("name") == setup.cfg.dataset.name
+    model, _ = load_run_model(parsed, device=setup.device, data=setup.data if same_data else None)
+    head = output_head(model)
+    if head.out_features != setup.data.num_classes:
+        replace_head(model, setup.data.num_classes, seed=int(setup.cfg.seed))
+    return model.to(setup.device)
+
+
+def output_head(model: nn.Module) -> nn.Linear:
+    """The classifier layer (`output_layer_name`)."""
+    from overparam.models import output_layer_name
+
+    return model.get_submodule(output_layer_name(model))
+
+
+def replace_head(model: nn.Module, out_features: int, seed: int) -> nn.Linear:
+    """Swap the classifier for a freshly initialized Linear with `out_features` outputs (seeded)."""
+    from overparam.models import output_layer_name
+
+    name = output_layer_name(model)
+    old = model.get_submodule(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) + 104729)
+        new = nn.Linear(old.in_features, out_features, bias=old.bias is not None,
+                        device=old.weight.device, dtype=old.weight.dtype)
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    return new
+
+
+def cached_phase(run, name: str, model: nn.Module, train: Callable[[], dict]) -> dict:
+    """Run `train()` (which trains `model` and returns figures) once; a resumed run reloads both."""
+    key = f"phase_{name}"
+    if run is not None and key in run.info and run.has_checkpoint(name):
+        model.load_state_dict(run.load_checkpoint(name))
+        return dict(run.info[key])
+    figures = train()
+    if run is not None:
+        run.save_checkpoint(name, model.state_dict())
+        run.record(key, figures)
+    return figures
+
+
+def obtain_model(role_cfg, setup, run, role: str, *, seed_offset: int = 0,
+                 loss_fn: Callable | None = None) -> tuple[nn.Module, dict]:
+    """(model, figures) for a teacher/student/guide block {from, model, train, optim, untrained}.
+
+    `from` names a run; otherwise a model of `model` (default: the run's model) is built with seed
+    `seed + seed_offset` and, unless `untrained`, trained inline with the block's train/optim keys
+    layered over the run's (checkpoint `<role>`, so a resumed run does not train it again).
+    """
+    from overparam.engine import fit
+    from overparam.engine.evaluate import evaluate_splits
+    from overparam.models import build_model
+
+    role_cfg = role_cfg or {}
+    if role_cfg.get("from"):
+        model = load_from_run(role_cfg["from"], setup)
+        figures = {f"{split}_accuracy": m["accuracy"] for split, m in evaluate_splits(model, setup.data).items()}
+        return model, figures
+    cfg = setup.cfg
+    seed = int(cfg.seed) + seed_offset
+    model = build_model(model_config(role_cfg.get("model"), cfg.model), setup.data.input_shape,
+                        setup.data.num_classes, seed=seed).to(setup.device)
+    if role_cfg.get("untrained"):
+        figures = {f"{split}_accuracy": m["accuracy"] for split, m in evaluate_splits(model, setup.data).items()}
+        return model, figures
+
+    def train() -> dict:
+        kwargs = setup.fit_kwargs(train=merged(cfg.train, role_cfg.get("train")),
+                                  optim=merged(cfg.optim, role_cfg.get("optim")), seed=seed)
+        if loss_fn is not None:
+            kwargs["loss_fn"] = loss_fn
+        # run=None: an inline phase is resumed as a whole (its checkpoint), and its metrics do not
+        # interleave with the main phase's rows in metrics.jsonl; its figures go to the summary.
+        result = fit(model, setup.data, None, tag=role, label=role, **kwargs)
+        return {k: v for k, v in result.flat().items() if isinstance(v, (int, float))}
+
+    return model, cached_phase(run, role, model, train)
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """`model` in eval mode with gradients off (a teacher or guide: its parameters never change)."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """A deep copy (independent parameters)."""
+    return copy.deepcopy(model)
+
+
+def steps_between_logs(train, num_examples: int) -> int:
+    """How often `fit` evaluates, so that per-term loss rows line up with its evaluation rows."""
+    from overparam.engine.optim import total_steps
+
+    _, steps_per_epoch = total_steps(train, num_examples)
+    if train.get("eval_every"):
+        return int(train["eval_every"])
+    return max(1, int(round(float(train.get("eval_every_epochs") or 1) * steps_per_epoch)))

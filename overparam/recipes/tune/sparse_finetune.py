@@ -1,0 +1,138 @@
+"""`method=sparse_finetune`: fine-tune only a fixed subset of a model's weights.
+
+The subset is a given mask (`sparse_finetune.mask`: a run `<dir>@level_<L>` whose masks name the
+weights to train, or a safetensors file of {"<layer>.weight": 0/1}) or, per layer, the
+`sparse_finetune.fraction` of weights with the smallest magnitude. Each layer computes
+`base(x) + masked_matmul(x, delta, subset)`: the base is frozen, the trainable delta reaches the
+output only through the masked kernel, so weights outside the subset cannot move (weight decay
+included). At the end the delta is folded into the weights. A sparse base keeps its mask, and its
+pruned weights are never in the subset.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from overparam.cli.validate import number
+from overparam.engine import fit
+from overparam.errors import UserError
+from overparam.kernels import masked_matmul
+from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.tune.source import load_from_run
+
+TUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def validate(cfg: dict) -> None:
+    """`from` is set; exactly one of sparse_finetune.mask / sparse_finetune.fraction (in (0, 1])."""
+    options = cfg.get("sparse_finetune") or {}
+    if not cfg.get("from"):
+        raise UserError("method=sparse_finetune needs from=<run dir> (or <run dir>@level_<L>)")
+    if (options.get("mask") is None) == (options.get("fraction") is None):
+        raise UserError("set exactly one of sparse_finetune.mask and sparse_finetune.fraction")
+    number(cfg, "sparse_finetune.fraction", low=0.0, high=1.0, low_open=True, optional=True)
+
+
+class SparseDelta(nn.Module):
+    """A frozen layer plus a trainable delta restricted to `subset` (a 0/1 tensor shaped like the weight)."""
+
+    def __init__(self, base: nn.Module, subset: torch.Tensor):
+        super().__init__()
+        self.base = base
+        for parameter in base.parameters():
+            parameter.requires_grad_(False)
+        self.register_buffer("subset", subset.to(base.weight.device, base.weight.dtype))
+        self.delta = nn.Parameter(torch.zeros_like(base.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.base, nn.Linear):
+            return self.base(x) + masked_matmul(x, self.delta, self.subset)
+        conv = F.conv1d if isinstance(self.base, nn.Conv1d) else F.conv2d
+        b = self.base
+        return b(x) + conv(x, self.delta * self.subset, None, b.stride, b.padding, b.dilation, b.groups)
+
+    @torch.no_grad()
+    def folded(self) -> nn.Module:
+        """The base layer with delta * subset added to its weight (trainable again)."""
+        self.base.weight.add_(self.delta * self.subset)
+        for parameter in self.base.parameters():
+            parameter.requires_grad_(True)
+        return self.base
+
+
+def smallest_magnitude(weight: torch.Tensor, fraction: float, alive: torch.Tensor | None) -> torch.Tensor:
+    """0/1 mask of the `fraction` of (unpruned) weights with the smallest |w| (ties by position)."""
+    magnitude = weight.detach().abs().flatten().float()
+    candidates = torch.ones_like(magnitude, dtype=torch.bool) if alive is None else alive.flatten().bool()
+    count = int(round(fraction * int(candidates.sum())))
+    order = torch.argsort(torch.where(candidates, magnitude, torch.full_like(magnitude, float("inf"))), stable=True)
+    subset = torch.zeros_like(magnitude)
+    subset[order[:count]] = 1.0
+    return subset.view_as(weight)
+
+
+def given_subset(spec: str, layer_names: list[str]) -> dict[str, torch.Tensor]:
+    """{"<layer>.weight": 0/1} from a run reference (its masks) or a safetensors file."""
+    from pathlib import Path
+
+    from overparam.store.checkpoint import load_state
+    from overparam.store.load import RunRef
+
+    path = Path(str(spec))
+    if path.suffix == ".safetensors" and path.is_file():
+        state = load_state(path)
+    else:
+        ref = RunRef.parse(str(spec))
+        mask_file = ref.root / ref.tag / "mask.safetensors" if ref.tag and ref.tag.startswith("level_") else None
+        if mask_file is not None and mask_file.is_file():
+            state = load_state(mask_file)
+        elif ref.weights.is_file():
+            state = {k[: -len("_mask")]: v for k, v in load_state(ref.weights).items() if k.endswith(".weight_mask")}
+        else:
+            raise UserError(f"sparse_finetune.mask={spec}: no mask file or masked weights found")
+    subsets = {k[: -len(".weight")]: v for k, v in state.items() if k.endswith(".weight")}
+    unknown = sorted(set(subsets) - set(layer_names))
+    if unknown:
+        raise UserError(f"sparse_finetune.mask names layers the model does not have: {', '.join(unknown)}")
+    return subsets
+
+
+def run(cfg, run) -> dict:
+    """Train only the chosen subset of `from`'s weights; save the folded model."""
+    from overparam.models.masked import MASKED_TYPES
+
+    setup = prepare(cfg)
+    options = cfg.sparse_finetune
+    model = load_from_run(cfg["from"], setup)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, TUNABLE)}
+    given = given_subset(options.mask, list(layers)) if options.get("mask") is not None else None
+    wrapped = {}
+    for name, layer in layers.items():
+        alive = layer.weight_mask if isinstance(layer, MASKED_TYPES) else None
+        if given is not None:
+            if name not in given:
+                continue
+            subset = given[name].to(layer.weight.dtype)
+            subset = subset * alive if alive is not None else subset
+        else:
+            subset = smallest_magnitude(layer.weight, float(options.fraction), alive)
+        wrapped[name] = SparseDelta(layer, subset)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped[name])
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    params = [w.delta for w in wrapped.values()]
+    for parameter in params:
+        parameter.requires_grad_(True)
+    trainable = int(sum(int(w.subset.sum()) for w in wrapped.values()))
+    total = sum(layer.weight.numel() for layer in layers.values())
+    result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", params=params,
+                 **setup.fit_kwargs())
+    for name, module in wrapped.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, module.folded())
+    run.save_checkpoint("model", model.state_dict())
+    return {**result.flat(), **model_summary(model), "steps": result.steps, "trainable_weights": trainable,
+            "trainable_fraction": trainable / max(total, 1)}
