@@ -55,14 +55,23 @@ def _from(cfg) -> str | None:
     return (cfg.get(PARAMS) or {}).get("from")
 
 
+def _seeds(cfg) -> list[int] | None:
+    seeds = (cfg.get(PARAMS) or {}).get("seeds")
+    return None if seeds is None else [int(s) for s in seeds]
+
+
 def validate(cfg: dict) -> None:
     """points >= 2, a known split, and two ingredients (or one checkpoint in lmc.from)."""
     number(cfg, f"{PARAMS}.points", low=2, integer=True)
     choice(cfg, f"{PARAMS}.split", SPLITS)
     origin = _from(cfg)
-    if origin:
-        if cfg.get("ingredients"):
-            raise UserError(f"give either ingredients or {PARAMS}.from, not both")
+    seeds = _seeds(cfg)
+    if sum(bool(x) for x in (origin, seeds, cfg.get("ingredients"))) > 1:
+        raise UserError(f"give one of ingredients, {PARAMS}.from and {PARAMS}.seeds")
+    if seeds is not None:
+        if len(seeds) != 2 or seeds[0] == seeds[1]:
+            raise UserError(f"{PARAMS}.seeds takes two different seeds, got {seeds}")
+    elif origin:
         ref = RunRef.parse(origin)
         common.check_ingredients([ref], key=f"{PARAMS}.from")
     else:
@@ -92,12 +101,44 @@ def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[di
     return copies[0], copies[1], figures
 
 
+def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dict, dict, dict]:
+    """Two models of `cfg.model` trained here from the init (and data order) of each seed."""
+    from omegaconf import OmegaConf
+
+    from overparam.engine import fit
+    from overparam.recipes.common import prepare
+
+    prepared = prepare(cfg)
+    states, figures = [], {}
+    for index, seed in enumerate(seeds):
+        name = f"seed_{seed}"
+        model = prepared.new_model(seed)
+        if run.has_checkpoint(name):
+            model.load_state_dict(run.load_checkpoint(name, device=prepared.device))
+        else:
+            result = fit(model, prepared.data, run, tag=name, label=name, level=index,
+                         **prepared.fit_kwargs(seed=seed))
+            run.save_checkpoint(name, model.state_dict())
+            figures[f"{name}_train_seconds"] = round(result.seconds, 3)
+        states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    check = common.IngredientCheck(refs=[], model=OmegaConf.to_container(cfg.model, resolve=True),
+                                   dataset=OmegaConf.to_container(cfg.dataset, resolve=True), seeds=list(seeds),
+                                   shapes={})
+    setup = common.MergeSetup(cfg=cfg, device=prepared.device, data=prepared.data, model=model, refs=[], check=check,
+                              notes={"val_split_seed": int(cfg.seed)})
+    figures["seeds"] = ",".join(str(s) for s in seeds)
+    return setup, states[0], states[1], figures
+
+
 def run(cfg, run) -> dict:
     """Evaluate the path before and after alignment; report the barriers."""
     params = cfg[PARAMS]
     points, split = int(params.points), str(params.split)
     origin = _from(cfg)
-    if origin:
+    seeds = _seeds(cfg)
+    if seeds is not None:
+        setup, a, b, extra = train_from_seeds(cfg, run, seeds)
+    elif origin:
         ref = RunRef.parse(origin)
         setup = common.prepare_merge(cfg, [ref], common.check_ingredients([ref], key=f"{PARAMS}.from"))
         a, b, extra = train_copies(cfg, run, setup, ref)

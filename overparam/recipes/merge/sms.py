@@ -43,6 +43,17 @@ def copy_settings(cfg, copy: int) -> dict:
     return {"seed": seed, "data_seed": seed, "optim": optim}
 
 
+def retrain_schedule(cfg) -> dict:
+    """train.* for each copy: `sms.retrain_epochs` epochs when set (compute matching), else train.* as is."""
+    from omegaconf import OmegaConf
+
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    epochs = cfg[PARAMS].get("retrain_epochs")
+    if epochs is not None:
+        train.update({"epochs": epochs, "steps": None})
+    return train
+
+
 def validate(cfg: dict) -> None:
     """Phases, copies, variation, soup and the target sparsity; the starting model if given."""
     number(cfg, f"{PARAMS}.phases", low=1, integer=True)
@@ -50,6 +61,7 @@ def validate(cfg: dict) -> None:
     choice(cfg, f"{PARAMS}.vary", VARY)
     choice(cfg, f"{PARAMS}.soup", SOUPS)
     choice(cfg, f"{PARAMS}.accept", ("gt", "ge"))
+    number(cfg, f"{PARAMS}.retrain_epochs", low=0, low_open=True, optional=True)
     params = cfg[PARAMS]
     if not float(cfg.get("sparsity") or 0) > 0:
         raise UserError("sms needs a target sparsity > 0 (sparsity=0.9)")
@@ -133,7 +145,7 @@ def run(cfg, run) -> dict:
                 continue
             model.load_state_dict(pruned)
             settings = copy_settings(cfg, index)
-            result = fit(model, setup.data, run, train=cfg.train, hardware=cfg.hardware, tag=name, label=name,
+            result = fit(model, setup.data, run, train=retrain_schedule(cfg), hardware=cfg.hardware, tag=name, label=name,
                          level=(phase - 1) * copies + index + 1, **settings)
             seconds += result.seconds
             run.save_checkpoint(name, model.state_dict())
