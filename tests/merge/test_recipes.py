@@ -136,3 +136,34 @@ def test_sms_soups_keep_exactly_each_phases_mask(tmp_path, tiny):
         first = load_state(tmp_path / "sms" / "level_1" / "mask.safetensors")
         second = load_state(tmp_path / "sms" / "level_2" / "mask.safetensors")
         assert all(bool((second[k] <= first[k]).all()) for k in first)
+
+
+def test_checkpoint_average_of_a_runs_last_snapshots(ingredients, tmp_path):
+    import shutil
+
+    from overparam.store.checkpoint import save_state
+
+    run = tmp_path / "snapshots"
+    shutil.copytree(ingredients["a"], run)
+    base = _weights(ingredients["a"])
+    for step, shift in ((10, 100.0), (20, 1.0), (30, 3.0)):
+        save_state(run / "checkpoints" / f"step_{step}.safetensors",
+                   {k: (v + shift if v.is_floating_point() else v) for k, v in base.items()})
+    summary = train_in_process(["method=checkpoint_average", f"ingredients={run}", "checkpoint_average.last=2"],
+                               tmp_path / "average")
+    assert [row["name"].rsplit("@", 1)[1] for row in summary["rows"][1:]] == ["step_20", "step_30"]
+    averaged = _weights(tmp_path / "average")
+    torch.testing.assert_close(averaged["fc0.weight"], base["fc0.weight"] + 2.0)
+
+
+def test_lmc_from_a_checkpoint_trains_two_copies_with_different_data_orders(ingredients, tmp_path):
+    summary = train_in_process(["method=lmc", f"lmc.from={ingredients['a']}@model", "lmc.points=3",
+                                "lmc.align=false", "train.epochs=null", "train.steps=5", "train.eval_every=5"],
+                               tmp_path / "lmc")
+    copies = [load_state(tmp_path / "lmc" / "checkpoints" / f"copy_{c}.safetensors") for c in (0, 1)]
+    assert not torch.equal(copies[0]["fc0.weight"], copies[1]["fc0.weight"])
+    assert [row["alpha"] for row in summary["rows"]] == [0.0, 0.5, 1.0]
+    assert summary["barrier_loss"] >= 0.0
+    # The run's model is the path's midpoint.
+    midpoint = ((copies[0]["fc0.weight"].double() + copies[1]["fc0.weight"].double()) / 2).float()
+    torch.testing.assert_close(_weights(tmp_path / "lmc")["fc0.weight"], midpoint)
