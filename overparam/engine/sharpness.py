@@ -65,7 +65,8 @@ class Sharpness:
         ring = self.saf_lag + 1
         if self.bank is None:
             self.bank = torch.zeros(ring, self.num_examples, outputs.shape[-1], device=outputs.device)
-            self.bank_epoch = torch.full((ring, self.num_examples), -1, dtype=torch.long, device=outputs.device)
+            # A sentinel no epoch - lag can equal (epoch 0 minus a lag of 1 is -1).
+            self.bank_epoch = torch.full((ring, self.num_examples), -(2 ** 62), dtype=torch.long, device=outputs.device)
         past_slot = (epoch - self.saf_lag) % ring
         past_epoch = self.bank_epoch[past_slot, index]
         have_past = past_epoch == epoch - self.saf_lag

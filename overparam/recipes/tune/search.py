@@ -103,7 +103,12 @@ def evaluate_best(sweep_dir: str | Path) -> dict:
     trial_overrides = OmegaConf.load(trials[0] / ".hydra" / "overrides.yaml")
     eval_seeds = [int(s) for s in trial_cfg.search.eval_seeds]
     searched = set(best["best_params"])
-    base = [o for o in trial_overrides if o.split("=")[0].lstrip("+~") not in searched | {"hparams_search", "seed"}]
+    # Drop what the search itself set: its preset (and the search.* keys only it defines), the seed.
+    def kept(override: str) -> bool:
+        key = override.split("=")[0].lstrip("+~")
+        return key not in searched | {"hparams_search", "seed"} and not key.startswith(("search.", "hydra."))
+
+    base = [o for o in trial_overrides if kept(o)]
     chosen = [f"{key}={value}" for key, value in best["best_params"].items()]
     rows = []
     for seed in eval_seeds:

@@ -1,0 +1,16 @@
+"""A tiny finished run shared by the tune tests (trained once per session, about a second)."""
+
+from __future__ import annotations
+
+import pytest
+
+TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=20", "train.eval_every=20", "train.batch_size=64"]
+
+
+@pytest.fixture(scope="session")
+def dense_run(tmp_path_factory):
+    """(run dir, summary) of a dense tiny MLP."""
+    from overparam.cli.train import train_in_process
+
+    out = tmp_path_factory.mktemp("tune_source") / "dense"
+    return out, train_in_process(TINY, out)

@@ -1,0 +1,78 @@
+"""finetune, sparse_finetune and self_pretrain end to end on a tiny MLP."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY
+
+from overparam.cli.train import train_in_process
+from overparam.errors import UserError
+from overparam.store.checkpoint import load_state
+
+
+def weights(run_dir):
+    return load_state(run_dir / "checkpoints" / "model.safetensors")
+
+
+def changed(before, after):
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_finetune_head_changes_only_the_head(tmp_path, dense_run):
+    dense_dir, dense_summary = dense_run
+    out = tmp_path / "head"
+    summary = train_in_process([*TINY, "method=finetune", f"from={dense_dir}", "finetune.train=head"], out)
+    assert changed(weights(dense_dir), weights(out)) == {"fc_out.weight", "fc_out.bias"}
+    assert summary["trainable_parameters"] == 16 * 10 + 10
+    assert summary["source_test_accuracy"] == pytest.approx(dense_summary["test_accuracy"])
+
+
+def test_finetune_norm_bias_changes_only_biases(tmp_path, dense_run):
+    dense_dir, _ = dense_run
+    out = tmp_path / "bias"
+    train_in_process([*TINY, "method=finetune", f"from={dense_dir}", "finetune.train=norm_bias"], out)
+    assert changed(weights(dense_dir), weights(out)) == {"fc0.bias", "fc_out.bias"}
+
+
+def test_finetune_needs_a_source(tmp_path):
+    with pytest.raises(UserError, match="from=<run dir>"):
+        train_in_process([*TINY, "method=finetune"], tmp_path / "none")
+
+
+def test_sparse_finetune_moves_only_the_chosen_weights(tmp_path, dense_run):
+    dense_dir, _ = dense_run
+    out = tmp_path / "sparse"
+    summary = train_in_process([*TINY, "method=sparse_finetune", f"from={dense_dir}",
+                                "sparse_finetune.fraction=0.1"], out)
+    before, after = weights(dense_dir), weights(out)
+    assert changed(before, after) <= {"fc0.weight", "fc_out.weight"}  # biases are frozen
+    moved = sum(int((before[k] != after[k]).sum()) for k in ("fc0.weight", "fc_out.weight"))
+    assert summary["trainable_weights"] == round(0.1 * 640) + round(0.1 * 160)
+    assert 0 < moved <= summary["trainable_weights"]
+    # The moved weights are among the smallest 10% of each layer.
+    for key in ("fc0.weight", "fc_out.weight"):
+        threshold = before[key].abs().flatten().kthvalue(round(0.1 * before[key].numel())).values
+        assert bool((before[key].abs()[before[key] != after[key]] <= threshold).all())
+
+
+def test_sparse_finetune_with_a_given_mask(tmp_path, dense_run):
+    from overparam.store.checkpoint import save_state
+
+    dense_dir, _ = dense_run
+    mask = torch.zeros(16, 40)
+    mask[:, :5] = 1.0
+    save_state(tmp_path / "subset.safetensors", {"fc0.weight": mask})
+    out = tmp_path / "given"
+    summary = train_in_process([*TINY, "method=sparse_finetune", f"from={dense_dir}",
+                                f"sparse_finetune.mask={tmp_path / 'subset.safetensors'}"], out)
+    before, after = weights(dense_dir), weights(out)
+    assert changed(before, after) == {"fc0.weight"}
+    assert summary["trainable_weights"] == 80
+    assert torch.equal(before["fc0.weight"][:, 5:], after["fc0.weight"][:, 5:])
+
+
+def test_self_pretrain_splits_the_steps_and_compares_with_scratch(tmp_path):
+    summary = train_in_process([*TINY, "method=self_pretrain", "self_pretrain.baseline=true"], tmp_path / "sp")
+    assert summary["pretrain_steps"] + summary["finetune_steps"] == summary["steps"] == 20
+    assert 0.0 <= summary["scratch_test_accuracy"] <= 1.0 and summary["pretrain_reconstruction_loss"] > 0
