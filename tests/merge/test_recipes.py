@@ -132,10 +132,10 @@ def test_sms_soups_keep_exactly_each_phases_mask(tmp_path, tiny):
         assert not torch.equal(copies[0]["fc0.weight"], copies[1]["fc0.weight"])
         mean = ((copies[0]["fc0.weight"].double() + copies[1]["fc0.weight"].double()) / 2).float()
         assert torch.equal(soup["fc0.weight"], mean)
-    if True:  # later phases never revive a pruned weight
-        first = load_state(tmp_path / "sms" / "level_1" / "mask.safetensors")
-        second = load_state(tmp_path / "sms" / "level_2" / "mask.safetensors")
-        assert all(bool((second[k] <= first[k]).all()) for k in first)
+    # Later phases never revive a pruned weight.
+    first = load_state(tmp_path / "sms" / "level_1" / "mask.safetensors")
+    second = load_state(tmp_path / "sms" / "level_2" / "mask.safetensors")
+    assert all(bool((second[k] <= first[k]).all()) for k in first)
 
 
 def test_checkpoint_average_of_a_runs_last_snapshots(ingredients, tmp_path):

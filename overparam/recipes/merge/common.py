@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob as globlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from overparam.errors import UserError
 from overparam.store.load import RunRef, check_finished, saved_config

@@ -103,11 +103,9 @@ def run(cfg, run) -> dict:
     from overparam.engine import fit
     from overparam.engine.evaluate import evaluate_splits
     from overparam.models.masked import apply_masks, masks_of, sparsity_report
-    from overparam.recipes import prune
     from overparam.recipes.common import prepare
     from overparam.recipes.prune import common as prune_common
 
-    del prune
     params = cfg[PARAMS]
     phases, copies = int(params.phases), int(params.copies)
     setup = prepare(cfg)
