@@ -1,6 +1,6 @@
 """Masked-matmul benchmark: time of each backend relative to dense F.linear (not a test).
 
-    python bench/kernels.py                                  # all shapes, CPU, float32 (~4 min on 2 cores)
+    python bench/kernels.py                                  # all shapes, CPU, float32 (~2 min on 2 cores)
     python bench/kernels.py --shapes lenet --repeats 30      # one shape, more rounds
     python bench/kernels.py --write-crossover                # also rewrite overparam/kernels/crossover.json
     python bench/kernels.py --device cuda --dtype float16 --pattern block    # GPU: triton on tile-aligned blocks
@@ -39,7 +39,7 @@ SHAPES = {  # name: (batch, in_features, out_features, what it is)
     "square4096": (256, 4096, 4096, "4096x4096"),
 }
 SPARSITIES = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98)
-CROSSOVER_COMMAND = "python bench/kernels.py --write-crossover"
+NOISY_SPREAD = 1.5  # median/min of the dense baseline above this: other load disturbed the measurement
 
 
 def make_mask(out_features: int, in_features: int, sparsity: float, pattern: str, device, dtype,
@@ -91,7 +91,10 @@ def time_rounds(contenders: dict, rounds: int, device: str, min_seconds: float, 
             times[name].append(time.perf_counter() - tick)
         done += 1
     reduce = min if stat == "min" else statistics.median
-    return {name: reduce(values) for name, values in times.items()}
+    result = {name: reduce(values) for name, values in times.items()}
+    # How much the dense baseline wandered between rounds: a busy shared machine shows up here.
+    result["spread"] = statistics.median(times["dense"]) / min(times["dense"])
+    return result
 
 
 def _train_step(fn, x, weight, bias, grad):
@@ -135,7 +138,7 @@ def bench_shape(name: str, args, backends: list[str]) -> list[dict]:
             for backend in backends:
                 rows.append({"shape": name, "sparsity": sparsity, "mode": mode, "backend": backend,
                              "ratio": seconds[backend] / seconds["dense"], "seconds": seconds[backend],
-                             "dense_seconds": seconds["dense"]})
+                             "dense_seconds": seconds["dense"], "noisy": seconds["spread"] > NOISY_SPREAD})
     return rows
 
 
@@ -192,7 +195,7 @@ def write_crossover(rows: list[dict], args, path: Path) -> dict:
     data = {
         "about": "Sparsity from which the `sparse` backend beats `torch` (sparse_from; null = never), per "
                  "device/dtype/implementation/mode and benchmarked shape; `auto` uses the nearest shape.",
-        "command": CROSSOVER_COMMAND,
+        "command": " ".join(["python bench/kernels.py", *args.argv]),
         "measured_on": {"date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "entries": kept + new,
@@ -215,13 +218,17 @@ def print_table(rows: list[dict], backends: list[str], modes: list[str]) -> None
                 for backend in backends:
                     row = next(r for r in rows if r["shape"] == shape and r["sparsity"] == sparsity
                                and r["mode"] == mode and r["backend"] == backend)
-                    cells.append(f"{row['ratio']:>15.2f}x")
+                    cells.append(f"{row['ratio']:>15.2f}{'*' if row['noisy'] else 'x'}")
                 dense.append(f"{1e3 * row['dense_seconds']:>16.3f}")
             print(f"{sparsity:>8.2f} " + " ".join(cells) + " " + " ".join(dense))
+        if any(r["noisy"] for r in rows if r["shape"] == shape):
+            print(f"  * the dense baseline's median was over {NOISY_SPREAD}x its minimum: the machine was busy, "
+                  "treat that cell with care (or rerun with --threads 1)")
 
 
-def print_auto(rows: list[dict], args) -> None:
-    """What `auto` picks at each measured point, against the faster of torch/sparse measured here."""
+def print_auto(rows: list[dict], args, data: dict | None = None) -> None:
+    """What `auto` picks at each measured point (from `data`, default the package's crossover.json),
+    against the faster of torch/sparse measured in this run."""
     from overparam.kernels.dispatch import sparse_threshold
     from overparam.kernels import sparse
 
@@ -229,13 +236,14 @@ def print_auto(rows: list[dict], args) -> None:
     dtype = getattr(torch, args.dtype)
     probe = torch.zeros(1, 1, device=args.device, dtype=dtype)
     implementation = sparse.default_implementation(probe, probe, torch.ones_like(probe))
-    print("\nauto (crossover.json) vs the faster of torch/sparse measured in this run")
+    print("\nauto (crossover data) vs the faster of torch/sparse measured in this run")
     print(f"{'shape':>11} {'mode':>8} {'sparsity':>8} {'auto picks':>10} {'faster here':>11} {'agree':>5}")
     agree = total = 0
     for shape in dict.fromkeys(r["shape"] for r in rows):
         batch, in_features, out_features, _ = SHAPES[shape]
         for mode in args.modes:
-            threshold = sparse_threshold(device_type, dtype, implementation, mode, batch, in_features, out_features)
+            threshold = sparse_threshold(device_type, dtype, implementation, mode, batch, in_features, out_features,
+                                         data=data)
             for sparsity in args.sparsities:
                 seconds = {r["backend"]: r["seconds"] for r in rows if r["shape"] == shape and r["mode"] == mode
                            and r["sparsity"] == sparsity}
@@ -251,18 +259,19 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma list of {', '.join(SHAPES)}")
     parser.add_argument("--sparsities", default=",".join(map(str, SPARSITIES)))
-    parser.add_argument("--backends", default=None, help="comma list (default: torch,sparse on CPU; +triton on GPU)")
+    parser.add_argument("--backends", default=None, help="comma list (default: torch,sparse,auto on CPU; +triton on GPU)")
     parser.add_argument("--modes", default="train,forward")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--pattern", default="random", choices=("random", "block", "two_four"))
-    parser.add_argument("--repeats", type=int, default=9, help="rounds per measurement (a third for 4096x4096)")
+    parser.add_argument("--repeats", type=int, default=15, help="rounds per measurement (a third for 4096x4096)")
     parser.add_argument("--min-seconds", type=float, default=0.3, help="keep adding rounds until this much time")
     parser.add_argument("--stat", default="min", choices=("min", "median"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--write-crossover", nargs="?", const="overparam/kernels/crossover.json", default=None,
                         metavar="PATH", help="rewrite the crossover data `auto` reads (default path in the package)")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.sparsities = [float(s) for s in args.sparsities.split(",")]
     args.modes = args.modes.split(",")
     if args.threads:
@@ -273,7 +282,7 @@ def main(argv=None) -> None:
     if args.backends:
         backends = args.backends.split(",")
     else:
-        backends = ["torch", "sparse"] + (["triton"] if device_type == "cuda" else [])
+        backends = ["torch", "sparse", "auto"] + (["triton"] if device_type == "cuda" else [])
     for backend in backends:
         reason = backend_unavailable_reason(backend, device_type)
         if reason:
@@ -294,12 +303,13 @@ def main(argv=None) -> None:
         rows += bench_shape(shape, args, backends)
         print_table([r for r in rows if r["shape"] == shape], backends, args.modes)
         sys.stdout.flush()
+    data = None
     if args.write_crossover:
         path = Path(args.write_crossover)
-        write_crossover(rows, args, path)
+        data = write_crossover(rows, args, path)
         print(f"\nwrote {path}")
     if "sparse" in backends and "torch" in backends and args.pattern == "random":
-        print_auto(rows, args)
+        print_auto(rows, args, data)
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 

@@ -78,6 +78,13 @@ def masked_matmul(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bia
     backend = resolve_backend(x, weight, mask, backend)
     if backend == "torch":
         return masked_matmul_reference(x, weight, mask, bias)
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        # The kernels take one dtype: under autocast use its dtype, as F.linear would.
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return masked_matmul(x.to(dtype), weight.to(dtype), mask, None if bias is None else bias.to(dtype),
+                                 backend=backend)
     if backend == "sparse":
         from overparam.kernels.sparse import masked_matmul_sparse
 

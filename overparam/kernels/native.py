@@ -20,84 +20,83 @@ import tempfile
 import threading
 from pathlib import Path
 
+import torch
+
 # float32 only: other dtypes go through torch.sparse. Layout conventions:
-#   xt is the input transposed and contiguous, (ncols_of_A, B): row j holds feature j for the batch;
+#   xt is the input transposed, (features, ldx) with the batch zero-padded to ldx (see `transposed_padded`);
 #   out is written as out[b * ldo + i], i.e. the (B, nrows) result in row-major order.
 SOURCE = r"""
 #include <stdint.h>
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define LD(p) (*(const v16 *)(p))
 
-/* out[b*ldo + i] = bias[i] + sum_{p in row i} w[i*s_row + cols[p]*s_col] * xt[cols[p]*B + b]
-   The weight is read in place at the nonzeros (s_row, s_col) = (in, 1) for W, (1, in) for W^T,
-   so no per-call gather of the values is needed. */
-void overparam_spmm_t_f32(int64_t nrows, int64_t B, const int64_t *crow, const int64_t *cols,
+/* out[b*ldo + i] = bias[i] + sum_{p in row i} w[i*s_row + cols[p]*s_col] * xt[cols[p]*ldx + b], b < B.
+   xt rows are zero-padded to ldx, a multiple of 16, so every load is a full vector.
+   The weight is read in place at the nonzeros: (s_row, s_col) = (in, 1) for W, (1, in) for W^T. */
+void overparam_spmm_t_f32(int64_t nrows, int64_t B, int64_t ldx, const int64_t *crow, const int64_t *cols,
                           const float *w, int64_t s_row, int64_t s_col, const float *xt, const float *bias,
                           float *out, int64_t ldo) {
-    #pragma omp parallel for schedule(static) if (crow[nrows] * B > 32768)
+    #pragma omp parallel for schedule(static) if (crow[nrows] * ldx > 32768)
     for (int64_t i = 0; i < nrows; i++) {
         const int64_t start = crow[i], end = crow[i + 1];
         const float bv = bias ? bias[i] : 0.0f;
         const float *wr = w + i * s_row;
         int64_t b0 = 0;
-        for (; b0 + 64 <= B; b0 += 64) {
+        for (; b0 + 64 <= ldx; b0 += 64) {
             v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
             for (int64_t p = start; p < end; p++) {
                 const float v = wr[cols[p] * s_col];
-                const float *xr = xt + cols[p] * B + b0;
+                const float *xr = xt + cols[p] * ldx + b0;
                 a0 += v * LD(xr); a1 += v * LD(xr + 16); a2 += v * LD(xr + 32); a3 += v * LD(xr + 48);
             }
-            float *o = out + b0 * ldo + i;
             for (int t = 0; t < 16; t++) {
-                o[t * ldo] = a0[t] + bv; o[(t + 16) * ldo] = a1[t] + bv;
-                o[(t + 32) * ldo] = a2[t] + bv; o[(t + 48) * ldo] = a3[t] + bv;
+                if (b0 + t < B) out[(b0 + t) * ldo + i] = a0[t] + bv;
+                if (b0 + t + 16 < B) out[(b0 + t + 16) * ldo + i] = a1[t] + bv;
+                if (b0 + t + 32 < B) out[(b0 + t + 32) * ldo + i] = a2[t] + bv;
+                if (b0 + t + 48 < B) out[(b0 + t + 48) * ldo + i] = a3[t] + bv;
             }
         }
-        for (; b0 + 16 <= B; b0 += 16) {
+        for (; b0 < ldx; b0 += 16) {
             v16 a0 = {0};
-            for (int64_t p = start; p < end; p++) a0 += wr[cols[p] * s_col] * LD(xt + cols[p] * B + b0);
-            for (int t = 0; t < 16; t++) out[(b0 + t) * ldo + i] = a0[t] + bv;
-        }
-        for (; b0 < B; b0++) {
-            float acc = 0.0f;
-            for (int64_t p = start; p < end; p++) acc += wr[cols[p] * s_col] * xt[cols[p] * B + b0];
-            out[b0 * ldo + i] = acc + bv;
+            for (int64_t p = start; p < end; p++) a0 += wr[cols[p] * s_col] * LD(xt + cols[p] * ldx + b0);
+            for (int t = 0; t < 16 && b0 + t < B; t++) out[(b0 + t) * ldo + i] = a0[t] + bv;
         }
     }
 }
 
-static inline float hsum(v16 a) { float s = 0.0f; for (int t = 0; t < 16; t++) s += a[t]; return s; }
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+static inline float hsum(v16 a) {  /* halving tree: 4 vector adds instead of 15 scalar ones */
+    v8 h = __builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15);
+    v4 q = __builtin_shufflevector(h, h, 0, 1, 2, 3) + __builtin_shufflevector(h, h, 4, 5, 6, 7);
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
 
-/* dense_out[i*ncols + cols[p]] = sum_b gt[i*B + b] * xt[cols[p]*B + b] at the nonzeros only. */
-void overparam_sddmm_f32(int64_t nrows, int64_t B, const int64_t *crow, const int64_t *cols,
+/* dense_out[i*ncols + cols[p]] = sum_b gt[i*ldx + b] * xt[cols[p]*ldx + b] at the nonzeros only;
+   both operands are zero-padded to ldx (a multiple of 16). */
+void overparam_sddmm_f32(int64_t nrows, int64_t ldx, const int64_t *crow, const int64_t *cols,
                          const float *gt, const float *xt, float *dense_out, int64_t ncols) {
-    #pragma omp parallel for schedule(static) if (crow[nrows] * B > 32768)
+    #pragma omp parallel for schedule(static) if (crow[nrows] * ldx > 32768)
     for (int64_t i = 0; i < nrows; i++) {
-        const float *gr = gt + i * B;
+        const float *gr = gt + i * ldx;
         float *o = dense_out + i * ncols;
-        const int64_t end = crow[i + 1], B16 = B - B % 16;
+        const int64_t end = crow[i + 1];
         int64_t p = crow[i];
         for (; p + 4 <= end; p += 4) {
-            const float *x0 = xt + cols[p] * B, *x1 = xt + cols[p + 1] * B;
-            const float *x2 = xt + cols[p + 2] * B, *x3 = xt + cols[p + 3] * B;
+            const float *x0 = xt + cols[p] * ldx, *x1 = xt + cols[p + 1] * ldx;
+            const float *x2 = xt + cols[p + 2] * ldx, *x3 = xt + cols[p + 3] * ldx;
             v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (int64_t b = 0; b < B16; b += 16) {
+            for (int64_t b = 0; b < ldx; b += 16) {
                 const v16 g = LD(gr + b);
                 a0 += g * LD(x0 + b); a1 += g * LD(x1 + b); a2 += g * LD(x2 + b); a3 += g * LD(x3 + b);
             }
-            float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
-            for (int64_t b = B16; b < B; b++) {
-                s0 += gr[b] * x0[b]; s1 += gr[b] * x1[b]; s2 += gr[b] * x2[b]; s3 += gr[b] * x3[b];
-            }
-            o[cols[p]] = s0; o[cols[p + 1]] = s1; o[cols[p + 2]] = s2; o[cols[p + 3]] = s3;
+            o[cols[p]] = hsum(a0); o[cols[p + 1]] = hsum(a1); o[cols[p + 2]] = hsum(a2); o[cols[p + 3]] = hsum(a3);
         }
         for (; p < end; p++) {
-            const float *x0 = xt + cols[p] * B;
+            const float *x0 = xt + cols[p] * ldx;
             v16 a0 = {0};
-            for (int64_t b = 0; b < B16; b += 16) a0 += LD(gr + b) * LD(x0 + b);
-            float s0 = hsum(a0);
-            for (int64_t b = B16; b < B; b++) s0 += gr[b] * x0[b];
-            o[cols[p]] = s0;
+            for (int64_t b = 0; b < ldx; b += 16) a0 += LD(gr + b) * LD(x0 + b);
+            o[cols[p]] = hsum(a0);
         }
     }
 }
@@ -171,8 +170,8 @@ def library() -> ctypes.CDLL | None:
                 errors.append(f"{' '.join(flags)}: {exc}")
                 continue
             pointer, index = ctypes.c_void_p, ctypes.c_int64
-            lib.overparam_spmm_t_f32.argtypes = [index, index, pointer, pointer, pointer, index, index, pointer, pointer,
-                                                 pointer, index]
+            lib.overparam_spmm_t_f32.argtypes = [index, index, index, pointer, pointer, pointer, index, index, pointer,
+                                                 pointer, pointer, index]
             lib.overparam_spmm_t_f32.restype = None
             lib.overparam_sddmm_f32.argtypes = [index, index, pointer, pointer, pointer, pointer, pointer, index]
             lib.overparam_sddmm_f32.restype = None
@@ -180,6 +179,17 @@ def library() -> ctypes.CDLL | None:
             return lib
         _load_error = "; ".join(errors)
         return None
+
+
+def transposed_padded(x2d: torch.Tensor) -> torch.Tensor:
+    """x2d (B, F) as a contiguous (F, ldx) float32 tensor, batch zero-padded to a multiple of 16."""
+    batch, features = x2d.shape
+    ldx = -(-batch // 16) * 16
+    if ldx == batch:
+        return x2d.t().contiguous()
+    out = torch.zeros(features, ldx, dtype=x2d.dtype)
+    out[:, :batch] = x2d.t()
+    return out
 
 
 def load_error() -> str | None:

@@ -9,7 +9,7 @@ any nonzero mask entry counts as 1.
 - grad_W    (g^T x) * M               dot products at the nonzeros only (SDDMM), scattered into a
                                       dense zero gradient, so masked entries are exactly zero.
 float32 on CPU runs the compiled loops of `native.py`; other dtypes/devices (or no compiler) use
-`torch.sparse` (`mm` on CSR tensors and `sampled_addmm`).
+`torch.sparse` (`mm` on CSR tensors and `sampled_addmm`). float16/bfloat16 on CPU compute in float32.
 
 CUDA with a 2:4 mask (at most two nonzeros in every group of four along a row), fp16/bf16 and a
 GPU of compute capability >= 8.0: the forward multiplies by `to_sparse_semi_structured(W*M)`,
@@ -122,11 +122,11 @@ class _NativeCSR(torch.autograd.Function):
         batch = x2d.shape[0]
         out_features, in_features = structure.shape
         weight_c = weight.contiguous()
-        x_t = x2d.t().contiguous()
+        x_t = native.transposed_padded(x2d)
         bias_c = bias.contiguous() if bias is not None else None
         out = torch.empty(batch, out_features, dtype=x2d.dtype)
-        lib.overparam_spmm_t_f32(out_features, batch, _ptr(structure.crow), _ptr(structure.cols), _ptr(weight_c),
-                                 in_features, 1, _ptr(x_t), _ptr(bias_c), _ptr(out), out_features)
+        lib.overparam_spmm_t_f32(out_features, batch, x_t.shape[1], _ptr(structure.crow), _ptr(structure.cols),
+                                 _ptr(weight_c), in_features, 1, _ptr(x_t), _ptr(bias_c), _ptr(out), out_features)
         # x^T is what both backward products read; keep it rather than x.
         ctx.save_for_backward(x_t, weight_c)
         ctx.structure = structure
@@ -139,16 +139,16 @@ class _NativeCSR(torch.autograd.Function):
         x_t, weight = ctx.saved_tensors
         structure: CSRStructure = ctx.structure
         out_features, in_features = structure.shape
-        batch = x_t.shape[1]
-        grad_t = grad_out.t().contiguous()
+        batch, ldx = grad_out.shape[0], x_t.shape[1]
+        grad_t = native.transposed_padded(grad_out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.empty(batch, in_features, dtype=grad_out.dtype)
-            lib.overparam_spmm_t_f32(in_features, batch, _ptr(structure.crow_t), _ptr(structure.cols_t),
+            lib.overparam_spmm_t_f32(in_features, batch, ldx, _ptr(structure.crow_t), _ptr(structure.cols_t),
                                      _ptr(weight), 1, in_features, _ptr(grad_t), None, _ptr(grad_x), in_features)
         if ctx.needs_input_grad[1]:
             grad_w = torch.zeros(out_features, in_features, dtype=grad_out.dtype)
-            lib.overparam_sddmm_f32(out_features, batch, _ptr(structure.crow), _ptr(structure.cols), _ptr(grad_t),
+            lib.overparam_sddmm_f32(out_features, ldx, _ptr(structure.crow), _ptr(structure.cols), _ptr(grad_t),
                                     _ptr(x_t), _ptr(grad_w), in_features)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(0)
@@ -233,9 +233,15 @@ def masked_matmul_sparse(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tens
     """x @ (weight*mask)^T + bias computed from the mask's nonzeros (see the module docstring)."""
     if weight.dim() != 2:
         raise ValueError(f"the sparse backend needs a 2-D weight, got shape {tuple(weight.shape)}")
-    implementation = implementation or default_implementation(x, weight, mask)
+    if implementation is None:
+        implementation = default_implementation(x, weight, mask)
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"unknown sparse implementation {implementation!r}; choose one of {IMPLEMENTATIONS}")
+    if weight.device.type == "cpu" and weight.dtype in (torch.float16, torch.bfloat16):
+        # CPU sparse kernels (MKL and ours) have no half types: compute in float32, return the dtype.
+        upcast = masked_matmul_sparse(x.float(), weight.float(), mask, None if bias is None else bias.float(),
+                                      implementation if implementation != "torch_sparse" else None)
+        return upcast.to(weight.dtype)
     leading = x.shape[:-1]
     x2d = x.reshape(-1, x.shape[-1])
     if implementation == "semi_structured":
@@ -245,7 +251,7 @@ def masked_matmul_sparse(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tens
         if implementation == "native":
             if native.library() is None:
                 raise RuntimeError(f"native sparse kernels unavailable: {native.load_error()}")
-            if weight.device.type != "cpu" or weight.dtype != torch.float32 or x.dtype != torch.float32:
+            if weight.device.type != "cpu" or any(t is not None and t.dtype != torch.float32 for t in (x, weight, bias)):
                 raise ValueError("the native sparse kernels take float32 CPU tensors")
             out = _NativeCSR.apply(x2d, weight, bias, structure)
         else:

@@ -8,6 +8,7 @@ import torch
 
 from overparam.data import DataBundle, load_dataset
 from overparam.engine import setup_hardware
+from overparam.kernels import set_default_backend
 from overparam.models import build_model, count_parameters
 
 
@@ -35,6 +36,8 @@ class Setup:
 def prepare(cfg) -> Setup:
     """Apply the hardware settings and load the dataset onto the device."""
     device = setup_hardware(cfg.hardware)
+    # hardware.kernel picks the masked-matmul backend of every masked layer in this run.
+    set_default_backend(str(cfg.hardware.get("kernel") or "auto"))
     data = load_dataset(cfg.dataset, cfg.paths.data_dir, seed=int(cfg.seed), device=device)
     return Setup(cfg=cfg, device=device, data=data)
 

@@ -8,7 +8,7 @@ from overparam.kernels import masked_matmul, masked_matmul_reference
 
 # Every implementation that runs on this CPU: (backend, sparse implementation or None).
 CPU_VARIANTS = [("torch", None), ("sparse", "native"), ("sparse", "torch_sparse"), ("triton", None)]
-TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-2}
+TOLERANCE = {torch.float64: 1e-10, torch.float32: 2e-5, torch.float16: 2e-2, torch.bfloat16: 2e-2}
 
 
 def make_mask(out_features: int, in_features: int, pattern: str, sparsity: float, generator: torch.Generator,

@@ -110,3 +110,25 @@ def test_masked_weights_are_never_read(backend, implementation):
     assert torch.isfinite(out).all() and torch.isfinite(grad_x).all()
     assert torch.allclose(out, want[0], atol=1e-4) and torch.allclose(grad_x, want[1], atol=1e-4)
     assert torch.equal(grad_w[mask == 0], torch.zeros(int((mask == 0).sum())))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sparse_half_precision_on_cpu_computes_in_float32(dtype):
+    x, weight, mask, bias = _operands(6, 48, 32, "random", 0.8, 5, dtype=dtype)
+    assert_matches_reference("sparse", None, x, weight, mask, bias, dtype=dtype)
+
+
+# bfloat16 tl.dot is wrong under the triton interpreter (a known interpreter limit): float16 there.
+@pytest.mark.parametrize("backend,dtype", [("sparse", torch.bfloat16), ("triton", torch.float16)])
+def test_backends_run_under_cpu_autocast(backend, dtype):
+    from overparam.kernels import masked_matmul
+
+    x, weight, mask, bias = _operands(4, 64, 32, "random", 0.7, 9)
+    weight.requires_grad_(True)
+    with torch.autocast("cpu", dtype=dtype):
+        out = masked_matmul(x, weight, mask, bias, backend=backend)
+        want = masked_matmul_reference(x, weight, mask, bias)
+    assert out.dtype == want.dtype == dtype
+    assert torch.allclose(out.float(), want.float(), atol=0.15, rtol=0.02)
+    out.float().sum().backward()
+    assert weight.grad.dtype == torch.float32 and torch.all(weight.grad[mask == 0] == 0)
