@@ -123,3 +123,19 @@ def test_feature_kd_rejects_an_unknown_layer(tmp_path):
     with pytest.raises(UserError, match="no module 'nope'"):
         train_in_process([*TINY, "method=feature_kd", "teacher.untrained=true", "feature_kd.layers=[nope:fc0]"],
                          tmp_path / "bad")
+
+
+@pytest.mark.slow  # three IMP lineages of two levels: about 20 s of CPU
+def test_kd_with_prune_imp_trains_imp_levels_on_the_kd_loss(tmp_path):
+    prune = ["sparsity=0.5", "prune.rate=0.5"]
+    plain = train_in_process([*TINY, "method=imp", "prune.cache=false", *prune], tmp_path / "imp")
+    # alpha = 0: the KD loss is the cross-entropy, so every level must match plain IMP exactly.
+    same = train_in_process([*TINY, "method=kd", "+prune=imp", "kd.alpha=0.0", "teacher.untrained=true", *prune],
+                            tmp_path / "kd0")
+    assert [row["test_accuracy"] for row in same["levels"]] == [row["test_accuracy"] for row in plain["levels"]]
+    distilled = train_in_process([*TINY, "method=kd", "+prune=imp", "teacher.untrained=true", *prune],
+                                 tmp_path / "kd")
+    assert [row["level"] for row in distilled["levels"]] == [0, 1]
+    assert distilled["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert (tmp_path / "kd" / "level_1" / "mask.safetensors").is_file()
+    assert distilled["levels"][1]["test_accuracy"] != plain["levels"][1]["test_accuracy"]

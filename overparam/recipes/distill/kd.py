@@ -21,21 +21,23 @@ def validate(cfg: dict) -> None:
     """kd.temperature > 0, 0 <= kd.alpha <= 1."""
     number(cfg, "kd.temperature", low=0.0, low_open=True)
     number(cfg, "kd.alpha", low=0.0, high=1.0)
+    if ((cfg.get("prune") or {}).get("with")) == "imp":  # +prune=imp: IMP's own checks of its keys
+        from overparam.recipes.prune import imp
+
+        imp.validate(cfg)
 
 
-def distill(student, teacher, setup, run, *, alpha: float, temperature: float, tag: str, level=None, **overrides):
-    """Train `student` on alpha*KD + (1-alpha)*CE against the frozen `teacher`; returns fit's result."""
-    kwargs = setup.fit_kwargs(**overrides)
-    train = kwargs["train"]
+def kd_loss(teacher, setup, *, alpha: float, temperature: float, train, seed: int):
+    """(loss_fn for `fit`, its WeightedTerms): alpha*KD + (1-alpha)*CE against the frozen `teacher`."""
     data = setup.data
     if output_head(teacher).out_features != data.num_classes:
         raise UserError(f"the teacher predicts {output_head(teacher).out_features} classes, "
                         f"the data has {data.num_classes}")
     terms = WeightedTerms({"kd": alpha, "ce": 1.0 - alpha})
-    total, steps_per_epoch = total_steps(train, len(data.train_x))
+    _, steps_per_epoch = total_steps(train, len(data.train_x))
     teacher_logits = None
     if terms.active("kd"):
-        teacher_logits = TeacherLogits(frozen(teacher), data, data_seed=int(kwargs["seed"]),
+        teacher_logits = TeacherLogits(frozen(teacher), data, data_seed=int(seed),
                                        batch_size=int(train["batch_size"]), steps_per_epoch=steps_per_epoch)
 
     def loss_fn(model, x, y, step):
@@ -47,8 +49,17 @@ def distill(student, teacher, setup, run, *, alpha: float, temperature: float, t
             values["ce"] = ce_term(logits, y)
         return terms.combine(values)
 
-    hook = terms.hook(run, steps_between_logs(train, len(data.train_x)), total, level)
-    return fit(student, data, run, tag=tag, label=tag, level=level, loss_fn=loss_fn, step_hook=hook, **kwargs)
+    return loss_fn, terms
+
+
+def distill(student, teacher, setup, run, *, alpha: float, temperature: float, tag: str, level=None, **overrides):
+    """Train `student` on alpha*KD + (1-alpha)*CE against the frozen `teacher`; returns fit's result."""
+    kwargs = setup.fit_kwargs(**overrides)
+    train = kwargs["train"]
+    loss_fn, terms = kd_loss(teacher, setup, alpha=alpha, temperature=temperature, train=train, seed=kwargs["seed"])
+    total, _ = total_steps(train, len(setup.data.train_x))
+    hook = terms.hook(run, steps_between_logs(train, len(setup.data.train_x)), total, level)
+    return fit(student, setup.data, run, tag=tag, label=tag, level=level, loss_fn=loss_fn, step_hook=hook, **kwargs)
 
 
 def new_student(cfg, setup):
@@ -71,6 +82,8 @@ def run(cfg, run) -> dict:
     setup = prepare(cfg)
     teacher, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
     frozen(teacher)
+    if (cfg.get("prune") or {}).get("with"):
+        return {**prune_while_distilling(cfg, run, setup, teacher), **teacher_figures(teacher, figures)}
     student = new_student(cfg, setup)
     result = distill(student, teacher, setup, run, alpha=float(cfg.kd.alpha),
                      temperature=float(cfg.kd.temperature), tag="kd")
@@ -95,3 +108,53 @@ def _sparsity(model) -> dict:
         return {}
     report = sparsity_report(model)
     return {"sparsity": report["sparsity"], "remaining_fraction": 1.0 - report["sparsity"]}
+
+
+def prune_while_distilling(cfg, run, setup, teacher) -> dict:
+    """`method=kd +prune=imp`: IMP's levels (prune.*, rewind, sparsity), every level trained on the KD loss.
+
+    The prune family's level machinery (`imp.Context`, `imp.Lineage`) trains each level through
+    `setup.fit_kwargs()`; a setup whose fit_kwargs carry the KD loss makes every level a distillation.
+    Levels land in `<run>/level_<L>/` and the summary has the usual `levels` rows.
+    """
+    from dataclasses import dataclass
+    from typing import Callable
+
+    from overparam.recipes.common import Setup
+    from overparam.recipes.prune import common, imp
+    from overparam.store.checkpoint import load_state
+
+    if str(cfg.prune.get("with")) != "imp":
+        raise UserError(f"prune.with={cfg.prune.get('with')!r}: only imp can be combined with kd")
+    if (cfg.get("student") or {}).get("from"):
+        raise UserError("student.from and +prune=imp exclude each other: IMP starts from the rewind point")
+    if str(cfg.get("control") or "none") != "none":
+        raise UserError("kd +prune=imp trains the ticket lineage only (control=none)")
+    loss_fn, _ = kd_loss(teacher, setup, alpha=float(cfg.kd.alpha), temperature=float(cfg.kd.temperature),
+                         train=cfg.train, seed=int(cfg.seed))
+
+    @dataclass
+    class DistillingSetup(Setup):
+        loss: Callable | None = None
+
+        def fit_kwargs(self, **overrides) -> dict:
+            return {**super().fit_kwargs(**overrides), "loss_fn": self.loss}
+
+    kd_setup = DistillingSetup(cfg=setup.cfg, device=setup.device, data=setup.data, loss=loss_fn)
+    ctx = imp.Context.from_config(cfg, kd_setup, oneshot=False)
+    ctx.rewind_step  # noqa: B018 - a rewind point past the end of training fails before any work
+    template = ctx.fresh_model()
+    total = sum(w.numel() for w in common.weights_of(template).values())
+    plan = imp.plan_levels(total, ctx.rate, ctx.sparsity)
+    # No level cache: the cache is keyed for plain IMP lineages, and these levels are distilled.
+    lineage = imp.Lineage(ctx, run, plan, common.LevelCache(None))
+    for level in range(plan.levels):
+        lineage.ensure(level)
+    levels = [common.level_row(common.read_level_summary(common.level_dir(run.root, level)))
+              for level in range(plan.levels)]
+    final = common.read_level_summary(common.level_dir(run.root, plan.levels - 1))
+    summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    summary.pop("level", None)
+    summary.update({"levels_count": plan.levels, "levels": levels})
+    run.save_checkpoint("model", load_state(common.level_dir(run.root, plan.levels - 1) / "model.safetensors"))
+    return summary
