@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (1 steadies a shared CPU)")
     args = parser.parse_args()
 
     from omegaconf import OmegaConf
@@ -32,7 +33,7 @@ def main() -> None:
     hardware = "cuda" if args.device.startswith("cuda") else "cpu"
     base = [f"model={args.model}", f"hardware={hardware}", "train.epochs=null", f"train.steps={args.steps}",
             # Evaluate once at the end: the bench times the training steps, not evaluation.
-            f"train.eval_every={args.steps}"]
+            f"train.eval_every={args.steps}"] + ([f"hardware.threads={args.threads}"] if args.threads else [])
     variants = {"base": [], "sam": ["optim.sam=true"], "saf": ["optim.saf=0.5"]}
     seconds = {}
     for name, extra in variants.items():

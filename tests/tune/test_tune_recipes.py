@@ -76,3 +76,23 @@ def test_self_pretrain_splits_the_steps_and_compares_with_scratch(tmp_path):
     summary = train_in_process([*TINY, "method=self_pretrain", "self_pretrain.baseline=true"], tmp_path / "sp")
     assert summary["pretrain_steps"] + summary["finetune_steps"] == summary["steps"] == 20
     assert 0.0 <= summary["scratch_test_accuracy"] <= 1.0 and summary["pretrain_reconstruction_loss"] > 0
+
+
+def test_a_source_with_other_classes_gets_a_fresh_head(dense_run):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from overparam.data.bundle import DataBundle
+    from overparam.recipes.tune.source import load_from_run
+
+    dense_dir, _ = dense_run
+    x = torch.randn(12, 40)
+    y = torch.randint(0, 3, (12,))
+    data = DataBundle("toy3", x, y, x, y, num_classes=3)
+    cfg = OmegaConf.create({"dataset": {"name": "toy3"}, "seed": 0})
+    model = load_from_run(str(dense_dir), SimpleNamespace(cfg=cfg, data=data, device="cpu"))
+    source = weights(dense_dir)
+    assert model.fc_out.out_features == 3
+    assert torch.equal(model.fc0.weight, source["fc0.weight"])  # the body is the source's
+    assert model(x).shape == (12, 3)
