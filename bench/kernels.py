@@ -118,8 +118,11 @@ def bench_shape(name: str, args, backends: list[str]) -> list[dict]:
     grad = torch.randn(batch, out_features, generator=generator).to(device=device, dtype=dtype)
     rounds = args.repeats if batch * in_features * out_features < 1e9 else max(3, args.repeats // 3)
     rows = []
+    from overparam.kernels.sparse import default_implementation
+
     for sparsity in args.sparsities:
         mask = make_mask(out_features, in_features, sparsity, args.pattern, device, dtype, generator)
+        implementation = default_implementation(x, weight, mask)
         for mode in args.modes:
             if mode == "train":
                 xs, ws, bs = (t.detach().clone().requires_grad_(True) for t in (x, weight, bias))
@@ -138,7 +141,8 @@ def bench_shape(name: str, args, backends: list[str]) -> list[dict]:
             for backend in backends:
                 rows.append({"shape": name, "sparsity": sparsity, "mode": mode, "backend": backend,
                              "ratio": seconds[backend] / seconds["dense"], "seconds": seconds[backend],
-                             "dense_seconds": seconds["dense"], "noisy": seconds["spread"] > NOISY_SPREAD})
+                             "dense_seconds": seconds["dense"], "noisy": seconds["spread"] > NOISY_SPREAD,
+                             "implementation": implementation})
     return rows
 
 
@@ -169,18 +173,17 @@ def crossover(rows: list[dict], shape: str, mode: str) -> float | None:
 
 def write_crossover(rows: list[dict], args, path: Path) -> dict:
     """Merge this run's crossover points into `path` (entries for other devices/dtypes are kept)."""
-    from overparam.kernels import sparse
     from overparam.kernels.dispatch import load_crossover
 
     data = json.loads(path.read_text()) if path.exists() else {}
     device_type = torch.device(args.device).type
-    probe = torch.zeros(1, 1, device=args.device, dtype=getattr(torch, args.dtype))
-    implementation = sparse.default_implementation(probe, probe, torch.ones_like(probe))
-    if args.pattern != "random":
-        raise SystemExit("crossover points are measured on random (unstructured) masks: use --pattern random")
+    if args.pattern == "block":
+        raise SystemExit("crossover points come from random (CSR) or two_four (2:4) masks, not --pattern block")
     new = []
     for shape in dict.fromkeys(r["shape"] for r in rows):
         batch, in_features, out_features, _ = SHAPES[shape]
+        # the implementation `sparse` used at the highest measured sparsity (2:4 where it applied)
+        implementation = [r["implementation"] for r in rows if r["shape"] == shape][-1]
         for mode in args.modes:
             ratios = {str(r["sparsity"]): round(r["seconds"] / next(
                 q["seconds"] for q in rows if q["shape"] == shape and q["mode"] == mode
@@ -230,17 +233,15 @@ def print_auto(rows: list[dict], args, data: dict | None = None) -> None:
     """What `auto` picks at each measured point (from `data`, default the package's crossover.json),
     against the faster of torch/sparse measured in this run."""
     from overparam.kernels.dispatch import sparse_threshold
-    from overparam.kernels import sparse
 
     device_type = torch.device(args.device).type
     dtype = getattr(torch, args.dtype)
-    probe = torch.zeros(1, 1, device=args.device, dtype=dtype)
-    implementation = sparse.default_implementation(probe, probe, torch.ones_like(probe))
     print("\nauto (crossover data) vs the faster of torch/sparse measured in this run")
     print(f"{'shape':>11} {'mode':>8} {'sparsity':>8} {'auto picks':>10} {'faster here':>11} {'agree':>5}")
     agree = total = 0
     for shape in dict.fromkeys(r["shape"] for r in rows):
         batch, in_features, out_features, _ = SHAPES[shape]
+        implementation = [r["implementation"] for r in rows if r["shape"] == shape][-1]
         for mode in args.modes:
             threshold = sparse_threshold(device_type, dtype, implementation, mode, batch, in_features, out_features,
                                          data=data)

@@ -75,7 +75,13 @@ class TileLiveness:
     row_count: torch.Tensor     # (tiles_n,) int32
     col_live: torch.Tensor      # (tiles_k, max(1, max_col)) int32, live n-tiles of each column
     col_count: torch.Tensor     # (tiles_k,) int32
-    mask: torch.Tensor          # the mask, contiguous, in the weight's dtype (what the kernels load)
+    # The mask converted to the weight's dtype and made contiguous, when it was not already so
+    # (None otherwise: the cache must not hold the mask itself, or it would never be freed).
+    converted_mask: torch.Tensor | None
+
+    def kernel_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask as the kernels load it."""
+        return mask if self.converted_mask is None else self.converted_mask
 
     @property
     def live_fraction(self) -> float:
@@ -102,8 +108,9 @@ def build_liveness(mask: torch.Tensor, dtype: torch.dtype, block_n: int, block_k
     live = padded.reshape(tiles_n, block_n, tiles_k, block_k).any(dim=3).any(dim=1).to(torch.int32)
     row_live, row_count = _packed_lists(live)
     col_live, col_count = _packed_lists(live.t().contiguous())
+    converted = mask.to(dtype).contiguous()
     return TileLiveness(block_n, block_k, live, row_live, row_count, col_live, col_count,
-                        mask.to(dtype).contiguous())
+                        None if converted is mask else converted)
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -211,13 +218,14 @@ def _precision(tensor: torch.Tensor) -> str:
     return "ieee"
 
 
-def forward(x2d: torch.Tensor, weight: torch.Tensor, tiles: TileLiveness, bias: torch.Tensor | None) -> torch.Tensor:
+def forward(x2d: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, tiles: TileLiveness,
+            bias: torch.Tensor | None) -> torch.Tensor:
     """y = x2d @ (W*M)^T + bias with dead tiles skipped."""
     block_m, block_n, block_k, warps, stages = _config(x2d.device.type)
     batch, in_features = x2d.shape
     out_features = weight.shape[0]
     y = torch.empty(batch, out_features, dtype=x2d.dtype, device=x2d.device)
-    mask = tiles.mask
+    mask = tiles.kernel_mask(mask)
     grid = (triton_cdiv(batch, block_m), triton_cdiv(out_features, block_n))
     _forward_kernel[grid](
         x2d, weight, mask, bias if bias is not None else weight, y, tiles.row_live, tiles.row_count,
@@ -228,13 +236,13 @@ def forward(x2d: torch.Tensor, weight: torch.Tensor, tiles: TileLiveness, bias: 
     return y
 
 
-def grad_input(grad: torch.Tensor, weight: torch.Tensor, tiles: TileLiveness) -> torch.Tensor:
+def grad_input(grad: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, tiles: TileLiveness) -> torch.Tensor:
     """grad @ (W*M) with dead tiles skipped."""
     block_m, block_n, block_k, warps, stages = _config(grad.device.type)
     batch, out_features = grad.shape
     in_features = weight.shape[1]
     grad_x = torch.empty(batch, in_features, dtype=grad.dtype, device=grad.device)
-    mask = tiles.mask
+    mask = tiles.kernel_mask(mask)
     grid = (triton_cdiv(batch, block_m), triton_cdiv(in_features, block_k))
     _grad_x_kernel[grid](
         grad, weight, mask, grad_x, tiles.col_live, tiles.col_count,
@@ -245,13 +253,14 @@ def grad_input(grad: torch.Tensor, weight: torch.Tensor, tiles: TileLiveness) ->
     return grad_x
 
 
-def grad_weight(grad: torch.Tensor, x2d: torch.Tensor, tiles: TileLiveness, dtype: torch.dtype) -> torch.Tensor:
+def grad_weight(grad: torch.Tensor, x2d: torch.Tensor, mask: torch.Tensor, tiles: TileLiveness,
+                dtype: torch.dtype) -> torch.Tensor:
     """(grad^T @ x2d) * M, computing only live tiles."""
     block_m, block_n, block_k, warps, stages = _config(grad.device.type)
     batch, out_features = grad.shape
     in_features = x2d.shape[1]
     grad_w = torch.empty(out_features, in_features, dtype=dtype, device=grad.device)
-    mask = tiles.mask
+    mask = tiles.kernel_mask(mask)
     grid = (triton_cdiv(out_features, block_n), triton_cdiv(in_features, block_k))
     _grad_w_kernel[grid](
         grad, x2d, mask, grad_w, tiles.live,
@@ -266,20 +275,20 @@ class _TritonMaskedMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x2d, weight, mask, bias):
         tiles = liveness(mask, weight.dtype)
-        ctx.save_for_backward(x2d, weight)
+        ctx.save_for_backward(x2d, weight, mask)
         ctx.tiles = tiles
         ctx.has_bias = bias is not None
-        return forward(x2d, weight, tiles, bias)
+        return forward(x2d, weight, mask, tiles, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x2d, weight = ctx.saved_tensors
+        x2d, weight, mask = ctx.saved_tensors
         tiles: TileLiveness = ctx.tiles
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_input(grad_out, weight, tiles)
+            grad_x = grad_input(grad_out, weight, mask, tiles)
         if ctx.needs_input_grad[1]:
-            grad_w = grad_weight(grad_out, x2d, tiles, weight.dtype)
+            grad_w = grad_weight(grad_out, x2d, mask, tiles, weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_b = grad_out.sum(0)
         return grad_x, grad_w, None, grad_b

@@ -196,3 +196,19 @@ def test_triton_reports_itself_unavailable_without_gpu_or_interpreter(monkeypatc
 def test_triton_is_available_under_the_test_interpreter():
     # tests/conftest.py turns the interpreter on: the triton tests above really ran.
     assert "triton" in kernels.available_backends("cpu")
+
+
+@pytest.mark.parametrize("backend", ["sparse", "triton", "auto"])
+def test_cache_entries_die_with_their_mask(backend):
+    import gc
+
+    gc.collect()
+    before = len(mask_cache)
+    layer = MaskedLinear(48, 40)
+    layer.backend = backend
+    layer.set_mask((torch.rand(40, 48) > 0.5).float())
+    layer(torch.randn(3, 48)).sum().backward()
+    assert len(mask_cache) > before
+    del layer
+    gc.collect()
+    assert len(mask_cache) == before
