@@ -7,8 +7,9 @@
     python bench/kernels.py --device cuda --dtype float16 --pattern two_four # GPU: 2:4 via `sparse`
 
 Every cell is (backend time) / (dense F.linear time) measured in the same process, same shapes,
-in interleaved rounds (each round times every contender once, so a burst of load on a shared
-machine hits them alike); a contender's time is the minimum (or `--stat median`) over rounds.
+in interleaved rounds (each round times every contender once, in a fresh random order, so a burst of
+load on a shared machine hits them alike); a contender's time is the minimum (or `--stat median`)
+over rounds.
 Below 1.00 the backend is faster than dense; speed-up = 1 / ratio. `train` = forward+backward
 (input and weight both need gradients), `forward` = inference under no_grad.
 """
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -82,8 +84,14 @@ def time_rounds(contenders: dict, rounds: int, device: str, min_seconds: float, 
     times: dict[str, list[float]] = {name: [] for name in contenders}
     start = time.perf_counter()
     done = 0
+    names = list(contenders)
+    shuffler = random.Random(0)
     while done < rounds or (time.perf_counter() - start < min_seconds and done < 50 * rounds):
-        for name, fn in contenders.items():
+        # A fresh order each round: a contender timed right after one that used the same operands
+        # finds them in cache, so none may always follow the same neighbour.
+        order = shuffler.sample(names, len(names))
+        for name in order:
+            fn = contenders[name]
             _synchronize(device)
             tick = time.perf_counter()
             fn()
