@@ -11,8 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from overparam.cli.launch import apply_job_threads, register_resolvers
 from overparam.cli.paths import config_dir, group_options
 from overparam.errors import UserError
+
+# train.yaml's run/sweep dirs use ${unique_dir:...}; a launcher's worker process imports this
+# module (to unpickle `task`) before it resolves them, so registering here covers every process.
+register_resolvers()
 
 # Hydra flags after which no job runs: skip validation and hand over to Hydra.
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--version")
@@ -155,8 +160,10 @@ def task(cfg) -> Any:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    # Jobs running side by side (joblib, submitit) share the cores instead of each taking all of them.
+    apply_job_threads(cfg.get("hardware"), hydra_cfg.launcher if multirun else None)
     try:
-        return execute(cfg, out_dir)
+        return execute(cfg, out_dir, keep_failed=multirun)
     except UserError as exc:
         if not multirun:
             print(f"runner train: error: {exc}", file=sys.stderr)
@@ -172,8 +179,12 @@ def task(cfg) -> Any:
     return None
 
 
-def execute(cfg, out_dir: Path) -> Any:
-    """Open the run directory, call the method's recipe, record the summary and the status."""
+def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
+    """Open the run directory, call the method's recipe, record the summary and the status.
+
+    `keep_failed`: a sweep's job keeps its directory (run.json says `failed` and why) even when
+    the failure is a bad input found only at run time, so the sweep's failure summary lists it.
+    """
     from hydra.utils import get_method
     from omegaconf import OmegaConf
 
@@ -203,7 +214,7 @@ def execute(cfg, out_dir: Path) -> Any:
                 run.drop_checkpoint(name)
     except UserError as exc:
         run.finish("failed", reason=str(exc))
-        if fresh:
+        if fresh and not keep_failed:
             # A bad input found only now: leave no half-written directory behind.
             shutil.rmtree(out_dir, ignore_errors=True)
         raise

@@ -121,8 +121,9 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         params=None, label: Optional[str] = None) -> FitResult:
     """Train `model` on `data` for `train.steps`/`train.epochs`, evaluating and checkpointing on schedule.
 
-    `run` (a store.Run) receives metrics and resume checkpoints named `resume_<tag>`; when such a
-    checkpoint exists the phase continues from it. `step_hook(step, model, optimizer)` runs after
+    `run` (a store.Run) receives metrics and resume checkpoints named `resume_<tag>` (two alternating
+    slots, so a damaged one falls back to the previous); when one exists the phase continues from it.
+    `step_hook(step, model, optimizer)` runs after
     every optimizer step (gradual pruning uses it). `params` restricts what the optimizer trains.
     """
     device = str(hardware.get("device", "cpu"))
@@ -157,8 +158,9 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     elapsed = 0.0
     resumed_loss = (0.0, 0)
 
-    if run is not None and run.has_checkpoint(resume_name):
-        state = run.load_checkpoint(resume_name)
+    # The newest intact of the phase's two resume slots (a damaged one is reported and skipped).
+    state = run.load_resume_point(resume_name) if run is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
@@ -188,7 +190,7 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         }
         if sharpness is not None:
             state["sharpness"] = sharpness.state_dict()
-        run.save_checkpoint(resume_name, state)
+        run.save_resume_point(resume_name, state)
 
     last_results: dict = {}
 

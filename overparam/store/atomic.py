@@ -19,6 +19,26 @@ def _current_umask() -> int:
 # mkstemp creates 0600 files; run directories are shared, so apply the usual umask instead.
 _UMASK = _current_umask()
 
+# Fault injection for the kill-and-resume tests (tests/scaleout): OVERPARAM_KILL_IN_WRITE set to
+# "<before|after>:<name part>:<n>" SIGKILLs this process during the n-th atomic write of a file
+# whose name contains <name part>, just before or just after its rename. Unset: no effect.
+KILL_IN_WRITE_ENV = "OVERPARAM_KILL_IN_WRITE"
+_kill_counts: dict[str, int] = {}
+
+
+def _maybe_kill(path: Path, moment: str) -> None:
+    spec = os.environ.get(KILL_IN_WRITE_ENV)
+    if not spec:
+        return
+    when, name_part, nth = spec.split(":")
+    if when != moment or name_part not in path.name:
+        return
+    _kill_counts[spec] = _kill_counts.get(spec, 0) + 1
+    if _kill_counts[spec] == int(nth):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one."""
@@ -31,7 +51,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
+        _maybe_kill(path, "before")
         os.replace(tmp, path)
+        _maybe_kill(path, "after")
     except BaseException:
         try:
             os.unlink(tmp)

@@ -45,6 +45,12 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def environment_info(device: str = "cpu", precision: str = "fp32") -> dict:
     """Where a run ran: results drift across environments, so every run records this."""
     from importlib import metadata
@@ -70,6 +76,8 @@ def environment_info(device: str = "cpu", precision: str = "fp32") -> dict:
         "device_name": device_name,
         "precision": precision,
         "hostname": platform.node(),
+        # PyTorch's intra-op threads (a parallel launcher gives each job its share of the cores).
+        "threads": _torch_threads(),
     }
 
 
@@ -88,6 +96,8 @@ class Run:
         self._metrics_handle = None
         self._t0 = time.time()
         self.info: dict = {}
+        # Resume point name -> the slot holding its newest good checkpoint (see save_resume_point).
+        self._newest_resume_slot: dict[str, str] = {}
 
     # --- lifecycle -------------------------------------------------------------------
     @property
@@ -203,12 +213,16 @@ class Run:
         atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in kept))
 
     # --- checkpoints -----------------------------------------------------------------
-    def save_checkpoint(self, name: str, state: Any) -> Path:
-        """Atomically save nested state as checkpoints/<name>.safetensors; hash kept in run.json."""
+    def save_checkpoint(self, name: str, state: Any, record: dict | None = None) -> Path:
+        """Atomically save nested state as checkpoints/<name>.safetensors; hash kept in run.json.
+
+        `record`: small JSON values stored beside the hash in run.json (e.g. a resume point's sequence).
+        """
         path = self.checkpoints / f"{name}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = save_state(path, state)
-        self.info.setdefault("checkpoints", {})[name] = {"sha256": digest, "bytes": path.stat().st_size}
+        self.info.setdefault("checkpoints", {})[name] = {"sha256": digest, "bytes": path.stat().st_size,
+                                                         **(record or {})}
         self._write_info()
         return path
 
@@ -242,6 +256,98 @@ class Run:
             self.checkpoint_path(name).unlink()
         except FileNotFoundError:
             pass
+
+    # --- resume points ---------------------------------------------------------------
+    @staticmethod
+    def resume_slots(name: str) -> tuple[str, str]:
+        """The two checkpoint names a resume point alternates between."""
+        return name, f"{name}.alt"
+
+    def save_resume_point(self, name: str, state: Any) -> Path:
+        """Save a resume checkpoint into whichever of its two slots does not hold the newest good one.
+
+        A save cut short (SIGKILL between the file's rename and run.json's update, a full disk)
+        then damages at most the slot being written, and the previous resume point is still there
+        to fall back to. run.json numbers the saves so loading knows which slot is newer.
+        """
+        slots = self.resume_slots(name)
+        recorded = self.info.get("checkpoints", {})
+        sequence = {slot: int((recorded.get(slot) or {}).get("sequence", 0)) for slot in slots}
+        if name in self._newest_resume_slot:
+            newest = self._newest_resume_slot[name]
+        elif any(sequence.values()):
+            newest = max(slots, key=lambda slot: sequence[slot])
+        else:  # nothing saved yet: the first save goes to the first slot
+            newest = slots[1]
+        target = slots[1] if newest == slots[0] else slots[0]
+        path = self.save_checkpoint(target, state, record={"sequence": max(sequence.values()) + 1})
+        self._newest_resume_slot[name] = target
+        return path
+
+    def load_resume_point(self, name: str, device: str = "cpu") -> Any:
+        """State of the newest intact resume checkpoint of `name`, or None when there is none.
+
+        A slot whose file does not match the size and sha256 recorded in run.json (truncated,
+        corrupt, or written by a save that was killed before run.json recorded it) is reported
+        in one line on stderr and in run.json's `warnings`, and the other slot is used.
+        """
+        slots = self.resume_slots(name)
+        recorded = self.info.get("checkpoints", {})
+        self._remove_torn_temporaries(slots)
+        good, damaged = [], []
+        for slot in slots:
+            path = self.checkpoint_path(slot)
+            if not path.exists() and slot not in recorded:
+                continue
+            problem = self._checkpoint_problem(slot)
+            if problem is None:
+                good.append((int(recorded[slot].get("sequence", 0)), slot))
+            else:
+                damaged.append((slot, problem))
+        good.sort(reverse=True)
+        state, chosen = None, None
+        for _, slot in good:
+            try:
+                state, chosen = self.load_checkpoint(slot, device=device), slot
+                break
+            except UserError as exc:  # hash matched but the file does not decode: treat as damaged
+                damaged.append((slot, str(exc)))
+        for slot, problem in damaged:
+            fallback = (f"resuming from {self.checkpoint_path(chosen)}" if chosen
+                        else "no intact resume checkpoint left: this phase starts again from its beginning")
+            line = f"checkpoint {self.checkpoint_path(slot)} {problem}; {fallback}"
+            print(f"runner: {line}", file=sys.stderr)
+            self.info.setdefault("warnings", []).append(line)
+        if damaged:
+            self._write_info()
+        if chosen is not None:
+            self._newest_resume_slot[name] = chosen
+        return state
+
+    def _checkpoint_problem(self, name: str) -> str | None:
+        """Why a checkpoint cannot be trusted (one phrase), or None when it matches run.json."""
+        path = self.checkpoint_path(name)
+        recorded = self.info.get("checkpoints", {}).get(name)
+        if recorded is None:
+            return "is not recorded in run.json (its save was interrupted)"
+        if not path.is_file():
+            return "is missing"
+        size = path.stat().st_size
+        if size != recorded["bytes"]:
+            return f"has {size} bytes where run.json records {recorded['bytes']} (truncated or overwritten)"
+        if file_sha256(path) != recorded["sha256"]:
+            return "is corrupt (its sha256 differs from run.json's)"
+        return None
+
+    def _remove_torn_temporaries(self, names: Iterable[str]) -> None:
+        # A save killed before its rename leaves `.<name>.safetensors.<random>.tmp` behind; only
+        # this run writes into its directory, so any such file is debris from an earlier session.
+        for name in names:
+            for leftover in self.checkpoints.glob(f".{name}.safetensors.*.tmp"):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
 
     # --- summary ---------------------------------------------------------------------
     def write_summary(self, summary: dict) -> None:
