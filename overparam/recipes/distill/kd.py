@@ -3,7 +3,8 @@
 student loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE.
 The teacher (a run, or trained inline) is frozen: eval mode, no gradients, logits computed once per
 dataset when the data is not augmented. `student.from=<imp run>@level_<L>` distills into a lottery
-ticket and keeps its mask (masked layers train only their unmasked weights).
+ticket and keeps its mask (masked layers train only their unmasked weights); `+prune=imp` prunes
+while distilling (IMP's levels, each trained on this loss).
 """
 
 from __future__ import annotations
