@@ -1,0 +1,42 @@
+"""Shared by the scale-out tests: run the real CLI, hash directory trees, compare summaries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# A few seconds of training: enough steps for several checkpoints to kill between.
+TINY = ["train.epochs=null", "train.steps=30", "train.eval_every=5", "train.checkpoint_every=5",
+        "optim.name=adam", "optim.lr=0.01", "model.widths=[32]"]
+
+
+def runner(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`runner <args>` in a subprocess (the console script's own code path)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "overparam.cli.main", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every path, file mode and file content under `root` (empty string hashed if absent)."""
+    digest = hashlib.sha256()
+    if not root.exists():
+        return digest.hexdigest()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def metrics_of(summary: dict) -> dict:
+    """A summary without its timings (the only keys that differ between equal runs)."""
+    return {k: v for k, v in summary.items() if not k.endswith("_seconds")}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
