@@ -1,6 +1,6 @@
 """Merge benchmarks: a uniform soup's peak memory and time for 16 ingredients vs 2, and weight matching time.
 
-    python bench/merge.py [--width 1024] [--depth 3] [--ingredients 16]
+    python bench/merge.py [--soup-width 2048] [--match-width 1024] [--depth 3] [--ingredients 16]
 
 The soup streams its ingredients, so its peak memory should barely grow with their number (ratio near
 1); each soup runs in a fresh process (peak RSS is per process) against a baseline process that does
@@ -71,12 +71,14 @@ def child(mode: str, out: Path, refs: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--soup-width", type=int, default=2048,
+                        help="hidden width of the soup's MLPs (wide enough that weights dominate memory)")
+    parser.add_argument("--match-width", type=int, default=1024, help="hidden width of the matched MLPs")
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--ingredients", type=int, default=16)
     args = parser.parse_args()
     os.environ.setdefault("OVERPARAM_DATA_DIR", str(Path(tempfile.gettempdir()) / "overparam-bench-data"))
-    widths = [args.width] * args.depth
+    widths = [args.soup_width] * args.depth
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         refs = make_ingredients(root, args.ingredients, widths)
@@ -86,7 +88,7 @@ def main() -> None:
         large = child("soup", root / "soup_n", refs)
     small_extra = small["peak_mib"] - baseline["peak_mib"]
     large_extra = large["peak_mib"] - baseline["peak_mib"]
-    print(f"uniform soup, MLP {args.depth}x{args.width} ({model_mib:.1f} MiB of weights per ingredient)")
+    print(f"uniform soup, MLP {args.depth}x{args.soup_width} ({model_mib:.1f} MiB of weights per ingredient)")
     print(f"  baseline process (imports, data, one model): peak {baseline['peak_mib']:.0f} MiB")
     print(f"  2 ingredients:  peak {small['peak_mib']:.0f} MiB (+{small_extra:.0f} over baseline), {small['seconds']:.2f} s")
     print(f"  {args.ingredients} ingredients: peak {large['peak_mib']:.0f} MiB (+{large_extra:.0f} over baseline), "
@@ -101,6 +103,7 @@ def main() -> None:
     from overparam.models.permutation import spec_for, weight_matching
     from overparam.models.zoo import mlp
 
+    widths = [args.match_width] * args.depth
     a, b = mlp((784,), 10, widths), mlp((784,), 10, widths)
     spec = spec_for(a, (784,))
     start = time.perf_counter()

@@ -33,7 +33,8 @@ def diagonal_fisher(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ki
 
     def log_prob(p, xi, yi):
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0),))
-        return F.log_softmax(logits, dim=-1)[0, yi]
+        # gather, not [0, yi]: indexing by a tensor value is data-dependent control flow under vmap.
+        return F.log_softmax(logits, dim=-1)[0].gather(0, yi.reshape(1)).squeeze(0)
 
     vmapped = vmap(grad(log_prob), in_dims=(None, 0, 0))
 
