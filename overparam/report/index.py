@@ -1,0 +1,263 @@
+"""Index run directories: status, flattened config and summary rows, read from small files only.
+
+A run directory is one that holds `run.json` or `.hydra/config.yaml`. Each run gives one or more
+*records*, the unit a table cell aggregates:
+
+- a run whose summary has `"levels": [...]` (a pruning run) gives one record per level;
+- a run whose summary has `"rows": [...]` gives one record per row;
+- any other finished run gives one record (its flat summary);
+- a failed or unfinished run gives one record with no values, so tables can show it.
+
+A record's fields are looked up in this order: the row (level or row entry), the flat summary,
+then the config (dotted keys; a config group such as `model` also answers to its `name`).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from overparam.errors import UserError
+
+try:  # the C loader parses configs ~10x faster than the pure-Python one
+    from yaml import CSafeLoader as _YamlLoader
+except ImportError:  # pragma: no cover - libyaml missing
+    from yaml import SafeLoader as _YamlLoader
+
+# Config keys that say where or how a run is observed or judged, not what it computes.
+NON_IDENTITY_PREFIXES = ("paths.", "logger.", "hydra.", "claims", "report.")
+# Keys over which a table cell aggregates (mean, std, n) instead of splitting.
+SEED_KEYS = ("seed",)
+_REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """Parse a YAML file (Hydra's subset read directly, else PyYAML's safe loader); None if it does not exist."""
+    import yaml
+
+    from overparam.report.fastyaml import parse
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    fast = parse(text)
+    if fast is not None:
+        return fast
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"model": "mlp", "model.widths": [256, 256], ...}: dotted keys; a group node also maps to its name."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        if prefix and "name" in tree and not isinstance(tree["name"], (dict, list)):
+            out[prefix] = tree["name"]
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif prefix:
+        out[prefix] = tree
+    return out
+
+
+def _resolve_references(flat: dict[str, Any]) -> dict[str, Any]:
+    # Configs are saved unresolved; plain `${other.key}` references are common and cheap to resolve.
+    for _ in range(3):  # short chains of references
+        for key, value in flat.items():
+            match = _REFERENCE.match(value) if isinstance(value, str) else None
+            if match and match.group(1) in flat:
+                target = flat[match.group(1)]
+                if not (isinstance(target, str) and target.startswith("${")):
+                    flat[key] = target
+    return flat
+
+
+def is_identity_key(key: str) -> bool:
+    """True for config keys that change what a run computes (not paths, loggers, claims)."""
+    return not any(key == p.rstrip(".") or key.startswith(p) for p in NON_IDENTITY_PREFIXES)
+
+
+@dataclass
+class RunInfo:
+    """One run directory as read from disk."""
+
+    path: Path
+    status: str  # done | failed | running | unknown
+    reason: str | None
+    config: dict
+    flat_config: dict
+    summary: dict | None
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "done" and self.summary is not None
+
+
+@dataclass
+class Record:
+    """One row a table aggregates: a run, or one level/row of a run."""
+
+    run: RunInfo
+    row: dict | None = None
+    row_kind: str | None = None  # "level" | "row" | None
+
+    @property
+    def status(self) -> str:
+        return self.run.status if self.run.finished else ("unfinished" if self.run.status in ("running", "unknown")
+                                                            else self.run.status)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field of the row, the summary, or the config (dotted), in that order."""
+        if self.row is not None and key in self.row:
+            return self.row[key]
+        summary = self.run.summary or {}
+        if key in summary and not isinstance(summary[key], (list, dict)):
+            return summary[key]
+        if key in self.run.flat_config:
+            return self.run.flat_config[key]
+        return default
+
+    def has(self, key: str) -> bool:
+        sentinel = object()
+        return self.get(key, sentinel) is not sentinel
+
+    def value(self, metric: str) -> float | None:
+        """A numeric metric of this record, or None (missing, not finite, or an unfinished run)."""
+        if not self.run.finished:
+            return None
+        if self.row is not None and metric in self.row:
+            raw = self.row[metric]
+        else:
+            raw = (self.run.summary or {}).get(metric)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            return None
+        return float(raw)
+
+
+def read_run(path: str | os.PathLike) -> RunInfo:
+    """Read one run directory (run.json, summary.json, .hydra/config.yaml, .hydra/overrides.yaml)."""
+    path = Path(path)
+    info = _read_json(path / "run.json") or {}
+    config = load_yaml(path / ".hydra" / "config.yaml") or {}
+    overrides = load_yaml(path / ".hydra" / "overrides.yaml") or []
+    summary = _read_json(path / "summary.json")
+    status = str(info.get("status") or ("done" if summary is not None else "unknown"))
+    return RunInfo(path=path, status=status, reason=info.get("reason"), config=config,
+                   flat_config=_resolve_references(flatten(config)), summary=summary,
+                   overrides=[str(o) for o in overrides])
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run directory holds run.json or a Hydra-saved config."""
+    return (path / "run.json").is_file() or (path / ".hydra" / "config.yaml").is_file()
+
+
+def _walk_runs(root: Path) -> Iterator[Path]:
+    if is_run_dir(root):
+        yield root
+        return
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: _natural_key(e.name))
+    except (NotADirectoryError, PermissionError):
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+            yield from _walk_runs(Path(entry.path))
+
+
+def _natural_key(name: str) -> tuple:
+    # Job dirs 0..N sort numerically (2 before 10).
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
+
+
+def find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Run directories under the given run dirs, multirun dirs, folders or glob patterns."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for given in paths:
+        text = str(given)
+        matches = sorted(glob.glob(text), key=_natural_key) if any(c in text for c in "*?[") else [text]
+        if not matches:
+            raise UserError(f"no files match {text}")
+        for match in matches:
+            root = Path(match)
+            if not root.exists():
+                raise UserError(f"{root} does not exist")
+            for run_dir in _walk_runs(root):
+                resolved = run_dir.resolve()
+                if resolved not in seen:
+                    seen.add(resolved)
+                    found.append(run_dir)
+    return found
+
+
+def index_runs(paths: Iterable[str | os.PathLike]) -> list[RunInfo]:
+    """Read every run directory under `paths`; a UserError when there are none."""
+    run_dirs = find_runs(paths)
+    if not run_dirs:
+        raise UserError(f"no run directories under {', '.join(map(str, paths))} (looked for run.json or .hydra/)")
+    return [read_run(path) for path in run_dirs]
+
+
+def records_of(runs: Iterable[RunInfo]) -> list[Record]:
+    """Expand runs into records: one per prune level, one per row, else one per run."""
+    records: list[Record] = []
+    for run in runs:
+        summary = run.summary or {}
+        levels = summary.get("levels") if run.finished else None
+        rows = summary.get("rows") if run.finished else None
+        if isinstance(levels, list) and levels:
+            records.extend(Record(run, dict(level), "level") for level in levels if isinstance(level, dict))
+        elif isinstance(rows, list) and rows:
+            records.extend(Record(run, {"row": i, **row}, "row") for i, row in enumerate(rows) if isinstance(row, dict))
+        else:
+            records.append(Record(run))
+    return records
+
+
+def varying_keys(records: list[Record], *, include_seed: bool = False) -> list[str]:
+    """Config keys (and `level`) whose value differs between records, in a readable order."""
+    runs = {id(r.run): r.run for r in records}.values()
+    keys: dict[str, None] = {}
+    for run in runs:
+        keys.update(dict.fromkeys(run.flat_config))
+    varying = []
+    for key in keys:
+        if not is_identity_key(key) or (not include_seed and key in SEED_KEYS):
+            continue
+        # A key a run lacks counts as null: the project's rule is that a null option has no effect.
+        if len({_hashable(run.flat_config.get(key)) for run in runs}) > 1:
+            varying.append(key)
+    # A group that varies (model) already names its sub-keys' change (model.widths): keep the group only.
+    varying = [key for key in varying if not any(key.startswith(f"{other}.") for other in varying)]
+    if any(r.row_kind == "level" for r in records):
+        levels = {r.row.get("level") for r in records if r.row_kind == "level"}
+        if len(levels) > 1:
+            varying.append("level")
+    if any(r.row_kind == "row" for r in records):
+        varying.append("row")
+    order = {"method": 0, "model": 1, "dataset": 2, "sparsity": 3}
+    return sorted(varying, key=lambda k: (order.get(k, 5), k.count("."), k) if k not in ("level", "row") else (9, 0, k))
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
