@@ -1,0 +1,380 @@
+"""`runner reproduce`: re-run a saved run or sweep and compare every summary metric; or run a paper preset
+and check its claims.
+
+    runner reproduce <run dir | multirun dir> [--tolerance T] [--out DIR] [--trust]
+    runner reproduce experiment=<preset> [key=value ...] [--out DIR] [--trust]
+
+A saved run is recomposed from its `.hydra/overrides.yaml` with today's config tree. When that gives
+the run's saved `.hydra/config.yaml` (same identity hash), it is re-run with those overrides; otherwise
+(defaults changed since) the saved config itself is run, and the keys that differ are printed.
+Jobs run as `runner train` subprocesses, so a sweep goes through its configured launcher.
+Exit codes: 0 all metrics agree / all claims pass; 1 a metric differs, a job failed or a claim fails;
+2 bad input (not a finished run, a foreign `_target_` without --trust, a claim that does not parse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from overparam.errors import UserError
+
+EPILOG = """examples:
+  runner reproduce outputs/2026-11-22/10-00-00
+  runner reproduce outputs/multirun/2026-11-22/10-00-00 --tolerance 0.002
+  runner reproduce experiment=cnn_vs_mlp
+  runner reproduce experiment=cnn_vs_mlp train.epochs=5 --out /tmp/quick
+Comparisons are exact for CPU runs with hardware.deterministic=true, else within --tolerance
+(absolute; default 0.01). Timings (keys ending in `seconds`) are shown, not compared."""
+
+DEFAULT_TOLERANCE = 0.01
+# Hydra overrides of a saved sweep that name where it ran, not how: replaced by the new location.
+_PLACE_OVERRIDES = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options of `runner reproduce`."""
+    parser = argparse.ArgumentParser(prog="runner reproduce", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Re-run saved runs and compare every summary metric, or run a "
+                                                 "paper preset and check its claims.")
+    parser.add_argument("target", help="a run directory, a multirun directory, or experiment=<preset>")
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides (experiment=<preset> only)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="largest absolute difference allowed (default: exact for deterministic CPU runs, "
+                             f"else {DEFAULT_TOLERANCE})")
+    parser.add_argument("--out", help="directory for the new run(s) (default outputs/reproduce/<date>/<time>)")
+    parser.add_argument("--trust", action="store_true", help="run _target_s outside the allowlist (configs you trust)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch on the target: a preset, a multirun directory, or a run directory."""
+    args = build_parser().parse_args(argv)
+    if args.tolerance is not None and (args.tolerance < 0 or args.tolerance != args.tolerance):
+        raise UserError("--tolerance must be a number >= 0")
+    if args.target.startswith("experiment="):
+        return reproduce_preset(args.target.partition("=")[2], args.overrides, out=args.out, trust=args.trust)
+    if args.overrides:
+        raise UserError(f"extra overrides ({' '.join(args.overrides)}) apply to experiment=<preset> only; a saved run "
+                        f"is reproduced as it was")
+    target = Path(args.target)
+    if not target.exists():
+        raise UserError(f"{target} does not exist (give a run dir, a multirun dir, or experiment=<preset>)")
+    if is_multirun_dir(target):
+        return reproduce_multirun(target, out=args.out, tolerance=args.tolerance, trust=args.trust)
+    return reproduce_run(target, out=args.out, tolerance=args.tolerance, trust=args.trust)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def is_multirun_dir(path: Path) -> bool:
+    """A Hydra sweep directory: multirun.yaml, or job subdirectories and no run of its own."""
+    from overparam.report.index import is_run_dir
+
+    if is_run_dir(path):
+        return False
+    if (path / "multirun.yaml").is_file():
+        return True
+    return any(is_run_dir(child) for child in path.iterdir() if child.is_dir())
+
+
+def _new_out(out: str | None, *parts: str) -> Path:
+    if out:
+        path = Path(out)
+        if path.exists() and any(path.iterdir()):
+            raise UserError(f"--out {path} exists and is not empty; a reproduction needs a fresh directory")
+        return path.resolve()
+    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
+    path = Path("outputs", "reproduce", *parts, stamp).resolve()
+    while path.exists():  # two reproductions in the same second
+        path = path.with_name(path.name + "_")
+    return path
+
+
+def _runner_train(args: list[str]) -> int:
+    """Run `runner train ARGS` in a fresh interpreter (clean Hydra and torch state); its exit code."""
+    command = [sys.executable, "-m", "overparam.cli.main", "train", *args]
+    print("$ runner train " + " ".join(_quote(a) for a in args), flush=True)
+    return subprocess.call(command, env=os.environ.copy())
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _resolved(config) -> dict:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception as exc:  # noqa: BLE001 - an unresolvable saved config is bad input
+        raise UserError(f"the saved config does not resolve: {str(exc).splitlines()[0]}") from None
+
+
+def _flat_identity(config: dict) -> dict[str, Any]:
+    from overparam.report.index import flatten, is_identity_key
+
+    return {k: v for k, v in flatten(config).items() if is_identity_key(k)}
+
+
+def config_differences(recomposed: dict, saved: dict) -> list[str]:
+    """Identity keys whose value differs (a null and a missing key are the same: no effect)."""
+    left, right = _flat_identity(recomposed), _flat_identity(saved)
+    out = []
+    for key in sorted(set(left) | set(right)):
+        if left.get(key) != right.get(key):
+            out.append(f"{key}: saved {right.get(key)!r}, today {left.get(key)!r}")
+    return out
+
+
+class SavedRun:
+    """A finished run directory prepared for re-running: its checked config and how to re-run it."""
+
+    def __init__(self, path: Path, trust: bool):
+        from omegaconf import OmegaConf
+
+        from overparam.report.allowlist import check_override_targets, check_targets
+        from overparam.report.index import load_yaml
+        from overparam.store.atomic import read_json
+        from overparam.store.load import check_finished, saved_config
+        from overparam.store.run import config_hash
+
+        self.path = path
+        self.info = check_finished(path)
+        self.summary = read_json(path / "summary.json")
+        if self.summary is None:
+            raise UserError(f"{path} has no summary.json")
+        self.saved = saved_config(path)
+        self.overrides = [str(o) for o in (load_yaml(path / ".hydra" / "overrides.yaml") or [])]
+        check_targets(OmegaConf.to_container(self.saved, resolve=False), trust=trust, source=str(path))
+        self.saved_resolved = _resolved(self.saved)
+        check_targets(self.saved_resolved, trust=trust, source=str(path))
+        check_override_targets(self.overrides, trust=trust, source=f"{path}/.hydra/overrides.yaml")
+        self.differences: list[str] = []
+        self.recompose_error: str | None = None
+        try:
+            from overparam.cli.train import compose_checked
+
+            recomposed = compose_checked(self.overrides)
+            if config_hash(recomposed) != config_hash(self.saved_resolved):
+                self.differences = config_differences(recomposed, self.saved_resolved) or ["(identity hash differs)"]
+        except UserError as exc:
+            self.recompose_error = str(exc)
+        hardware = self.saved_resolved.get("hardware") or {}
+        self.exact = bool(hardware.get("deterministic")) and str(hardware.get("device", "cpu")) == "cpu"
+
+    @property
+    def from_overrides(self) -> bool:
+        """True when today's config tree + the saved overrides give the saved config."""
+        return not self.differences and self.recompose_error is None
+
+    def explain(self) -> str | None:
+        """Why the saved config is used instead of the overrides (None when the overrides suffice)."""
+        if self.recompose_error:
+            return f"the saved overrides no longer compose ({self.recompose_error}); running the saved config.yaml"
+        if self.differences:
+            return ("recomposing the saved overrides gives another config (defaults changed since); running the "
+                    "saved config.yaml. Differences:\n    " + "\n    ".join(self.differences))
+        return None
+
+    def tolerance(self, given: float | None) -> float:
+        if given is not None:
+            return given
+        return 0.0 if self.exact else DEFAULT_TOLERANCE
+
+    def launch(self, new_dir: Path) -> int:
+        """Re-run this run into `new_dir` (overrides when they reproduce the config, else the saved config)."""
+        if self.from_overrides:
+            return _runner_train([*self.overrides, f"hydra.run.dir={new_dir}"])
+        return _launch_saved_config(self.saved, self.saved_resolved, new_dir)
+
+
+def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path) -> int:
+    """Run a saved config.yaml as the primary config (no defaults list), validated first."""
+    from omegaconf import OmegaConf
+
+    from overparam.cli.validate import validate
+
+    validate(saved_resolved)
+    with tempfile.TemporaryDirectory(prefix="overparam-reproduce-") as folder:
+        config = OmegaConf.to_container(saved, resolve=False)
+        # The run needs the same Hydra settings as train.yaml's (no chdir, quiet logging).
+        config["hydra"] = {"job": {"chdir": False}, "job_logging": {"root": {"level": "WARNING"}}}
+        Path(folder, "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")
+        return _runner_train([f"--config-path={folder}", "--config-name=config", f"hydra.run.dir={new_dir}"])
+
+
+def _compare(original: "SavedRun", new_dir: Path, tolerance: float, title: str) -> bool:
+    """Print the side-by-side table of one job; True when every judged metric agrees."""
+    from overparam.report.compare import compare_summaries, format_comparison
+    from overparam.report.index import read_run
+
+    new = read_run(new_dir)
+    if not new.finished:
+        print(f"{title}\n  the reproduced run did not finish: status {new.status}"
+              + (f" ({new.reason})" if new.reason else ""))
+        return False
+    differences = compare_summaries(original.summary, new.summary, tolerance)
+    print(format_comparison(differences, title))
+    new_hash = _read_run_json(new_dir).get("config_hash")
+    same_hash = new_hash == original.info.get("config_hash")
+    print(f"config hash: original {original.info.get('config_hash')}, reproduced {new_hash}"
+          + ("" if same_hash else "  (differs: the configs are not identical)"))
+    judged = [d for d in differences if d.judged]
+    bad = [d for d in judged if not d.agrees]
+    rule = "exactly" if tolerance == 0 else f"within {tolerance:g}"
+    print(f"{len(judged) - len(bad)}/{len(judged)} metrics agree {rule}" + (f"; DIFFER: {', '.join(d.name for d in bad)}"
+                                                                           if bad else ""))
+    return not bad
+
+
+def _read_run_json(path: Path) -> dict:
+    from overparam.store.atomic import read_json
+
+    return read_json(path / "run.json") or {}
+
+
+# --- one run ---------------------------------------------------------------------------------------
+def reproduce_run(path: Path, *, out: str | None, tolerance: float | None, trust: bool) -> int:
+    """Re-run one saved run into a new directory and compare every summary metric."""
+    saved = SavedRun(path, trust)
+    new_dir = _new_out(out)
+    note = saved.explain()
+    if note:
+        print(f"note: {note}")
+    code = saved.launch(new_dir)
+    if code != 0 and not (new_dir / "run.json").is_file():
+        print(f"runner reproduce: the re-run exited with code {code} before creating a run", file=sys.stderr)
+        return 1
+    tol = saved.tolerance(tolerance)
+    print()
+    agrees = _compare(saved, new_dir, tol, f"original   {path}\nreproduced {new_dir}\n")
+    return 0 if agrees else 1
+
+
+# --- a sweep ---------------------------------------------------------------------------------------
+def _job_key(overrides: list[str]) -> tuple[str, ...]:
+    return tuple(sorted(overrides))
+
+
+def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, trust: bool) -> int:
+    """Re-run every job of a sweep (through its launcher when the overrides still compose) and compare."""
+    from overparam.report.allowlist import check_override_targets
+    from overparam.report.index import find_runs, load_yaml
+
+    jobs = [SavedRun(job, trust) for job in find_runs([path])]
+    if not jobs:
+        raise UserError(f"{path} holds no job directories")
+    new_root = _new_out(out)
+    multirun = load_yaml(path / "multirun.yaml") or {}
+    saved_overrides = ((multirun.get("hydra") or {}).get("overrides") or {})
+    task = [str(o) for o in saved_overrides.get("task") or []]
+    hydra_overrides = [str(o) for o in saved_overrides.get("hydra") or []
+                       if str(o).split("=")[0].lstrip("+~") not in _PLACE_OVERRIDES]
+    check_override_targets(task + hydra_overrides, trust=trust, source=f"{path}/multirun.yaml")
+    relaunch = bool(multirun) and all(job.from_overrides for job in jobs)
+    pairs: list[tuple[SavedRun, Path | None]] = []
+    if relaunch:
+        print(f"re-running the sweep of {len(jobs)} job(s) through its launcher into {new_root}")
+        _runner_train(["-m", *task, *hydra_overrides, f"hydra.sweep.dir={new_root}"])
+        new_jobs = {_job_key([str(o) for o in (load_yaml(d / ".hydra" / "overrides.yaml") or [])]): d
+                    for d in find_runs([new_root])} if new_root.exists() else {}
+        pairs = [(job, new_jobs.get(_job_key(job.overrides))) for job in jobs]
+    else:
+        for job in jobs:
+            note = job.explain()
+            if note:
+                print(f"note: {job.path.name}: {note}")
+        print(f"re-running {len(jobs)} job(s) one by one into {new_root}")
+        for job in jobs:
+            new_dir = new_root / job.path.name
+            job.launch(new_dir)
+            pairs.append((job, new_dir))
+    results = []
+    for job, new_dir in pairs:
+        print()
+        if new_dir is None or not new_dir.exists():
+            print(f"job {job.path}: the sweep made no job with overrides {' '.join(job.overrides)}")
+            results.append(False)
+            continue
+        results.append(_compare(job, new_dir, job.tolerance(tolerance),
+                                f"job {job.path.name}: {' '.join(job.overrides)}\n"
+                                f"original   {job.path}\nreproduced {new_dir}\n"))
+    agreeing = sum(results)
+    print(f"\n{agreeing}/{len(results)} job(s) reproduced" + ("" if agreeing == len(results) else "; some DIFFER"))
+    return 0 if agreeing == len(results) else 1
+
+
+# --- a paper preset --------------------------------------------------------------------------------
+def reproduce_preset(name: str, extra: list[str], *, out: str | None, trust: bool) -> int:
+    """Run a preset's sweep, build its table and figure, and check each of its claims."""
+    from overparam.cli.paths import group_options
+    from overparam.cli.train import compose_checked
+    from overparam.report.allowlist import check_override_targets, check_targets
+    from overparam.report.claims import claim_list
+
+    presets = group_options("experiment")
+    if name not in presets:
+        raise UserError(f"experiment={name} is not a preset; choose one of: {', '.join(presets) or '(none)'}")
+    check_override_targets(extra, trust=trust)
+    composed = compose_checked([f"experiment={name}", *extra])
+    check_targets(composed, trust=trust, source=f"experiment={name}")
+    claims = claim_list(composed.get("claims"))  # a claim that does not parse stops here, before any training
+    new_root = _new_out(out, name)
+    print(f"preset {name}: running its sweep into {new_root}")
+    code = _runner_train(["-m", f"experiment={name}", *extra, f"hydra.sweep.dir={new_root}"])
+    if not new_root.exists():
+        print(f"runner reproduce: the sweep exited with code {code} and wrote nothing", file=sys.stderr)
+        return 1
+    return report_sweep(new_root, claims, jobs_ok=code == 0)
+
+
+def report_sweep(root: Path, claims: list[dict], *, jobs_ok: bool = True) -> int:
+    """Table (table.md), figure (figure.png) and claim results (claims.md) of a finished sweep; exit code."""
+    from overparam.report import plots
+    from overparam.report.aggregate import build_table, stderr_warn
+    from overparam.report.claims import evaluate_claims
+    from overparam.report.formats import render
+    from overparam.report.index import index_runs, records_of
+    from overparam.store.atomic import atomic_write_text
+
+    records = records_of(index_runs([root]))
+    table = build_table(records, warn=stderr_warn)
+    text = render(table, "md")
+    atomic_write_text(root / "table.md", text)
+    print()
+    print(text, end="")
+    kind = plots.choose_kind(records)
+    figure = root / "figure.png"
+    try:
+        if kind == "lottery":
+            plots.lottery_figure(records, figure)
+        elif kind == "path":
+            plots.path_figure(records, figure)
+        else:
+            plots.bar_figure(table, figure)
+        print(f"figure: {figure} ({kind})")
+    except UserError as exc:
+        print(f"figure: not drawn ({exc})")
+    print(f"table: {root / 'table.md'}")
+    if not claims:
+        print("this preset states no claims")
+        return 0 if jobs_ok else 1
+    results = evaluate_claims(claims, records)
+    lines = [result.report() for result in results]
+    passed = sum(r.passed for r in results)
+    lines.append(f"\n{passed}/{len(results)} claims passed")
+    atomic_write_text(root / "claims.md", "\n".join(lines) + "\n")
+    print()
+    print("\n".join(lines))
+    if not jobs_ok:
+        print("(some jobs of the sweep failed; see the table)")
+    return 0 if passed == len(results) and jobs_ok else 1
