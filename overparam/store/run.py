@@ -24,8 +24,8 @@ from overparam.errors import UserError
 from overparam.store.atomic import atomic_write_json, atomic_write_text, read_json
 from overparam.store.checkpoint import file_sha256, load_state, save_state
 
-# Keys that say where or how a run is observed, not what it computes.
-NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name")
+# Keys that say where or how a run is observed, not what it computes (`claims`: how a preset judges it).
+NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name", "claims")
 
 
 def _strip_for_hash(value: Any) -> Any:
