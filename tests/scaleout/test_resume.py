@@ -1,0 +1,84 @@
+"""SIGKILL a dense run at several points (inside checkpoint writes too); the resumed run ends exactly as an uninterrupted one."""
+
+import json
+
+import pytest
+
+from scaleout_helpers import TINY, metrics_of, read_json, runner
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    out = runner(["train", *TINY, f"hydra.run.dir={root / 'run'}"], cwd=root)
+    assert out.returncode == 0, out.stderr
+    return root / "run"
+
+
+def _metrics_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _kill_and_resume(tmp_path, kill_spec):
+    run_dir = tmp_path / "run"
+    killed = runner(["train", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                    env={"OVERPARAM_KILL_IN_WRITE": kill_spec})
+    assert killed.returncode == -9, f"not killed at {kill_spec}: {killed.stderr[-500:]}"
+    assert read_json(run_dir / "run.json")["status"] == "running"
+    resumed = runner(["train", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    return run_dir, resumed
+
+
+def _assert_same_as_reference(run_dir, reference):
+    assert metrics_of(read_json(run_dir / "summary.json")) == metrics_of(read_json(reference / "summary.json"))
+    assert _metrics_rows(run_dir) == _metrics_rows(reference)
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "done" and info["resumes"] == 1
+    assert (run_dir / "checkpoints" / "model.safetensors").read_bytes() == \
+        (reference / "checkpoints" / "model.safetensors").read_bytes()
+    # resume points are dropped at the end and no temporary of a torn write is left behind
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["model.safetensors"]
+
+
+def test_killed_after_a_checkpoint_rename_falls_back_to_the_previous_slot(tmp_path, reference):
+    # The 3rd resume save (step 15) is renamed into place but run.json still records the slot's
+    # previous content: the slot no longer matches its recorded hash, so the run resumes from
+    # the other slot (step 10), says so in one line, and still ends with the same numbers.
+    run_dir, resumed = _kill_and_resume(tmp_path, "after:resume_dense:3")
+    warnings = [line for line in resumed.stderr.splitlines() if line.startswith("runner: checkpoint")]
+    assert len(warnings) == 1, resumed.stderr
+    assert "resume_dense.safetensors has" in warnings[0] and "resuming from" in warnings[0]
+    assert warnings[0].endswith("resume_dense.alt.safetensors")
+    assert read_json(run_dir / "run.json")["warnings"] == [warnings[0][len("runner: "):]]
+    _assert_same_as_reference(run_dir, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_spec", [
+    "before:resume_dense:1",    # during the first checkpoint write: nothing to resume from
+    "before:resume_dense:4",    # during a later checkpoint write, before its rename
+    "after:run.json:9",         # between two steps, right after run.json recorded a checkpoint
+    "before:model.safetensors:1",  # training finished, final weights being written
+    "before:summary.json:1",    # everything written but the summary
+])
+def test_killed_anywhere_resumes_to_the_same_numbers(tmp_path, reference, kill_spec):
+    run_dir, _ = _kill_and_resume(tmp_path, kill_spec)
+    _assert_same_as_reference(run_dir, reference)
+
+
+@pytest.mark.slow
+def test_a_truncated_checkpoint_is_reported_and_the_previous_one_used(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    killed = runner(["train", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                    env={"OVERPARAM_KILL_IN_WRITE": "before:resume_dense:5"})
+    assert killed.returncode == -9
+    info = read_json(run_dir / "run.json")
+    newest = max(("resume_dense", "resume_dense.alt"), key=lambda n: info["checkpoints"][n]["sequence"])
+    path = run_dir / "checkpoints" / f"{newest}.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    resumed = runner(["train", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    warnings = [line for line in resumed.stderr.splitlines() if line.startswith("runner: checkpoint")]
+    assert len(warnings) == 1 and "truncated" in warnings[0], resumed.stderr
+    _assert_same_as_reference(run_dir, reference)
