@@ -1,0 +1,62 @@
+"""Pruning at initialization, shared by random_prune, snip, grasp and synflow: mask, then train once."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from overparam.recipes.prune import common
+
+
+def validate_at_init(cfg: dict, *, scope: bool = True) -> None:
+    """Checks of the keys every pruning-at-init method has: prune.scope, prune.output_rate (0..1)."""
+    from overparam.cli.validate import choice, number
+
+    if scope:
+        choice(cfg, "prune.scope", common.SCOPES)
+    number(cfg, "prune.output_rate", low=0.0, high=1.0, optional=True)
+
+
+def score_batch(data, cfg, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batches` training batches of the seeded first-epoch order: the data a saliency score sees."""
+    from overparam.engine.fit import epoch_order
+
+    count = min(len(data.train_x), int(batches) * int(cfg.train.batch_size))
+    order = epoch_order(len(data.train_x), int(cfg.seed), 0)[:count].to(data.train_x.device)
+    return data.train_x[order], data.train_y[order]
+
+
+def run_at_init(cfg, run, masks_fn: Callable) -> dict:
+    """Build the model, `masks_fn(model, setup, keep, sparsity, output_rate)` -> masks, install them, train.
+
+    Masks are a pure function of the seed (and the data), so a resumed run recomputes the same ones
+    before `fit` continues from its checkpoint.
+    """
+    from overparam.engine import fit
+    from overparam.recipes.common import prepare
+
+    setup = prepare(cfg)
+    prune = cfg.get("prune") or {}
+    output_rate = 1.0 if prune.get("output_rate") is None else float(prune.get("output_rate"))
+    model = common.make_prunable(setup.new_model(), exclude_output=output_rate == 0.0)
+    total = sum(w.numel() for w in common.weights_of(model).values())
+    sparsity = float(cfg.sparsity)
+    keep = common.target_count(total, sparsity)
+    if keep < total:
+        masks = masks_fn(model, setup, keep, sparsity, output_rate)
+        common.apply_masks_by_name(model, masks)
+    from overparam.models.masked import masks_of
+
+    run.save_checkpoint("mask", masks_of(model))
+    result = fit(model, setup.data, run, tag="train", label=str(cfg.method.name), **setup.fit_kwargs())
+    run.save_checkpoint("model", model.state_dict())
+    stats = common.mask_statistics(model, setup.data.input_shape, setup.device)
+    return {**result.flat(), **stats, "steps": result.steps}
+
+
+def scored_masks(scores: dict[str, torch.Tensor], model, keep: int, sparsity: float, output_rate: float,
+                 scope: str) -> dict[str, torch.Tensor]:
+    """Keep the highest scores (one step), honouring scope and output_rate."""
+    return common.oneshot_masks(scores, keep, scope=scope, output_name=common.output_weight_name(model),
+                                output_rate=output_rate, sparsity=sparsity)

@@ -1,0 +1,178 @@
+"""`method=channel`: structured pruning of whole output channels / neurons by L1 norm (Li et al. 2017).
+
+Train dense (level 0), remove `sparsity` of the hidden channels (the output layer's classes are
+never removed), then fine-tune (level 1). A removed channel masks its row in its layer and its
+input column in the next layer, so it has no effect at all (its bias included). The layers must
+form a chain (each prunable layer feeds the next one), as the zoo's mlp, lenet300_100 and cnn1d do.
+
+`channel.scope=global` ranks channels of all layers by mean |w| (the L1 norm divided by fan-in, so
+layers of different fan-in compare); `layerwise` removes the same fraction from every layer. Every
+layer keeps at least one channel. With `channel.shrink=true` the fine-tuning runs on a physically
+smaller network (its Linear/Conv modules replaced by narrower ones), so parameters and FLOPs drop
+for real; the final weights are written back into the full-size masked model so that the run
+loads like any other (`checkpoints/shrunk.safetensors` holds the small one).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from overparam.errors import UserError
+from overparam.recipes.prune import common
+
+
+def validate(cfg: dict) -> None:
+    """channel's keys: channel.scope, channel.shrink (bool)."""
+    from overparam.cli.validate import choice
+
+    choice(cfg, "channel.scope", common.SCOPES)
+    if not isinstance(common.get(cfg, "channel.shrink"), bool):
+        raise UserError(f"channel.shrink={common.get(cfg, 'channel.shrink')!r} must be true or false")
+
+
+def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The prunable layers in order, checked to form a chain (each one's outputs are the next one's inputs)."""
+    from overparam.models.masked import masked_modules
+
+    layers = list(masked_modules(model).items())
+    for (name, layer), (next_name, following) in zip(layers, layers[1:]):
+        produced = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+        consumed = following.in_features if isinstance(following, nn.Linear) else following.in_channels
+        if produced != consumed or getattr(following, "groups", 1) != 1:
+            raise UserError(f"method=channel needs a chain of layers; {name} ({produced} outputs) does not feed "
+                            f"{next_name} ({consumed} inputs)")
+    return layers
+
+
+def channel_keep(model: nn.Module, sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+    """{hidden layer name: bool vector of kept output channels}, `sparsity` of all hidden channels removed."""
+    layers = chain(model)[:-1]  # the output layer's channels are the classes
+    if not layers:
+        raise UserError("method=channel needs at least one hidden layer")
+    scores = {name: layer.weight.detach().abs().reshape(layer.weight.shape[0], -1).mean(dim=1).cpu()
+              for name, layer in layers}
+    sizes = {name: s.numel() for name, s in scores.items()}
+    total = sum(sizes.values())
+    keep_total = max(len(layers), int(math.floor(total * (1.0 - sparsity) + 0.5)))
+    keep: dict[str, torch.Tensor] = {}
+    if scope == "layerwise":
+        counts = common.round_to_total({k: n * keep_total / total for k, n in sizes.items()}, keep_total, sizes)
+    else:
+        # One channel per layer is kept regardless; the rest go to the globally highest scores.
+        counts = {name: 1 for name in scores}
+        pool = torch.cat([torch.sort(s, descending=True, stable=True).values[1:] for s in scores.values()])
+        owners = torch.cat([torch.full((n - 1,), i) for i, n in enumerate(sizes.values())])
+        best = torch.argsort(pool, descending=True, stable=True)[:keep_total - len(layers)]
+        for index, name in enumerate(scores):
+            counts[name] += int((owners[best] == index).sum())
+    for name, score in scores.items():
+        count = max(1, counts[name])
+        chosen = torch.zeros(score.numel(), dtype=torch.bool)
+        chosen[torch.argsort(score, descending=True, stable=True)[:count]] = True
+        keep[name] = chosen
+    return keep
+
+
+def channel_masks(model: nn.Module, keep: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weight masks: a removed channel's row in its layer and its input column in the next layer."""
+    layers = chain(model)
+    masks = {f"{name}.weight": torch.ones_like(layer.weight, device="cpu") for name, layer in layers}
+    for (name, _layer), (next_name, following) in zip(layers, layers[1:]):
+        if name not in keep:
+            continue
+        removed = ~keep[name]
+        masks[f"{name}.weight"][removed] = 0.0
+        masks[f"{next_name}.weight"][:, removed] = 0.0
+    return masks
+
+
+def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
+    """Replace the chain's layers by narrower plain layers holding only the kept channels (in place)."""
+    from overparam.models.masked import _replace
+
+    layers = chain(model)
+    kept_inputs = None
+    for name, layer in layers:
+        rows = keep.get(name)
+        weight = layer.weight.detach() * layer.weight_mask
+        if rows is not None:
+            weight = weight[rows.to(weight.device)]
+        if kept_inputs is not None:
+            weight = weight[:, kept_inputs.to(weight.device)]
+        bias = layer.bias.detach()[rows.to(weight.device)] if (layer.bias is not None and rows is not None) else \
+            (layer.bias.detach() if layer.bias is not None else None)
+        if isinstance(layer, nn.Linear):
+            small = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device)
+        else:
+            base = nn.Conv1d if weight.dim() == 3 else nn.Conv2d
+            small = base(weight.shape[1], weight.shape[0], layer.kernel_size, stride=layer.stride,
+                         padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
+                         padding_mode=layer.padding_mode, device=weight.device)
+        with torch.no_grad():
+            small.weight.copy_(weight)
+            if bias is not None:
+                small.bias.copy_(bias)
+        _replace(model, name, small)
+        kept_inputs = rows
+    return model
+
+
+def expand_into(full: nn.Module, small: nn.Module, keep: dict[str, torch.Tensor]) -> None:
+    """Write a shrunk model's weights back into the full-size masked model (removed entries stay zero)."""
+    layers = chain(full)
+    small_modules = dict(small.named_modules())
+    kept_inputs = None
+    with torch.no_grad():
+        for name, layer in layers:
+            rows = keep.get(name, torch.ones(layer.weight.shape[0], dtype=torch.bool))
+            cols = kept_inputs if kept_inputs is not None else torch.ones(layer.weight.shape[1], dtype=torch.bool)
+            source = small_modules[name]
+            weight = torch.zeros_like(layer.weight)
+            row_index = rows.nonzero().flatten().to(weight.device)
+            col_index = cols.nonzero().flatten().to(weight.device)
+            weight[row_index.view(-1, 1), col_index.view(1, -1)] = source.weight
+            layer.weight.copy_(weight * layer.weight_mask)
+            if layer.bias is not None:
+                layer.bias[row_index] = source.bias
+            kept_inputs = rows if name in keep else None
+
+
+def run(cfg, run) -> dict:
+    """Dense training, L1 channel pruning to `sparsity` of hidden channels, (shrinking,) fine-tuning."""
+    import copy
+
+    from overparam.engine import fit
+    from overparam.models import count_parameters
+    from overparam.recipes.common import prepare
+
+    setup = prepare(cfg)
+    model = common.make_prunable(setup.new_model(), exclude_output=False)
+    chain(model)
+    dense = fit(model, setup.data, run, tag="dense", level=0, label="channel dense", **setup.fit_kwargs())
+    if run.has_checkpoint("channels"):
+        keep = {k: v.bool() for k, v in run.load_checkpoint("channels").items()}
+    else:
+        keep = channel_keep(model, float(cfg.sparsity), str(cfg.channel.scope))
+        run.save_checkpoint("channels", {k: v.to(torch.uint8) for k, v in keep.items()})
+    common.apply_masks_by_name(model, channel_masks(model, keep))
+    extra: dict = {}
+    if cfg.channel.shrink:
+        small = shrink(copy.deepcopy(model), keep)
+        result = fit(small, setup.data, run, tag="finetune", level=1, label="channel fine-tune (shrunk)",
+                     **setup.fit_kwargs())
+        run.save_checkpoint("shrunk", small.state_dict())
+        expand_into(model, small, keep)
+        flops, _ = common.flops_per_example(small, setup.data.input_shape, setup.device)
+        extra = {"shrunk_parameters": count_parameters(small), "shrunk_flops": flops}
+    else:
+        result = fit(model, setup.data, run, tag="finetune", level=1, label="channel fine-tune", **setup.fit_kwargs())
+    run.save_checkpoint("model", model.state_dict())
+    stats = common.mask_statistics(model, setup.data.input_shape, setup.device)
+    kept = sum(int(v.sum()) for v in keep.values())
+    hidden = sum(v.numel() for v in keep.values())
+    return {**result.flat(), **stats, **extra, "steps": result.steps, "channels_kept": kept,
+            "channels_hidden": hidden, "channel_sparsity": 1.0 - kept / hidden,
+            "dense_test_accuracy": dense.final["test"]["accuracy"]}

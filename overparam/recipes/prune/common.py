@@ -1,0 +1,591 @@
+"""What the prune methods share: prunable models, scores to masks, ERK, statistics, levels, the level cache.
+
+Masks are keyed by parameter name (`fc0.weight`), never by position. Only the weights of
+Linear/Conv layers are prunable; biases and normalization layers are never masked. The output
+layer is pruned at `prune.output_rate` times the others' rate (0 leaves it dense and outside the
+masked layers altogether).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from overparam.errors import UserError
+
+SCOPES = ("global", "layerwise")
+DISTRIBUTIONS = ("uniform", "erk")
+REWIND_PATTERN = re.compile(r"^(init|none|(\d+)(it|ep))$")
+# Config keys that do not change what a level computes: where runs land, how they are observed,
+# what a preset claims, and the target sparsity (levels are a prefix sequence independent of it).
+CACHE_IGNORED_KEYS = ("sparsity", "paths", "hydra", "logger", "experiment_name", "claims", "objective", "report")
+
+
+# --- validation helpers ---------------------------------------------------------------------------
+
+def get(cfg: dict, dotted: str, default: Any = None) -> Any:
+    """A dotted key of a config container (None-safe)."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def validate_prune_block(cfg: dict, *, rate: bool = True) -> None:
+    """Checks of the shared `prune.*` keys: rate in (0, 1), scope, output_rate."""
+    from overparam.cli.validate import choice, number
+
+    if rate:
+        number(cfg, "prune.rate", low=0.0, high=1.0, low_open=True, high_open=True)
+    if get(cfg, "prune.scope") is not None:
+        choice(cfg, "prune.scope", SCOPES)
+    number(cfg, "prune.output_rate", low=0.0, optional=True)
+    output_rate = float(get(cfg, "prune.output_rate", 1.0) or 0.0)
+    if rate and output_rate * float(get(cfg, "prune.rate")) >= 1.0:
+        raise UserError(f"prune.output_rate={output_rate} times prune.rate={get(cfg, 'prune.rate')} must stay below 1")
+
+
+def parse_rewind(text: Any) -> tuple[str, int]:
+    """`init` -> ("init", 0); `none` -> ("none", 0); `500it` -> ("it", 500); `2ep` -> ("ep", 2)."""
+    match = REWIND_PATTERN.match(str(text))
+    if not match:
+        raise UserError(f"rewind={text!r} is not allowed; use init, none, <N>it or <N>ep (e.g. rewind=500it)")
+    if match.group(2) is None:
+        return match.group(1), 0
+    return match.group(3), int(match.group(2))
+
+
+def validate_rewind(cfg: dict) -> None:
+    """rewind syntax, retrain.lr_schedule, and a rewind point inside training when that is knowable now."""
+    from overparam.cli.validate import choice
+
+    kind, amount = parse_rewind(get(cfg, "rewind"))
+    choice(cfg, "retrain.lr_schedule", ("ft", "lrw", "clr"))
+    steps, epochs = get(cfg, "train.steps"), get(cfg, "train.epochs")
+    if kind == "it" and steps is not None and amount >= int(steps):
+        raise UserError(f"rewind={get(cfg, 'rewind')} is not before the end of training (train.steps={steps})")
+    if kind == "ep" and epochs is not None and amount >= float(epochs):
+        raise UserError(f"rewind={get(cfg, 'rewind')} is not before the end of training (train.epochs={epochs})")
+
+
+def target_count(total: int, sparsity: float) -> int:
+    """Weights kept at `sparsity` out of `total` (nearest integer; at least one)."""
+    kept = int(math.floor(total * (1.0 - float(sparsity)) + 0.5))
+    if kept < 1:
+        raise UserError(f"sparsity={sparsity} leaves no weight of the {total} prunable ones")
+    return kept
+
+
+# --- prunable models ------------------------------------------------------------------------------
+
+def output_excluded(cfg) -> bool:
+    """True when `prune.output_rate` is 0: the output layer stays dense and is not masked at all."""
+    prune = cfg.get("prune") or {}
+    rate = prune.get("output_rate", 1.0)
+    return rate is not None and float(rate) == 0.0
+
+
+def make_prunable(model: nn.Module, *, exclude_output: bool) -> nn.Module:
+    """`sparsify` every Linear/Conv layer (the output layer too unless excluded); all masks start at one."""
+    from overparam.models import output_layer_name
+    from overparam.models.masked import sparsify
+
+    exclude = [output_layer_name(model)] if exclude_output else None
+    return sparsify(model, exclude=exclude)
+
+
+def weight_names(model: nn.Module) -> list[str]:
+    """Prunable parameter names (`<layer>.weight` of every masked layer), in registration order."""
+    from overparam.models.masked import masked_modules
+
+    return [f"{name}.weight" for name in masked_modules(model)]
+
+
+def output_weight_name(model: nn.Module) -> str | None:
+    """`<output layer>.weight` when the output layer is masked, else None."""
+    from overparam.models import output_layer_name
+
+    name = f"{output_layer_name(model)}.weight"
+    return name if name in weight_names(model) else None
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{"<layer>.weight": weight} of the masked layers (live tensors)."""
+    from overparam.models.masked import masked_modules
+
+    return {f"{name}.weight": module.weight for name, module in masked_modules(model).items()}
+
+
+def magnitude_scores(model: nn.Module) -> dict[str, torch.Tensor]:
+    """|w| of every prunable weight."""
+    return {name: weight.detach().abs().float().cpu() for name, weight in weights_of(model).items()}
+
+
+def derived_seed(seed: int, purpose: str, index: int = 0) -> int:
+    """A seed for a secondary random draw (a control's init, a random mask) that never equals the run's."""
+    digest = hashlib.sha256(f"{int(seed)}/{purpose}/{int(index)}".encode()).hexdigest()
+    return int(digest[:12], 16)
+
+
+# --- counts and selection -------------------------------------------------------------------------
+
+def round_to_total(quotas: dict[str, float], total: int, caps: dict[str, int]) -> dict[str, int]:
+    """Integer counts near `quotas` that sum exactly to `total` (largest remainders first), each <= its cap."""
+    counts = {k: min(caps[k], max(0, int(math.floor(q)))) for k, q in quotas.items()}
+    missing = total - sum(counts.values())
+    order = sorted(quotas, key=lambda k: (-(quotas[k] - math.floor(quotas[k])), list(quotas).index(k)))
+    while missing > 0:
+        progressed = False
+        for key in order:
+            if missing == 0:
+                break
+            if counts[key] < caps[key]:
+                counts[key] += 1
+                missing -= 1
+                progressed = True
+        if not progressed:
+            raise ValueError(f"cannot place {total} weights in layers of {sum(caps.values())}")
+    while missing < 0:
+        for key in reversed(order):
+            if missing == 0:
+                break
+            if counts[key] > 0:
+                counts[key] -= 1
+                missing += 1
+    return counts
+
+
+def uniform_counts(sizes: dict[str, int], total: int) -> dict[str, int]:
+    """The same density in every layer, rounded so the counts sum exactly to `total`."""
+    whole = sum(sizes.values())
+    return round_to_total({k: n * total / whole for k, n in sizes.items()}, total, dict(sizes))
+
+
+def erk_counts(shapes: dict[str, tuple[int, ...]], total: int) -> dict[str, int]:
+    """Erdos-Renyi-Kernel: density of a layer proportional to sum(shape)/prod(shape), capped at 1, summing to `total`."""
+    sizes = {k: int(math.prod(s)) for k, s in shapes.items()}
+    raw = {k: sum(s) / math.prod(s) for k, s in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        budget = total - sum(sizes[k] for k in dense)
+        scalable = sum(raw[k] * sizes[k] for k in sizes if k not in dense)
+        epsilon = budget / scalable if scalable else 0.0
+        saturated = {k for k in sizes if k not in dense and epsilon * raw[k] > 1.0}
+        if not saturated:
+            break
+        dense |= saturated
+    quotas = {k: float(sizes[k]) if k in dense else epsilon * raw[k] * sizes[k] for k in sizes}
+    return round_to_total(quotas, total, sizes)
+
+
+def top_mask(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """0/1 mask keeping exactly `count` entries with the highest scores (ties: lower index first)."""
+    flat = scores.reshape(-1)
+    mask = torch.zeros(flat.numel(), dtype=torch.float32)
+    if count > 0:
+        order = torch.argsort(flat, descending=True, stable=True)
+        mask[order[:count]] = 1.0
+    return mask.reshape(scores.shape)
+
+
+def select_masks(scores: dict[str, torch.Tensor], total_keep: int, *, scope: str = "global",
+                 fixed: dict[str, int] | None = None, alive: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Masks keeping exactly `total_keep` weights with the highest scores.
+
+    `global`: one threshold over all layers; `layerwise`: the same density in every layer.
+    `fixed` pins the count of some layers (the output layer under `prune.output_rate`); `alive`
+    (the current masks) keeps pruned weights pruned: a weight is never revived.
+    """
+    fixed = dict(fixed or {})
+    prepared = {}
+    for name, score in scores.items():
+        score = score.detach().double().cpu().clone()
+        score[torch.isnan(score)] = -math.inf
+        if alive is not None:
+            score[alive[name].cpu() == 0] = -math.inf
+        prepared[name] = score
+    masks = {name: top_mask(prepared[name], count) for name, count in fixed.items()}
+    rest = [name for name in prepared if name not in fixed]
+    rest_keep = total_keep - sum(fixed.values())
+    if rest_keep < 0:
+        raise ValueError(f"fixed layer counts {sum(fixed.values())} exceed the {total_keep} weights kept")
+    if not rest:
+        return masks
+    if scope == "layerwise":
+        caps = {n: int((alive[n] != 0).sum()) if alive is not None else prepared[n].numel() for n in rest}
+        original = {n: prepared[n].numel() for n in rest}
+        # The same density of the original size everywhere (layerwise IMP prunes each layer at one rate).
+        counts = round_to_total({n: original[n] * rest_keep / sum(original.values()) for n in rest}, rest_keep, caps)
+        masks.update({n: top_mask(prepared[n], counts[n]) for n in rest})
+    elif scope == "global":
+        flat = torch.cat([prepared[n].reshape(-1) for n in rest])
+        keep = top_mask(flat, rest_keep)
+        offset = 0
+        for name in rest:
+            numel = prepared[name].numel()
+            masks[name] = keep[offset:offset + numel].reshape(prepared[name].shape)
+            offset += numel
+    else:
+        raise UserError(f"prune.scope={scope!r} is not one of: {', '.join(SCOPES)}")
+    return {name: masks[name] for name in scores}
+
+
+def output_keep(output_size: int, output_rate: float, rate: float, remaining_fraction: float) -> int:
+    """Weights the output layer keeps when the whole net keeps `remaining_fraction`.
+
+    IMP prunes the output layer at `rate * output_rate` per round while the others lose `rate`;
+    after L rounds its density is (1 - rate*output_rate)^L where the net's is (1 - rate)^L. The same
+    relation at any remaining fraction (a fractional number of rounds) gives the exact-target level.
+    """
+    if remaining_fraction >= 1.0:
+        return output_size
+    exponent = math.log(1.0 - rate * output_rate) / math.log(1.0 - rate)
+    return max(1, min(output_size, int(math.floor(output_size * remaining_fraction ** exponent + 0.5))))
+
+
+def masks_for_total(scores: dict[str, torch.Tensor], total_keep: int, *, scope: str, output_name: str | None,
+                    output_rate: float, rate: float, alive: dict[str, torch.Tensor] | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """`select_masks` with the output layer handled by `prune.output_rate` (1: like any other layer)."""
+    fixed = None
+    if output_name is not None and output_rate != 1.0:
+        total = sum(s.numel() for s in scores.values())
+        out_size = scores[output_name].numel()
+        out_count = output_keep(out_size, output_rate, rate, total_keep / total)
+        if alive is not None:
+            out_count = min(out_count, int((alive[output_name] != 0).sum()))
+        others = total_keep - out_count
+        other_capacity = sum(int((alive[n] != 0).sum()) if alive is not None else scores[n].numel()
+                             for n in scores if n != output_name)
+        # A tiny net whose other layers cannot absorb the rest keeps more output weights instead.
+        out_count += max(0, others - other_capacity)
+        out_count = min(out_count, total_keep)
+        fixed = {output_name: out_count}
+    return select_masks(scores, total_keep, scope=scope, fixed=fixed, alive=alive)
+
+
+def random_masks(counts: dict[str, int], shapes: dict[str, tuple[int, ...]], generator: torch.Generator
+                 ) -> dict[str, torch.Tensor]:
+    """Masks with exactly `counts[name]` ones at uniformly random positions per layer."""
+    masks = {}
+    for name, count in counts.items():
+        numel = int(math.prod(shapes[name]))
+        mask = torch.zeros(numel)
+        mask[torch.randperm(numel, generator=generator)[:count]] = 1.0
+        masks[name] = mask.reshape(shapes[name])
+    return masks
+
+
+def distribution_counts(model: nn.Module, total_keep: int, distribution: str, output_rate: float,
+                        sparsity: float) -> dict[str, int]:
+    """Per-layer kept counts of a random pruning at init: `uniform` (output layer at `output_rate` x the
+    rate) or `erk`; the counts always sum to `total_keep`."""
+    shapes = {name: tuple(w.shape) for name, w in weights_of(model).items()}
+    sizes = {name: int(math.prod(s)) for name, s in shapes.items()}
+    if distribution == "erk":
+        return erk_counts(shapes, total_keep)
+    if distribution != "uniform":
+        raise UserError(f"prune.distribution={distribution!r} is not one of: {', '.join(DISTRIBUTIONS)}")
+    output_name = output_weight_name(model)
+    if output_name is None or output_rate == 1.0:
+        return uniform_counts(sizes, total_keep)
+    out_count = max(1, min(sizes[output_name], int(math.floor(sizes[output_name] * (1 - sparsity * output_rate) + 0.5))))
+    out_count = min(out_count, total_keep)
+    rest = {k: v for k, v in sizes.items() if k != output_name}
+    others = min(total_keep - out_count, sum(rest.values()))
+    counts = uniform_counts(rest, others)
+    counts[output_name] = total_keep - others
+    return {name: counts[name] for name in sizes}
+
+
+def apply_masks_by_name(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """`apply_masks` (installs masks and zeroes masked weights)."""
+    from overparam.models.masked import apply_masks
+
+    apply_masks(model, masks)
+
+
+def mask_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+    """Zero optimizer buffers (momentum, Adam moments) of masked weights, so a mask change mid-training
+    cannot push a pruned weight away from zero."""
+    from overparam.models.masked import masked_modules
+
+    for module in masked_modules(model).values():
+        state = optimizer.state.get(module.weight)
+        if not state:
+            continue
+        for key in ("momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
+            buffer = state.get(key)
+            if isinstance(buffer, torch.Tensor) and buffer.shape == module.weight_mask.shape:
+                buffer.mul_(module.weight_mask)
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def flops_per_example(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "cpu"
+                      ) -> tuple[int, int]:
+    """(FLOPs, dense FLOPs) of one forward pass on one example: 2 x live weights x output positions per
+    Linear/Conv layer (a multiply-add counts 2; biases, activations and pooling are not counted)."""
+    from overparam.models.masked import MASKED_TYPES
+
+    positions: dict[nn.Module, int] = {}
+
+    def hook(module, _inputs, output):
+        channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+        positions[module] = max(1, output.numel() // channels)
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+    handles = [layer.register_forward_hook(hook) for layer in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    sparse, dense = 0, 0
+    for layer in layers:
+        if layer not in positions:
+            continue
+        weight_count = layer.weight.numel()
+        alive = int(layer.weight_mask.count_nonzero()) if isinstance(layer, MASKED_TYPES) else weight_count
+        sparse += 2 * alive * positions[layer]
+        dense += 2 * weight_count * positions[layer]
+    return sparse, dense
+
+
+def mask_statistics(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "cpu") -> dict:
+    """Sparsity (total and per layer), remaining fraction, weights and parameters left, FLOPs."""
+    from overparam.models import count_parameters
+    from overparam.models.masked import sparsity_report
+
+    report = sparsity_report(model)
+    parameters = count_parameters(model)
+    pruned = report["prunable_weights"] - report["remaining_weights"]
+    flops, dense_flops = flops_per_example(model, input_shape, device)
+    stats = {
+        "sparsity": report["sparsity"],
+        "remaining_fraction": 1.0 - report["sparsity"],
+        "remaining_weights": report["remaining_weights"],
+        "prunable_weights": report["prunable_weights"],
+        "parameters": parameters,
+        "remaining_params": parameters - pruned,
+        "flops": flops,
+        "dense_flops": dense_flops,
+    }
+    for layer, value in report["layer_sparsity"].items():
+        stats[f"layer_sparsity/{layer}"] = value
+    return stats
+
+
+# --- levels on disk -------------------------------------------------------------------------------
+
+LEVEL_FILES = ("model.safetensors", "mask.safetensors", "metrics.jsonl", "rewind.safetensors")
+
+
+def level_dir(root: Path, level: int) -> Path:
+    return Path(root) / f"level_{level}"
+
+
+def level_complete(path: Path) -> bool:
+    """A level directory is complete once its summary.json exists (written last)."""
+    return (Path(path) / "summary.json").is_file()
+
+
+def read_level_summary(path: Path) -> dict:
+    from overparam.store.atomic import read_json
+
+    return read_json(Path(path) / "summary.json") or {}
+
+
+def write_level(path: Path, model: nn.Module, summary: dict, metric_rows: list[dict]) -> None:
+    """Store one level: weights with masks, masks alone, its metric rows, then summary.json (the marker)."""
+    from overparam.models.masked import masks_of
+    from overparam.store.atomic import atomic_write_json, atomic_write_text
+    from overparam.store.checkpoint import save_state
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_state(path / "model.safetensors", {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    save_state(path / "mask.safetensors", masks_of(model))
+    atomic_write_text(path / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in metric_rows))
+    atomic_write_json(path / "summary.json", summary)
+
+
+def load_level_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict (weights and `*.weight_mask`) a level stored."""
+    from overparam.store.checkpoint import load_state
+
+    return load_state(Path(path) / "model.safetensors")
+
+
+def load_level_masks(path: Path) -> dict[str, torch.Tensor]:
+    from overparam.store.checkpoint import load_state
+
+    return load_state(Path(path) / "mask.safetensors")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    # Level files are written once and never modified, so a hard link is as safe as a copy.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def copy_level(source: Path, target: Path) -> None:
+    """Link (or copy) a complete level directory's files into `target`; summary.json last."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in LEVEL_FILES:
+        if (source / name).is_file():
+            staging = target / f".{name}.incoming"
+            if staging.exists():
+                staging.unlink()
+            _link_or_copy(source / name, staging)
+            os.replace(staging, target / name)
+    staging = target / ".summary.json.incoming"
+    shutil.copy2(source / "summary.json", staging)
+    os.replace(staging, target / "summary.json")
+
+
+def read_metric_rows(path: Path) -> list[dict]:
+    rows = []
+    metrics = Path(path) / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows
+
+
+def replay_metrics(run, rows: list[dict], level: int) -> None:
+    """Log a stored level's metric rows into `run` (so a level taken from the cache has its curves)."""
+    grouped: dict[tuple[int, str], dict] = {}
+    for row in rows:
+        grouped.setdefault((int(row["step"]), row["split"]), {})[row["metric"]] = row["value"]
+    for (step, split), metrics in grouped.items():
+        run.log(step, split, {k: float(v) for k, v in metrics.items()}, level=level)
+
+
+# --- the level cache ------------------------------------------------------------------------------
+
+def cache_key(config: dict, *, drop: Iterable[str] = ()) -> str:
+    """Identity of a level lineage: the run's config hash without `sparsity` (and paths, loggers, hydra...)."""
+    from overparam.store.run import config_hash
+
+    ignored = set(CACHE_IGNORED_KEYS) | set(drop)
+    return config_hash({k: v for k, v in config.items() if k not in ignored})
+
+
+class LevelCache:
+    """Levels shared by the jobs of a sweep: `<root>/level_<L>/`, produced under a per-level file lock.
+
+    A job that needs level L takes the lock of L; if the level is there it links it, otherwise it
+    trains it and publishes it before releasing the lock, so concurrent jobs wait and reuse instead
+    of training the same level twice. Publication is a directory rename: a reader sees a complete
+    level or none. `root=None` disables sharing (every call says "absent" and locks nothing).
+    """
+
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root) if root is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def path(self, level: int) -> Path:
+        assert self.root is not None
+        return level_dir(self.root, level)
+
+    def has(self, level: int) -> bool:
+        return self.root is not None and level_complete(self.path(level))
+
+    def lock(self, level: int):
+        """An exclusive inter-process lock for producing `level` (a no-op when disabled)."""
+        if self.root is None:
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / f"level_{level}.lock"))
+
+    def publish(self, level: int, source: Path) -> None:
+        """Copy a complete level directory into the cache (atomically; a level already there is kept)."""
+        if self.root is None or self.has(level):
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".level_{level}.", dir=self.root))
+        try:
+            copy_level(Path(source), staging)
+            target = self.path(level)
+            if target.exists():  # a torn earlier attempt (no summary.json): replace it
+                shutil.rmtree(target)
+            os.rename(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- reporting ------------------------------------------------------------------------------------
+
+LEVEL_ROW_KEYS = ("level", "sparsity", "remaining_fraction", "remaining_weights", "remaining_params", "flops",
+                  "test_accuracy", "test_loss", "val_accuracy", "val_loss", "early_stop_step",
+                  "test_accuracy_at_early_stop", "val_accuracy_at_early_stop", "train_seconds", "source")
+
+
+def level_row(summary: dict) -> dict:
+    """The entry of one level in the run summary's `levels` list (flat numbers/strings)."""
+    row = {k: summary[k] for k in LEVEL_ROW_KEYS if k in summary}
+    row.update({k: v for k, v in summary.items() if k.startswith("layer_sparsity/")})
+    return row
+
+
+def print_level_table(levels: list[dict], title: str) -> None:
+    """A per-level table on stdout (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in ("level", "remaining", "sparsity", "weights", "test acc", "val acc", "test loss", "stop step",
+                   "from"):
+        table.add_column(column, justify="left" if column == "from" else "right", no_wrap=True)
+    for row in levels:
+        table.add_row(str(row["level"]), f"{100 * row['remaining_fraction']:.2f}%", f"{row['sparsity']:.4f}",
+                      str(row.get("remaining_weights", "")), f"{row.get('test_accuracy', float('nan')):.4f}",
+                      f"{row.get('val_accuracy', float('nan')):.4f}", f"{row.get('test_loss', float('nan')):.4f}",
+                      str(row.get("early_stop_step", "")), str(row.get("source", "")))
+    # Off a terminal rich assumes 80 columns; the table is wider than that and must not be cut.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+
+
+def oneshot_masks(scores: dict[str, torch.Tensor], keep: int, *, scope: str, output_name: str | None,
+                  output_rate: float, sparsity: float, alive: dict[str, torch.Tensor] | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Masks of a single pruning step to `keep` weights; the output layer loses `sparsity * output_rate`
+    of its weights when `output_rate` is not 1, the other layers make up the exact total."""
+    if output_name is None or output_rate == 1.0:
+        return select_masks(scores, keep, scope=scope, alive=alive)
+    out_size = scores[output_name].numel()
+    out_count = max(1, min(out_size, int(math.floor(out_size * (1 - sparsity * output_rate) + 0.5))))
+    others = sum(s.numel() for n, s in scores.items() if n != output_name)
+    out_count = min(max(out_count, keep - others), keep)
+    return select_masks(scores, keep, scope=scope, fixed={output_name: out_count}, alive=alive)

@@ -1,0 +1,47 @@
+"""`method=grasp`: Gradient Signal Preservation at initialization (Wang et al. 2020), then train.
+
+Score S = -w * (H g); removing the weights with the largest S preserves (or raises) the gradient
+norm after pruning, so the kept weights are those with the largest w * (H g). The first gradient is
+taken on logits divided by a temperature (200 in the paper) as in the authors' code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from overparam.recipes.prune import common
+from overparam.recipes.prune.at_init import run_at_init, score_batch, scored_masks, validate_at_init
+
+
+def validate(cfg: dict) -> None:
+    """grasp's keys: prune.scope, prune.output_rate, prune.score_batches >= 1, prune.temperature > 0."""
+    from overparam.cli.validate import number
+
+    validate_at_init(cfg)
+    number(cfg, "prune.score_batches", low=1, integer=True)
+    number(cfg, "prune.temperature", low=0.0, low_open=True)
+
+
+def grasp_scores(model, x: torch.Tensor, y: torch.Tensor, temperature: float = 200.0) -> dict[str, torch.Tensor]:
+    """w * (H g) per prunable weight (higher = keep), with g the gradient at temperature `temperature`."""
+    weights = common.weights_of(model)
+    params = list(weights.values())
+    model.zero_grad(set_to_none=True)
+    grads = torch.autograd.grad(F.cross_entropy(model(x) / temperature, y), params)
+    grads = [g.detach() for g in grads]
+    second = torch.autograd.grad(F.cross_entropy(model(x), y), params, create_graph=True)
+    inner = sum((g2 * g).sum() for g2, g in zip(second, grads))
+    hessian_grad = torch.autograd.grad(inner, params)
+    return {name: (w * hg).detach().cpu() for (name, w), hg in zip(weights.items(), hessian_grad)}
+
+
+def run(cfg, run) -> dict:
+    """GraSP masks to `sparsity` at initialization, then training."""
+
+    def masks(model, setup, keep, sparsity, output_rate):
+        x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
+        scores = grasp_scores(model, x, y, float(cfg.prune.temperature))
+        return scored_masks(scores, model, keep, sparsity, output_rate, str(cfg.prune.scope))
+
+    return run_at_init(cfg, run, masks)

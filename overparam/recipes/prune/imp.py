@@ -1,0 +1,446 @@
+"""`method=imp`: iterative magnitude pruning with rewinding, and the lottery-ticket controls.
+
+Frankle & Carbin 2019 (rewind=init), Frankle et al. 2020 (late rewinding, `<N>it`/`<N>ep`), and
+prune-then-retrain (rewind=none, with the `ft`/`lrw`/`clr` retraining schedules of Renda et al.
+2020 and Le & Hua 2021). Level L keeps round(N * (1 - rate)^L) of the N prunable weights; the
+last level prunes exactly to `sparsity`. Levels are therefore a prefix sequence independent of the
+target, and a sparsity sweep shares them through a level cache (`common.LevelCache`) keyed by the
+config without `sparsity`.
+
+Each level trains through `engine.fit` with `tag=level_<L>` (so it resumes on its own) and is
+stored as `<run>/level_<L>/` (model.safetensors with masks, mask.safetensors, metrics.jsonl,
+summary.json). A complete level is never recomputed.
+
+Controls (`control=`) are run on the same levels: the ticket lineage is produced (or taken from
+the cache) inside `<run>/ticket/`, and each level of the control run trains the control network:
+- `random_reinit`: the ticket's mask, a fresh initialization;
+- `random_mask`: the ticket's per-layer counts at random positions, the ticket's starting weights;
+- `random_prune`: random positions with `prune.distribution` layer densities (uniform or ERK) at the
+  level's sparsity, the ticket's starting weights (Liu et al. 2022's random pruning, per level).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from overparam.errors import UserError
+from overparam.recipes.prune import common
+
+CONTROLS = ("none", "random_reinit", "random_mask", "random_prune")
+RETRAIN_SCHEDULES = ("ft", "lrw", "clr")
+# Big enough to mean "every step of a level" when truncating metric rows.
+_ALL_STEPS = 1 << 60
+
+
+def validate(cfg: dict) -> None:
+    """imp's own keys: prune.rate in (0, 1), scope, output_rate, rewind syntax, retraining, control."""
+    from overparam.cli.validate import choice
+
+    common.validate_prune_block(cfg)
+    common.validate_rewind(cfg)
+    choice(cfg, "control", CONTROLS)
+    if common.get(cfg, "control") == "random_prune":
+        choice(cfg, "prune.distribution", common.DISTRIBUTIONS)
+
+
+# --- the plan of levels ---------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """Kept weight counts per level and whether each level is canonical (shared by a sparsity sweep)."""
+
+    counts: list[int]
+    canonical: list[bool]
+
+    @property
+    def levels(self) -> int:
+        return len(self.counts)
+
+
+def plan_levels(total: int, rate: float, sparsity: float, oneshot: bool = False) -> Plan:
+    """Level 0 is dense; level L keeps round(total * (1-rate)^L); the last level keeps exactly the target.
+
+    Canonical counts never depend on the target (each is also forced strictly below the previous one,
+    so a tiny layer cannot stall), which is what lets jobs of a sparsity sweep share them.
+    """
+    target = common.target_count(total, sparsity)
+    counts, canonical = [total], [True]
+    if oneshot:
+        if target < total:
+            counts.append(target)
+            canonical.append(False)
+        return Plan(counts, canonical)
+    level = 0
+    while counts[-1] > target:
+        level += 1
+        nominal = min(int(math.floor(total * (1.0 - rate) ** level + 0.5)), counts[-1] - 1)
+        if nominal > target:
+            counts.append(nominal)
+            canonical.append(True)
+        else:
+            counts.append(target)
+            canonical.append(nominal == target)
+    return Plan(counts, canonical)
+
+
+# --- one lottery run ------------------------------------------------------------------------------
+
+@dataclass
+class Context:
+    """Everything a level needs: the config, the data, the pruning settings and the training settings."""
+
+    cfg: Any
+    setup: Any
+    rate: float
+    scope: str
+    output_rate: float
+    rewind_kind: str
+    rewind_amount: int
+    retrain_schedule: str
+    oneshot: bool
+    sparsity: float
+    exclude_output: bool
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    sources: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg, setup, oneshot: bool) -> "Context":
+        from overparam.engine.optim import total_steps
+
+        prune = cfg.get("prune") or {}
+        kind, amount = common.parse_rewind(cfg.get("rewind", "init"))
+        retrain = cfg.get("retrain") or {}
+        output_rate = prune.get("output_rate")
+        context = cls(cfg=cfg, setup=setup, rate=float(prune.get("rate") or 0.2),
+                      scope=str(prune.get("scope") or "global"),
+                      output_rate=1.0 if output_rate is None else float(output_rate),
+                      rewind_kind=kind, rewind_amount=amount,
+                      retrain_schedule=str(retrain.get("lr_schedule") or "lrw"), oneshot=oneshot,
+                      sparsity=float(cfg.sparsity), exclude_output=common.output_excluded(cfg))
+        context.total_steps, context.steps_per_epoch = total_steps(cfg.train, len(setup.data.train_x))
+        return context
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    def fresh_model(self, seed: int | None = None) -> torch.nn.Module:
+        """A newly initialized model (the run's seed unless given) with all-one masks."""
+        return common.make_prunable(self.setup.new_model(seed), exclude_output=self.exclude_output)
+
+    @property
+    def rewind_step(self) -> int:
+        """The step whose weights pruned levels restart from (0 for init)."""
+        if self.rewind_kind == "it":
+            step = self.rewind_amount
+        elif self.rewind_kind == "ep":
+            step = self.rewind_amount * self.steps_per_epoch
+        else:
+            return 0
+        if step >= self.total_steps:
+            raise UserError(f"rewind={self.cfg.rewind} is step {step}, not before the end of training "
+                            f"({self.total_steps} steps)")
+        return step
+
+    def retrain_optim(self) -> Any:
+        """The optimizer config of a pruned level under rewind=none (ft: last LR; lrw: same; clr: warm-up + decay)."""
+        from omegaconf import OmegaConf
+
+        from overparam.engine.optim import lr_at
+
+        optim = OmegaConf.to_container(self.cfg.optim, resolve=True)
+        if self.rewind_kind != "none" or self.retrain_schedule == "lrw":
+            return optim
+        if self.retrain_schedule == "ft":
+            last = lr_at(self.total_steps - 1, self.total_steps, optim)
+            return {**optim, "lr": last, "schedule": "constant", "warmup_steps": 0}
+        # clr: one cycle, linear warm-up over the first 10% to the base LR, then linear decay to zero.
+        return {**optim, "schedule": "linear", "warmup_steps": max(1, round(0.1 * self.total_steps))}
+
+    def masks_after(self, state: dict[str, torch.Tensor], model: torch.nn.Module, keep: int
+                    ) -> dict[str, torch.Tensor]:
+        """Magnitude masks keeping `keep` weights of a trained level's `state` (pruned weights stay pruned)."""
+        names = common.weight_names(model)
+        scores = {name: state[name].abs() for name in names}
+        alive = {name: state[f"{name}_mask"] for name in names}
+        output_name = common.output_weight_name(model)
+        if self.oneshot:
+            return common.oneshot_masks(scores, keep, scope=self.scope, output_name=output_name,
+                                        output_rate=self.output_rate, sparsity=self.sparsity, alive=alive)
+        return common.masks_for_total(scores, keep, scope=self.scope, output_name=output_name,
+                                      output_rate=self.output_rate, rate=self.rate, alive=alive)
+
+
+def _seed_resume_point(run, tag: str, model: torch.nn.Module, optim, step: int) -> None:
+    """Start `fit` at `step` (late rewinding trains steps N..T of the schedule, not 0..T).
+
+    `fit` continues from a `resume_<tag>` checkpoint; one written here holds the rewound weights,
+    a fresh optimizer and the step, so the phase runs the remaining schedule and data order exactly
+    as if training had been resumed there. A real resume checkpoint (a killed level) takes precedence.
+    """
+    from overparam.engine.optim import build_optimizer
+
+    name = f"resume_{tag}"
+    if step <= 0 or run.has_checkpoint(name):
+        return
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
+    run.save_checkpoint(name, {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": None, "step": step,
+        "best_step": step, "best_loss": math.inf, "best": {}, "history": [], "seconds": 0.0,
+    })
+
+
+def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_step: int = 0, optim=None,
+                step_hook: Callable | None = None, label: str | None = None) -> dict:
+    """Train one level through `engine.fit` (tag `level_<L>`) and store it in `<run>/level_<L>/`."""
+    from overparam.engine import fit
+
+    tag = f"level_{level}"
+    if not run.has_checkpoint(f"resume_{tag}"):
+        run.truncate_metrics(level - 1, _ALL_STEPS)  # rows of an interrupted earlier attempt at this level
+    optim = optim if optim is not None else ctx.cfg.optim
+    _seed_resume_point(run, tag, model, optim, start_step)
+    result = fit(model, ctx.setup.data, run, tag=tag, level=level, label=label or tag, step_hook=step_hook,
+                 **ctx.setup.fit_kwargs(optim=optim))
+    summary = {"level": level, **common.mask_statistics(model, ctx.setup.data.input_shape, ctx.setup.device),
+               **result.flat(), "steps": result.steps}
+    rows = [row for row in run.read_metrics() if row.get("level") == level]
+    common.write_level(common.level_dir(run.root, level), model, summary, rows)
+    run.drop_checkpoint(f"resume_{tag}")
+    return summary
+
+
+def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    model.load_state_dict(state)
+    return model
+
+
+class Lineage:
+    """The magnitude-pruning levels of one config, stored in `run` and shared through `cache`."""
+
+    def __init__(self, ctx: Context, run, plan: Plan, cache: common.LevelCache):
+        self.ctx = ctx
+        self.run = run
+        self.plan = plan
+        self.cache = cache
+        self.sources: dict[int, str] = {}
+
+    def path(self, level: int) -> Path:
+        return common.level_dir(self.run.root, level)
+
+    def ensure(self, level: int) -> Path:
+        """Level `level` complete in the run directory: already there, linked from the cache, or trained."""
+        for earlier in range(level):
+            if not common.level_complete(self.path(earlier)):
+                self.ensure(earlier)
+        target = self.path(level)
+        if common.level_complete(target):
+            self.sources.setdefault(level, "run")
+            return target
+        if not self.plan.canonical[level] or not self.cache.enabled:
+            self._train(level)
+            self.sources[level] = "trained"
+            return target
+        with self.cache.lock(level):
+            if self.cache.has(level):
+                self._fetch(level)
+                self.sources[level] = "cache"
+            else:
+                self._train(level)
+                self.cache.publish(level, target)
+                self.sources[level] = "trained"
+        return target
+
+    def _fetch(self, level: int) -> None:
+        source = self.cache.path(level)
+        self.run.truncate_metrics(level - 1, _ALL_STEPS)
+        common.replay_metrics(self.run, common.read_metric_rows(source), level)
+        common.copy_level(source, self.path(level))
+
+    def mask(self, level: int, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The magnitude mask of `level` (from the trained level before it); level 0 is all ones."""
+        if level == 0:
+            return {name: torch.ones_like(w) for name, w in common.weights_of(model).items()}
+        previous = common.load_level_state(self.path(level - 1))
+        return self.ctx.masks_after(previous, model, self.plan.counts[level])
+
+    def start_model(self, level: int, mask: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, int, Any]:
+        """(model with `mask` installed, start step, optimizer config) of a pruned level, by the rewind rule."""
+        ctx = self.ctx
+        model = ctx.fresh_model()
+        if ctx.rewind_kind in ("it", "ep"):
+            from overparam.store.checkpoint import load_state
+
+            _load_into(model, load_state(self.path(0) / "rewind.safetensors"))
+            start = ctx.rewind_step
+        elif ctx.rewind_kind == "none":
+            _load_into(model, common.load_level_state(self.path(level - 1)))
+            start = 0
+        else:
+            start = 0
+        common.apply_masks_by_name(model, mask)
+        return model, start, ctx.retrain_optim()
+
+    def _train(self, level: int) -> None:
+        ctx = self.ctx
+        if level == 0:
+            model = ctx.fresh_model()
+            hook = self._rewind_saver(model) if ctx.rewind_kind in ("it", "ep") else None
+            train_level(ctx, self.run, 0, model, step_hook=hook, label=self._label(0))
+            return
+        model = ctx.fresh_model()
+        mask = self.mask(level, model)
+        model, start, optim = self.start_model(level, mask)
+        train_level(ctx, self.run, level, model, start_step=start, optim=optim, label=self._label(level))
+
+    def _rewind_saver(self, model: torch.nn.Module) -> Callable | None:
+        """A step hook that stores the rewind point's weights once, in level_0/rewind.safetensors."""
+        from overparam.store.checkpoint import save_state
+
+        step_wanted = self.ctx.rewind_step
+        path = self.path(0) / "rewind.safetensors"
+
+        def save(current: torch.nn.Module) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_state(path, {k: v.detach().cpu() for k, v in current.state_dict().items()})
+
+        if step_wanted == 0:
+            save(model)
+            return None
+
+        def hook(step, current, _optimizer):
+            if step == step_wanted:
+                save(current)
+
+        return hook
+
+    def _label(self, level: int) -> str:
+        return f"level {level}/{self.plan.levels - 1} ({100.0 * self.plan.counts[level] / self.plan.counts[0]:.1f}%)"
+
+
+def _control_model(ctx: Context, ticket: Lineage, level: int, control: str) -> tuple[torch.nn.Module, int, Any]:
+    """The control network of `level`: its mask, its initial weights, start step and optimizer config."""
+    template = ctx.fresh_model()
+    ticket_mask = ticket.mask(level, template)
+    shapes = {name: tuple(m.shape) for name, m in ticket_mask.items()}
+    generator = torch.Generator().manual_seed(common.derived_seed(ctx.seed, control, level))
+    if control == "random_reinit":
+        model = ctx.fresh_model(common.derived_seed(ctx.seed, "random_reinit", level) % (2 ** 31))
+        common.apply_masks_by_name(model, ticket_mask)
+        return model, 0, ctx.cfg.optim
+    if control == "random_mask":
+        counts = {name: int(m.count_nonzero()) for name, m in ticket_mask.items()}
+    else:  # random_prune
+        keep = ticket.plan.counts[level]
+        sparsity = 1.0 - keep / ticket.plan.counts[0]
+        distribution = str((ctx.cfg.get("prune") or {}).get("distribution") or "uniform")
+        counts = common.distribution_counts(template, keep, distribution, ctx.output_rate, sparsity)
+    mask = common.random_masks(counts, shapes, generator)
+    return ticket.start_model(level, mask)
+
+
+def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: common.LevelCache) -> dict[int, str]:
+    """Train (or take from the cache) the control network at every level of the plan."""
+    sources: dict[int, str] = {}
+    plan = ticket.plan
+    for level in range(plan.levels):
+        target = common.level_dir(run.root, level)
+        if common.level_complete(target):
+            sources[level] = "run"
+            continue
+        if level == 0 and control in ("random_mask", "random_prune"):
+            # A random mask of the dense level is the dense mask: the control's level 0 is the ticket's.
+            source = ticket.ensure(0)
+            run.truncate_metrics(-1, _ALL_STEPS)
+            common.replay_metrics(run, common.read_metric_rows(source), 0)
+            common.copy_level(source, target)
+            sources[level] = "ticket"
+            continue
+        shared = plan.canonical[level] and cache.enabled
+        with cache.lock(level) if shared else _null():
+            if shared and cache.has(level):
+                run.truncate_metrics(level - 1, _ALL_STEPS)
+                common.replay_metrics(run, common.read_metric_rows(cache.path(level)), level)
+                common.copy_level(cache.path(level), target)
+                sources[level] = "cache"
+                continue
+            if level > 0:
+                ticket.ensure(level - 1)
+            else:
+                ticket.ensure(0)  # the rewind point lives in the ticket's level 0
+            model, start, optim = _control_model(ctx, ticket, level, control)
+            train_level(ctx, run, level, model, start_step=start, optim=optim,
+                        label=f"{control} level {level}/{plan.levels - 1}")
+            if shared:
+                cache.publish(level, target)
+            sources[level] = "trained"
+    return sources
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> common.LevelCache:
+    prune = cfg.get("prune") or {}
+    if prune.get("cache") is False:
+        return common.LevelCache(None)
+    key = common.cache_key(run.config, drop=drop)
+    return common.LevelCache(Path(str(cfg.paths.output_dir)) / ".cache" / kind / key)
+
+
+def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
+    """The IMP/one-shot loop: levels to the target, controls on the same levels, a summary with `levels`."""
+    from overparam.recipes.common import prepare
+    from overparam.store import Run
+
+    setup = prepare(cfg)
+    ctx = Context.from_config(cfg, setup, oneshot)
+    ctx.rewind_step  # noqa: B018 - a rewind point past the end of training is a UserError before any work
+    template = ctx.fresh_model()
+    total = sum(w.numel() for w in common.weights_of(template).values())
+    plan = plan_levels(total, ctx.rate, ctx.sparsity, oneshot=oneshot)
+    control = str(cfg.get("control") or "none")
+    ticket_cache = _cache(cfg, run, drop=("control",))
+    run.record("level_cache", str(ticket_cache.root) if ticket_cache.enabled else None)
+    if control == "none":
+        ticket = Lineage(ctx, run, plan, ticket_cache)
+        for level in range(plan.levels):
+            ticket.ensure(level)
+        sources, root = ticket.sources, run.root
+    else:
+        # The ticket lineage of a control run lives in <run>/ticket/ (its own metrics and resume points).
+        ticket_run = Run(run.root / "ticket", run.config, device=run.device, precision=run.precision).start()
+        ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
+        sources = _control_levels(ctx, run, ticket, control, _cache(cfg, run))
+        ticket_run.finish("done")
+        root = run.root
+    levels = [common.level_row(common.read_level_summary(common.level_dir(root, level)))
+              for level in range(plan.levels)]
+    final = common.read_level_summary(common.level_dir(root, plan.levels - 1))
+    summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    summary.pop("level", None)
+    summary["levels_count"] = plan.levels
+    summary["control"] = control
+    summary["levels"] = levels
+    from overparam.store.checkpoint import load_state
+
+    run.save_checkpoint("model", load_state(common.level_dir(root, plan.levels - 1) / "model.safetensors"))
+    shown = [{**row, "source": sources.get(row["level"], "")} for row in levels]
+    name = "one-shot" if oneshot else "IMP"
+    common.print_level_table(shown, f"{name} {'ticket' if control == 'none' else control} levels -> "
+                                    f"sparsity {ctx.sparsity} ({run.root})")
+    return summary
+
+
+def run(cfg, run) -> dict:
+    """Iterative magnitude pruning to `sparsity` at `prune.rate` per round; every level in `<run>/level_<L>/`."""
+    return run_lottery(cfg, run, oneshot=False)

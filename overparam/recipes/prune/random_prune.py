@@ -1,0 +1,39 @@
+"""`method=random_prune`: random masks at initialization, uniform or ERK layer densities, then train.
+
+Liu et al. 2022, "The Unreasonable Effectiveness of Random Pruning": with the right layer-wise
+densities (ERK), a randomly pruned wide network trains to dense accuracy.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from overparam.recipes.prune import common
+from overparam.recipes.prune.at_init import run_at_init, validate_at_init
+
+
+def validate(cfg: dict) -> None:
+    """random_prune's keys: prune.distribution (uniform | erk), prune.output_rate."""
+    from overparam.cli.validate import choice
+
+    validate_at_init(cfg, scope=False)
+    choice(cfg, "prune.distribution", common.DISTRIBUTIONS)
+
+
+def random_init_masks(model, keep: int, sparsity: float, distribution: str, output_rate: float,
+                      seed: int) -> dict[str, torch.Tensor]:
+    """Random masks keeping exactly `keep` weights, per-layer counts from `distribution`."""
+    counts = common.distribution_counts(model, keep, distribution, output_rate, sparsity)
+    shapes = {name: tuple(w.shape) for name, w in common.weights_of(model).items()}
+    generator = torch.Generator().manual_seed(common.derived_seed(seed, "random_prune"))
+    return common.random_masks(counts, shapes, generator)
+
+
+def run(cfg, run) -> dict:
+    """Random pruning to `sparsity` at initialization, then ordinary training."""
+    distribution = str(cfg.prune.distribution)
+
+    def masks(model, setup, keep, sparsity, output_rate):
+        return random_init_masks(model, keep, sparsity, distribution, output_rate, int(cfg.seed))
+
+    return run_at_init(cfg, run, masks)

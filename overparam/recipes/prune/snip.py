@@ -1,0 +1,36 @@
+"""`method=snip`: prune at initialization by connection sensitivity |g * w| (Lee et al. 2019), then train."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from overparam.recipes.prune import common
+from overparam.recipes.prune.at_init import run_at_init, score_batch, scored_masks, validate_at_init
+
+
+def validate(cfg: dict) -> None:
+    """snip's keys: prune.scope, prune.output_rate, prune.score_batches >= 1."""
+    from overparam.cli.validate import number
+
+    validate_at_init(cfg)
+    number(cfg, "prune.score_batches", low=1, integer=True)
+
+
+def snip_scores(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """|dL/dw * w| for every prunable weight, on the batch (x, y)."""
+    weights = common.weights_of(model)
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    grads = torch.autograd.grad(loss, list(weights.values()))
+    return {name: (g * w).detach().abs().cpu() for (name, w), g in zip(weights.items(), grads)}
+
+
+def run(cfg, run) -> dict:
+    """SNIP masks to `sparsity` from `prune.score_batches` batches at initialization, then training."""
+
+    def masks(model, setup, keep, sparsity, output_rate):
+        x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
+        return scored_masks(snip_scores(model, x, y), model, keep, sparsity, output_rate, str(cfg.prune.scope))
+
+    return run_at_init(cfg, run, masks)

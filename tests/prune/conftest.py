@@ -1,0 +1,23 @@
+"""Tiny runs of the prune methods: a 16-unit MLP on mnist1d, a dozen steps per training phase."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=12", "train.eval_every=6", "train.batch_size=64",
+        "hardware.threads=1"]
+
+
+@pytest.fixture
+def train_tiny(tmp_path):
+    """train_tiny(run_name, *overrides) -> (summary, run dir); every run shares tmp_path as paths.output_dir."""
+    from overparam.cli.train import train_in_process
+
+    def _train(name: str, *overrides: str):
+        out = Path(tmp_path) / name
+        summary = train_in_process([*TINY, f"paths.output_dir={tmp_path}", *overrides], out)
+        return summary, out
+
+    return _train
