@@ -21,3 +21,17 @@ def train_tiny(tmp_path):
         return summary, out
 
     return _train
+
+
+@pytest.fixture
+def compose_tiny(tmp_path):
+    """compose_tiny(*overrides) -> (DictConfig, container) of a tiny run writing under tmp_path."""
+    from omegaconf import OmegaConf
+
+    from overparam.cli.train import compose_checked
+
+    def _compose(*overrides: str):
+        container = compose_checked([*TINY, f"paths.output_dir={tmp_path}", *overrides])
+        return OmegaConf.create(container), container
+
+    return _compose
