@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHAPES = {  # name: (batch, in_features, out_features, what it is)
     "lenet": (128, 784, 300, "LeNet-300-100 first layer"),
+    "lenet_hidden": (128, 300, 100, "LeNet-300-100 second layer"),
     "classifier": (128, 2048, 1000, "ResNet-50 classifier (fc)"),
     "square1024": (256, 1024, 1024, "1024x1024"),
     "square4096": (256, 4096, 4096, "4096x4096"),

@@ -4,7 +4,7 @@
 machine: for each (device, dtype, implementation, mode) and each benchmarked layer shape, the
 sparsity from which the `sparse` backend beats the reference (`sparse_from`, null when it never
 did). A call uses the entry whose shape is nearest in multiply-adds; with no entry for its
-device/dtype/implementation it uses `torch`. The decision is cached per mask change and shape.
+device/dtype/implementation, or far smaller than every measured shape, it uses `torch`. The decision is cached per mask change and shape.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 from overparam.kernels.cache import mask_cache, mask_density
 
 CROSSOVER_PATH = Path(__file__).with_name("crossover.json")
+# Calls with fewer multiply-adds than the smallest measured shape divided by this use `torch`.
+SMALLEST_MEASURED_FACTOR = 4
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,8 +45,12 @@ def sparse_threshold(device_type: str, dtype: torch.dtype, implementation: str, 
                and e["implementation"] == implementation and e["mode"] == mode]
     if not entries:
         return None
-    size = math.log(max(1, batch * in_features * out_features))
-    nearest = min(entries, key=lambda e: abs(math.log(e["batch"] * e["in_features"] * e["out_features"]) - size))
+    size = batch * in_features * out_features
+    sizes = [e["batch"] * e["in_features"] * e["out_features"] for e in entries]
+    if size < min(sizes) / SMALLEST_MEASURED_FACTOR:
+        # Far below every measured shape the per-call overhead decides, which nothing measured: torch.
+        return None
+    nearest = min(zip(sizes, entries), key=lambda pair: abs(math.log(pair[0]) - math.log(max(1, size))))[1]
     return nearest["sparse_from"]
 
 

@@ -139,6 +139,8 @@ def test_auto_follows_the_crossover_data(monkeypatch):
         assert dispatch.choose_backend(torch.randn(256, 4096), big, (torch.rand(4096, 4096) > 0.99).float()) == "torch"
         # no entry for this dtype: torch
         assert dispatch.choose_backend(x.double(), weight.double(), torch.zeros(300, 784).double()) == "torch"
+        # far smaller than anything measured: torch, however sparse
+        assert dispatch.choose_backend(torch.randn(2, 64), torch.randn(16, 64), torch.zeros(16, 64)) == "torch"
 
 
 def test_auto_with_the_shipped_measurements_picks_sparse_only_when_sparse():
