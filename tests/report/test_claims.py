@@ -129,3 +129,19 @@ def test_preset_with_a_true_expectation_passes(tmp_path, capsys):
     _preset_sweep(tmp_path, "acc(model=cnn1d) - acc(model=mlp) >= 0.05")
     assert runner(["table", str(tmp_path), "--claims"]) == 0
     assert "PASS  CNN beats MLP" in capsys.readouterr().out
+
+
+def _presets():
+    from overparam.cli.paths import config_dir
+
+    return sorted((config_dir() / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", _presets(), ids=lambda p: p.stem)
+def test_every_preset_claim_parses(preset):
+    """A preset's claims are checked before its sweep runs; a typo must fail here, not after hours of training."""
+    import yaml
+
+    claims = yaml.safe_load(preset.read_text()).get("claims")
+    for claim in claim_list(claims):
+        assert claim["text"] and claim["source"], f"{preset.name}: every claim names its text and source"
