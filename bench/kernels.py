@@ -1,6 +1,6 @@
 """Masked-matmul benchmark: time of each backend relative to dense F.linear (not a test).
 
-    python bench/kernels.py                                  # all shapes, CPU, float32 (~2 min on 2 cores)
+    python bench/kernels.py                                  # all shapes, CPU, float32 (~3 min on 2 cores)
     python bench/kernels.py --shapes lenet --repeats 30      # one shape, more rounds
     python bench/kernels.py --write-crossover                # also rewrite overparam/kernels/crossover.json
     python bench/kernels.py --device cuda --dtype float16 --pattern block    # GPU: triton on tile-aligned blocks

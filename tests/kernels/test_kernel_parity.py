@@ -32,7 +32,7 @@ shapes = dict(batch=st.integers(1, 9), in_features=st.integers(1, 96), out_featu
 
 
 @pytest.mark.parametrize("backend,implementation", [v for v in CPU_VARIANTS if v[0] != "triton"])
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(**shapes)
 def test_fast_backends_match_reference(backend, implementation, batch, in_features, out_features, pattern, sparsity,
                                        seed, three_d, bias):
