@@ -217,6 +217,10 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
         if fresh and not keep_failed:
             # A bad input found only now: leave no half-written directory behind.
             shutil.rmtree(out_dir, ignore_errors=True)
+            try:  # and no empty <date> folder made only for it
+                out_dir.parent.rmdir()
+            except OSError:
+                pass
         raise
     except BaseException as exc:
         run.finish("failed", reason=f"{type(exc).__name__}: {_split_message(exc)}")
