@@ -140,7 +140,12 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         eval_every = int(train["eval_every"])
     else:
         eval_every = max(1, int(round(float(train.get("eval_every_epochs") or 1) * steps_per_epoch)))
-    checkpoint_every = int(train.get("checkpoint_every") or eval_every)
+    # Resume points: every evaluation and every `checkpoint_every` steps. The RNG is reseeded at
+    # each of them whether or not a checkpoint is written there, so how often checkpoints are
+    # actually written (a step count, or wall time) never changes the numbers.
+    checkpoint_every = int(train.get("checkpoint_every") or 0)
+    checkpoint_seconds = float(train.get("checkpoint_seconds") or 0.0)
+    last_checkpoint_time = time.perf_counter()
     grad_clip = train.get("grad_clip")
     stop_on_nonfinite = bool(train.get("stop_on_nonfinite", True))
 
@@ -269,8 +274,13 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
                 results = evaluate_now(step)
                 split = "val" if "val" in results else "test"
                 progress.update(step, f"{split} acc {results[split]['accuracy']:.3f}")
-            if step % checkpoint_every == 0 or step == total:
-                checkpoint(step)
+            at_eval = step % eval_every == 0
+            at_interval = bool(checkpoint_every) and step % checkpoint_every == 0
+            if at_eval or at_interval or step == total:
+                due = at_interval or step == total or time.perf_counter() - last_checkpoint_time >= checkpoint_seconds
+                if due:
+                    checkpoint(step)
+                    last_checkpoint_time = time.perf_counter()
                 reseed(step)
     finally:
         progress.close()
