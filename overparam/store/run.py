@@ -120,6 +120,11 @@ class Run:
                 )
             self.resumed = True
             self.info = previous
+            # Writes killed before their rename leave `.<name>.<random>.tmp` files; only this run
+            # writes into its directory, so any left when it starts again are debris.
+            for folder in (self.root, self.checkpoints):
+                for leftover in folder.glob(".*.tmp"):
+                    leftover.unlink(missing_ok=True)
             self.info["resumes"] = int(previous.get("resumes", 0)) + (previous.get("status") != "done")
         else:
             self.info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoints": {}, "resumes": 0}
