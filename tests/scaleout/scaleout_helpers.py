@@ -33,9 +33,13 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def metrics_of(summary: dict) -> dict:
-    """A summary without its timings (the only keys that differ between equal runs)."""
-    return {k: v for k, v in summary.items() if not k.endswith("_seconds")}
+def metrics_of(summary):
+    """A summary without its timings (the only keys that differ between equal runs), also inside rows/levels."""
+    if isinstance(summary, dict):
+        return {k: metrics_of(v) for k, v in summary.items() if not k.endswith("_seconds")}
+    if isinstance(summary, list):
+        return [metrics_of(v) for v in summary]
+    return summary
 
 
 def read_json(path: Path) -> dict:

@@ -64,7 +64,7 @@ def test_killed_after_a_checkpoint_rename_falls_back_to_the_previous_slot(tmp_pa
 @pytest.mark.parametrize("kill_spec", [
     "before:resume_dense:1",    # during the first checkpoint write: nothing to resume from
     "before:resume_dense:4",    # during a later checkpoint write, before its rename
-    "after:run.json:9",         # between two steps, right after run.json recorded a checkpoint
+    "after:run.json:4",         # between two steps, right after run.json recorded the 3rd checkpoint
     "before:model.safetensors:1",  # training finished, final weights being written
     "before:summary.json:1",    # everything written but the summary
 ])
@@ -88,3 +88,43 @@ def test_a_truncated_checkpoint_is_reported_and_the_previous_one_used(tmp_path, 
     warnings = [line for line in resumed.stderr.splitlines() if line.startswith("runner: checkpoint")]
     assert len(warnings) == 1 and "truncated" in warnings[0], resumed.stderr
     _assert_same_as_reference(run_dir, reference)
+
+
+# Families beyond dense, each in its smallest useful form; a family is tested once its config exists.
+# (overrides, which resume checkpoint write to kill after: the n-th of the run, any phase)
+FAMILY_RUNS = {
+    # the teacher is trained and saved first, then the student phase writes 2 resume points
+    "kd": (["method=kd"], 2),
+    "sms": (["method=sms", "sparsity=0.5", "sms.phases=2", "sms.copies=2"], 3),
+    # two IMP levels at prune.rate 0.2; the shared level cache off, or the second run would reuse
+    # the reference run's levels instead of training (and being killed)
+    "imp": (["method=imp", "sparsity=0.36", "prune.cache=false"], 3),
+}
+FAMILY_SHORT = ["train.epochs=null", "train.steps=10", "train.eval_every=5", "train.checkpoint_every=5",
+                "model.widths=[16]"]
+
+
+def _landed(method):
+    from overparam.cli.paths import config_dir
+
+    return (config_dir() / "method" / f"{method}.yaml").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [m for m in FAMILY_RUNS if _landed(m)])
+def test_other_families_killed_mid_phase_resume_to_the_same_numbers(tmp_path, method):
+    overrides, nth_write = FAMILY_RUNS[method]
+    args = [*overrides, *FAMILY_SHORT]
+    reference = runner(["train", *args, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    # SIGKILL right after the n-th resume checkpoint of any phase is renamed into place (before run.json
+    # records it), so the resumed run also has to fall back to that phase's previous slot.
+    killed = runner(["train", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                    env={"OVERPARAM_KILL_IN_WRITE": f"after:resume_:{nth_write}"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = runner(["train", *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ours, theirs = read_json(run_dir / "summary.json"), read_json(tmp_path / "ref" / "summary.json")
+    assert metrics_of(ours) == metrics_of(theirs)
+    assert read_json(run_dir / "run.json")["resumes"] == 1
