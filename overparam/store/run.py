@@ -26,6 +26,9 @@ from overparam.store.checkpoint import file_sha256, load_state, save_state
 
 # Keys that say where or how a run is observed, not what it computes (`claims`: how a preset judges it).
 NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name", "claims")
+# Nested keys of the same kind: how often checkpoints are written never changes the numbers
+# (the RNG is reseeded at every evaluation, written or not).
+NON_IDENTITY_NESTED = (("train", "checkpoint_seconds"),)
 
 
 def _strip_for_hash(value: Any) -> Any:
@@ -41,6 +44,9 @@ def _strip_for_hash(value: Any) -> Any:
 def config_hash(config: dict) -> str:
     """Identity of a run: sha256 over its resolved config without observation keys and nulls."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    for section, key in NON_IDENTITY_NESTED:
+        if isinstance(identity.get(section), dict) and key in identity[section]:
+            identity[section] = {k: v for k, v in identity[section].items() if k != key}
     payload = json.dumps(_strip_for_hash(identity), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -57,6 +57,8 @@ def test_config_hash_ignores_paths_and_null_options():
     base = {"seed": 0, "optim": {"lr": 0.1}, "paths": {"output_dir": "a"}}
     assert config_hash(base) == config_hash({**base, "paths": {"output_dir": "b"}})
     assert config_hash(base) == config_hash({**base, "new_option": None})
+    assert config_hash({**base, "train": {"epochs": 3}}) == \
+        config_hash({**base, "train": {"epochs": 3, "checkpoint_seconds": 5}})
     assert config_hash(base) != config_hash({**base, "seed": 1})
     # Pinned: a change here means every existing run's identity changed.
     assert config_hash({"seed": 0, "optim": {"lr": 0.1}}) == "b016cff0c53b7cef"
