@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -20,9 +21,13 @@ def _override_for(path: Path) -> str | None:
     if parts == ("train",):
         return None
     group = "/".join(parts[:-1])
-    return f"{group}={parts[-1]}"
+    # Groups outside train.yaml's defaults list (e.g. prune, for method=kd +prune=imp) are appended.
+    prefix = "" if group in DEFAULT_GROUPS or group.startswith("hydra/") else "+"
+    return f"{prefix}{group}={parts[-1]}"
 
 
+DEFAULT_GROUPS = {next(iter(entry)) for entry in yaml.safe_load((ROOT / "train.yaml").read_text())["defaults"]
+                  if isinstance(entry, dict)}
 CONFIG_FILES = sorted(p for p in ROOT.rglob("*.yaml"))
 
 
@@ -43,6 +48,8 @@ def test_config_file_composes_and_resolves(path):
     GlobalHydra.instance().clear()
     assert resolved["method"]["_target_"].startswith("overparam.")
     assert resolved["model"]["_target_"]
+    if override and override.startswith("+prune"):
+        assert resolved["prune"]["with"]
     if override and override.split("=")[0] in ("model", "dataset", "method", "hardware"):
         group, option = override.split("=")
         assert resolved[group]["name"] == option, f"{path} must set name: {option}"
