@@ -6,6 +6,7 @@ and validated, so a bad value ends with one clear line, exit code 2, and nothing
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -97,7 +98,9 @@ def compose_checked(overrides: list[str]) -> dict:
     finally:
         GlobalHydra.instance().clear()
     from overparam.cli.validate import validate
+    from overparam.report.allowlist import check_targets
 
+    check_targets(container, trust=trusted(), source="the composed config")
     validate(container)
     return container
 
@@ -129,8 +132,20 @@ def _override_args(argv: list[str]) -> list[str]:
     return list(args.overrides)
 
 
+TRUST_ENV = "OVERPARAM_TRUST_TARGETS"
+
+
+def trusted() -> bool:
+    """True when `--trust` was given: any `_target_` may be instantiated."""
+    return os.environ.get(TRUST_ENV) == "1"
+
+
 def main(argv: list[str]) -> int:
     """Validate, then run Hydra's app (single run or -m sweep)."""
+    if "--trust" in argv:
+        # An environment variable reaches the jobs a launcher runs in other processes too.
+        argv = [arg for arg in argv if arg != "--trust"]
+        os.environ[TRUST_ENV] = "1"
     multirun = "-m" in argv or "--multirun" in argv
     if not _wants_info(argv):
         validate_overrides(_override_args(argv))
@@ -144,7 +159,8 @@ def main(argv: list[str]) -> int:
         app()
     finally:
         sys.argv = saved_argv
-    if multirun and FAILED_JOBS:
+    # A preset may set hydra.mode=MULTIRUN itself, so failures are reported whatever the flags were.
+    if FAILED_JOBS:
         print(f"runner train: {len(FAILED_JOBS)} job(s) failed:", file=sys.stderr)
         for where, reason in FAILED_JOBS:
             print(f"  {where}: {reason}", file=sys.stderr)
@@ -179,6 +195,15 @@ def task(cfg) -> Any:
     return None
 
 
+def _remove_refused_run_dir(out_dir: Path) -> None:
+    """A bad input found only at run time leaves no half-written directory (nor an empty <date> folder)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    try:
+        out_dir.parent.rmdir()
+    except OSError:
+        pass
+
+
 def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     """Open the run directory, call the method's recipe, record the summary and the status.
 
@@ -191,8 +216,18 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     from overparam.store import Run
     from overparam.store.loggers import build_loggers
 
+    from overparam.report.allowlist import check_targets
+
     container = OmegaConf.to_container(cfg, resolve=True)
     fresh = not (out_dir / "run.json").exists()
+    try:
+        # A config from elsewhere (--config-path/--config-dir) is data, not code: the same allowlist
+        # as `runner reproduce` before anything is instantiated.
+        check_targets(container, trust=trusted(), source="the config")
+    except UserError:
+        if fresh and not keep_failed:
+            _remove_refused_run_dir(out_dir)
+        raise
     run = Run(out_dir, container, device=str(cfg.hardware.device), precision=str(cfg.hardware.precision))
     try:
         run.start()
@@ -215,12 +250,7 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     except UserError as exc:
         run.finish("failed", reason=str(exc))
         if fresh and not keep_failed:
-            # A bad input found only now: leave no half-written directory behind.
-            shutil.rmtree(out_dir, ignore_errors=True)
-            try:  # and no empty <date> folder made only for it
-                out_dir.parent.rmdir()
-            except OSError:
-                pass
+            _remove_refused_run_dir(out_dir)
         raise
     except BaseException as exc:
         run.finish("failed", reason=f"{type(exc).__name__}: {_split_message(exc)}")

@@ -260,13 +260,16 @@ class Run:
         return load_state(self.checkpoint_path(name), device=device)
 
     def drop_checkpoint(self, name: str) -> None:
-        """Delete a checkpoint that is no longer needed (e.g. an older resume point)."""
-        self.info.get("checkpoints", {}).pop(name, None)
+        """Delete a checkpoint that is no longer needed; a resume point goes with both its slots."""
+        names = (name,) if name.endswith(".alt") else self.resume_slots(name)
+        for each in names:
+            self.info.get("checkpoints", {}).pop(each, None)
         self._write_info()
-        try:
-            self.checkpoint_path(name).unlink()
-        except FileNotFoundError:
-            pass
+        for each in names:
+            try:
+                self.checkpoint_path(each).unlink()
+            except FileNotFoundError:
+                pass
 
     # --- resume points ---------------------------------------------------------------
     @staticmethod
