@@ -64,6 +64,7 @@ def test_unknown_command_exits_2(capsys):
     ("optim.lr=-1", ["optim.lr", "range"]),
     ("train.batch_size=0", ["train.batch_size"]),
     ("nokey=3", ["nokey"]),
+    ("model._target_=os.system", ["os.system", "--trust"]),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, override, words):
     out = _run(["train", override, f"paths.output_dir={tmp_path / 'outputs'}"], cwd=tmp_path)
