@@ -13,11 +13,12 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 KERNELS = ("auto", "torch", "triton", "sparse")
 
 
-def _get(cfg: dict, dotted: str) -> Any:
+def get(cfg: dict, dotted: str, default: Any = None) -> Any:
+    """A dotted key of a config container, or `default` when absent (None-safe)."""
     node: Any = cfg
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return None
+            return default
         node = node[part]
     return node
 
@@ -25,7 +26,7 @@ def _get(cfg: dict, dotted: str) -> Any:
 def number(cfg: dict, key: str, *, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False, integer: bool = False, optional: bool = False) -> None:
     """Require `key` to be a finite number in the given range."""
-    value = _get(cfg, key)
+    value = get(cfg, key)
     if value is None:
         if optional:
             return
@@ -46,7 +47,7 @@ def number(cfg: dict, key: str, *, low: float | None = None, high: float | None 
 
 def choice(cfg: dict, key: str, allowed: tuple[str, ...]) -> None:
     """Require `key` to be one of `allowed`."""
-    value = _get(cfg, key)
+    value = get(cfg, key)
     if value not in allowed:
         raise UserError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
@@ -55,7 +56,7 @@ def validate(cfg: dict) -> None:
     """Validate the keys every run uses, then the method's own keys (its module's `validate`)."""
     number(cfg, "seed", integer=True, low=0)
     number(cfg, "sparsity", low=0.0, high=1.0, high_open=True)
-    train = _get(cfg, "train") or {}
+    train = get(cfg, "train") or {}
     if (train.get("steps") is None) == (train.get("epochs") is None):
         raise UserError("set exactly one of train.steps and train.epochs (the other to null)")
     number(cfg, "train.steps", low=0, low_open=True, integer=True, optional=True)
@@ -76,7 +77,7 @@ def validate(cfg: dict) -> None:
     choice(cfg, "hardware.precision", PRECISIONS)
     choice(cfg, "hardware.kernel", KERNELS)
     number(cfg, "hardware.threads", low=1, integer=True, optional=True)
-    method = _get(cfg, "method") or {}
+    method = get(cfg, "method") or {}
     target = method.get("_target_")
     if not target:
         raise UserError("method._target_ is missing: the method config must name its recipe")

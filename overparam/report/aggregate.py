@@ -33,6 +33,21 @@ class Cell:
     unfinished: int = 0
     missing: int = 0  # finished runs that do not report the metric
 
+    def add(self, record, metric: str) -> bool:
+        """Count one record into the cell; False when its run has not finished (failed or running)."""
+        if not record.run.finished:
+            if record.status == "failed":
+                self.failed += 1
+            else:
+                self.unfinished += 1
+            return False
+        value = record.value(metric)
+        if value is None or not math.isfinite(value):
+            self.missing += 1
+        else:
+            self.values.append(value)
+        return True
+
     @property
     def n(self) -> int:
         return len(self.values)
@@ -163,20 +178,9 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
         row_values.setdefault(row)
         col_values.setdefault(col)
         cell = cells.setdefault((row, col), Cell())
-        if not record.run.finished:
-            if record.status == "failed":
-                cell.failed += 1
-            else:
-                cell.unfinished += 1
-            if id(record.run) not in seen_problem_runs:
-                seen_problem_runs.add(id(record.run))
-                problems.append((str(record.run.path), record.status, record.run.reason or ""))
-            continue
-        value = record.value(metric)
-        if value is None or not math.isfinite(value):
-            cell.missing += 1
-        else:
-            cell.values.append(value)
+        if not cell.add(record, metric) and id(record.run) not in seen_problem_runs:
+            seen_problem_runs.add(id(record.run))
+            problems.append((str(record.run.path), record.status, record.run.reason or ""))
     pooled = _pooled_keys(records, set(row_keys) | set(col_keys))
     if pooled and warn is not None:
         warn(f"cells pool runs that differ in {', '.join(pooled)} (add them to --rows/--cols to split)")

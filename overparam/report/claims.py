@@ -260,17 +260,7 @@ class _Evaluator:
         metric = resolve_metric(candidates, call.func.id)  # type: ignore[attr-defined]
         cell = Cell()
         for record in candidates:
-            if not record.run.finished:
-                if record.status == "failed":
-                    cell.failed += 1
-                else:
-                    cell.unfinished += 1
-                continue
-            value = record.value(metric)
-            if value is None or not math.isfinite(value):
-                cell.missing += 1
-            else:
-                cell.values.append(value)
+            cell.add(record, metric)
         lookup = Lookup(text=text, cell=cell, chosen=chosen, runs=len({id(r.run) for r in candidates}))
         if all(existing.text != text for existing in self.lookups):
             self.lookups.append(lookup)

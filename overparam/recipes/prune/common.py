@@ -25,6 +25,8 @@ from torch import nn
 
 from overparam.errors import UserError
 
+from overparam.cli.validate import get  # dotted-key reads, shared with the global checks
+
 SCOPES = ("global", "layerwise")
 DISTRIBUTIONS = ("uniform", "erk")
 REWIND_PATTERN = re.compile(r"^(init|none|(\d+)(it|ep))$")
@@ -35,14 +37,6 @@ CACHE_IGNORED_KEYS = ("sparsity", "paths", "hydra", "logger", "experiment_name",
 
 # --- validation helpers ---------------------------------------------------------------------------
 
-def get(cfg: dict, dotted: str, default: Any = None) -> Any:
-    """A dotted key of a config container (None-safe)."""
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def validate_prune_block(cfg: dict, *, rate: bool = True) -> None:
