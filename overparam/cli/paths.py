@@ -18,7 +18,7 @@ def config_dir() -> Path:
     raise FileNotFoundError("overparam's configs/ folder was not found beside the package")
 
 
-GROUPS = ("method", "model", "dataset", "hardware", "experiment", "logger", "hparams_search")
+GROUPS = ("method", "model", "dataset", "hardware", "experiment", "logger", "hparams_search", "prune")
 
 
 def group_options(group: str) -> list[str]:
