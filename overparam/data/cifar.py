@@ -17,7 +17,8 @@ import torch
 
 from overparam.data.augment import RandomCropFlip
 from overparam.data.bundle import DataBundle
-from overparam.data.common import check_labels, dataset_root, missing_files_error, require_flags, to_normalized_float
+from overparam.data.common import (check_labels, dataset_root, missing_files_error, require_flags,
+                                   to_normalized_float, torchvision_download)
 from overparam.errors import UserError
 
 # Per-channel mean and std of the training pixels in [0, 1].
@@ -80,16 +81,8 @@ def _labels(batches: list[dict], key: bytes, path_hint: Path) -> torch.Tensor:
 
 
 def _download(name: str, root: Path) -> None:
-    import torchvision.datasets as tv_datasets
-
-    cls = {"cifar10": tv_datasets.CIFAR10, "cifar100": tv_datasets.CIFAR100}[name]
-    try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as exc:  # noqa: BLE001 - any network/file failure becomes one clear line
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"dataset {name}: download into {root} failed ({text}); copy the official python "
-                        f"batches to {root / LAYOUT[name][0]} instead") from None
+    torchvision_download(name, root, {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}[name],
+                         f"copy the official python batches to {root / LAYOUT[name][0]} instead")
 
 
 def load_cifar(name: str, data_dir: str, root: str | None = None, download: bool = False, augment: bool = True,

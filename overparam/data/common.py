@@ -15,6 +15,18 @@ def dataset_root(data_dir: str, root: str | None, name: str) -> Path:
     return Path(root).expanduser() if root else Path(data_dir).expanduser() / name
 
 
+def torchvision_download(name: str, root: Path, class_name: str, instead: str) -> None:
+    """Fetch both splits with torchvision's dataset class; any failure is one line saying what to do."""
+    import torchvision.datasets as tv_datasets
+
+    try:
+        for train in (True, False):
+            getattr(tv_datasets, class_name)(str(root), train=train, download=True)
+    except Exception as exc:  # noqa: BLE001 - any network/file failure becomes one clear line
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"dataset {name}: download into {root} failed ({text}); {instead}") from None
+
+
 def missing_files_error(name: str, where: Path, what: str) -> UserError:
     """The one line an offline user sees: where the files go and the command that fetches them."""
     return UserError(

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 
 from overparam.data.bundle import DataBundle
-from overparam.data.common import check_labels, dataset_root, missing_files_error, require_flags, to_normalized_float
+from overparam.data.common import (check_labels, dataset_root, missing_files_error, require_flags,
+                                   to_normalized_float, torchvision_download)
 from overparam.errors import UserError
 
 FILES = {
@@ -68,16 +69,8 @@ def _find(root: Path, folder: str, stem: str) -> Path | None:
 
 
 def _download(name: str, root: Path) -> None:
-    import torchvision.datasets as tv_datasets
-
-    cls = {"mnist": tv_datasets.MNIST, "fashion_mnist": tv_datasets.FashionMNIST}[name]
-    try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as exc:  # noqa: BLE001 - any network/file failure becomes one clear line
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"dataset {name}: download into {root} failed ({text}); "
-                        f"copy the idx files to {root / STATS[name][0] / 'raw'} instead") from None
+    torchvision_download(name, root, {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name],
+                         f"copy the idx files to {root / STATS[name][0] / 'raw'} instead")
 
 
 def load_idx_dataset(name: str, data_dir: str, root: str | None = None, download: bool = False,
