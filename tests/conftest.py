@@ -8,3 +8,20 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 # mnist1d is generated once and cached; tests share one cache folder (CI sets its own).
 os.environ.setdefault("OVERPARAM_DATA_DIR", os.path.join(tempfile.gettempdir(), "overparam-test-data"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+import pytest  # noqa: E402  (after the environment settings above, on purpose)
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: one intra-op thread is faster than several fighting for shared cores.
+
+    Folders of such tests switch it on with an autouse fixture in their conftest.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

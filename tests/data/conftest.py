@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool) -> Path:
@@ -78,12 +77,9 @@ def make_cifar100(root: Path, n_train: int, n_test: int, seed: int = 0) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one intra-op thread is faster than several fighting for shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(single_thread):
+    """Every test here runs with the shared `single_thread` fixture."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
