@@ -242,6 +242,9 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
         recipe = get_method(cfg.method._target_)
         summary = recipe(cfg, run) or {}
         summary.setdefault("method", cfg.method.name)
+        if (cfg.get("dataset") or {}).get("label_noise"):
+            summary.setdefault("label_noise", float(cfg.dataset.label_noise))
+            summary.setdefault("label_noise_seed", int(cfg.dataset.get("label_noise_seed") or 0))
         run.info["completed_hash"] = run.hash
         run.finish("done", summary=summary)
         for name in list(run.info.get("checkpoints", {})):

@@ -23,6 +23,8 @@ class DataBundle:
     val_x: Optional[torch.Tensor] = None
     val_y: Optional[torch.Tensor] = None
     augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = field(default=None, repr=False)
+    # What was done to the labels (label noise: fraction, seed, labels replaced and changed), for summaries.
+    notes: dict = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -51,6 +53,9 @@ class DataBundle:
         return replace(self, train_x=self.train_x[indices], train_y=self.train_y[indices])
 
 
+LABEL_NOISE_KEYS = ("label_noise", "label_noise_seed")
+
+
 def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed: int):
     """Seeded split of train into (train, val); the same seed always gives the same split."""
     if not 0.0 <= val_fraction < 1.0:
@@ -64,6 +69,25 @@ def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed:
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
+def add_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """(labels, notes): round(fraction * n) labels, chosen by `seed`, replaced by uniformly random classes.
+
+    A replaced label may draw its own class again (the convention of Zhang et al. 2017 and Nakkiran et
+    al. 2020), so about fraction * (1 - 1/classes) of the labels actually change; notes count both.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise UserError(f"dataset.label_noise must be in [0, 1], got {fraction}")
+    count = int(round(len(y) * fraction))
+    generator = torch.Generator().manual_seed(int(seed) + 15485863)
+    chosen = torch.randperm(len(y), generator=generator)[:count]
+    random_classes = torch.randint(0, int(num_classes), (count,), generator=generator, dtype=y.dtype)
+    noisy = y.clone()
+    noisy[chosen.to(y.device)] = random_classes.to(y.device)
+    notes = {"label_noise": float(fraction), "label_noise_seed": int(seed), "labels_replaced": count,
+             "labels_changed": int((noisy != y).sum())}
+    return noisy, notes
+
+
 def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu") -> DataBundle:
     """Build the dataset a `dataset` config names, split val off train, move it to `device`."""
     from hydra.utils import get_method
@@ -72,10 +96,16 @@ def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu") -> Data
         loader = get_method(cfg._target_)
     except Exception as exc:
         raise UserError(f"dataset {cfg.get('name')}: cannot import {cfg._target_}: {exc}") from None
-    options = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "val_fraction")}
+    options = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "val_fraction", *LABEL_NOISE_KEYS)}
     bundle: DataBundle = loader(data_dir=data_dir, **options)
     val_fraction = float(cfg.get("val_fraction", 0.0) or 0.0)
     if val_fraction and bundle.val_x is None:
         tx, ty, vx, vy = split_train_val(bundle.train_x, bundle.train_y, val_fraction, seed)
         bundle = replace(bundle, train_x=tx, train_y=ty, val_x=vx, val_y=vy)
+    # Noise goes into the training labels only, after val is split off: val and test stay clean.
+    # Its own seed (not the run's) lets runs of several seeds or widths share one noisy training set.
+    fraction = float(cfg.get("label_noise") or 0.0)
+    if fraction:
+        noisy, notes = add_label_noise(bundle.train_y, fraction, bundle.num_classes, int(cfg.get("label_noise_seed") or 0))
+        bundle = replace(bundle, train_y=noisy, notes={**bundle.notes, **notes})
     return bundle.to(device)

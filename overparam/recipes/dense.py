@@ -12,4 +12,4 @@ def run(cfg, run) -> dict:
     model = setup.new_model()
     result = fit(model, setup.data, run, tag="dense", label="dense", **setup.fit_kwargs())
     run.save_checkpoint("model", model.state_dict())
-    return {**result.flat(), **model_summary(model), "steps": result.steps}
+    return {**result.flat(), **model_summary(model), "steps": result.steps, **setup.data.notes}
