@@ -150,6 +150,8 @@ def default_layout(records: list[Record], rows: list[str] | None, cols: list[str
         return (varying or ["method"]), []
     if rows is None:
         return (varying or ["method"]), cols or []
+    # Rows named by the user already tell a run's rows apart (`--rows measure`): no `row` column then.
+    varying = [k for k in varying if k != "row"]
     return rows, (varying[-1:] if varying and len(varying) == 1 else [])
 
 
