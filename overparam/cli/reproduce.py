@@ -353,12 +353,16 @@ def report_sweep(root: Path, claims: list[dict], *, jobs_ok: bool = True) -> int
     print()
     print(text, end="")
     kind = plots.choose_kind(records)
+    if kind == "bar" and plots.numeric_axis(table):
+        kind = "line"
     figure = root / "figure.png"
     try:
         if kind == "lottery":
             plots.lottery_figure(records, figure)
         elif kind == "path":
             plots.path_figure(records, figure)
+        elif kind == "line":
+            plots.line_figure(table, figure)
         else:
             plots.bar_figure(table, figure)
         print(f"figure: {figure} ({kind})")

@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("md", "csv", "latex", "json"), default="md")
     parser.add_argument("--digits", type=int, default=4, help="decimals in md/latex cells")
     parser.add_argument("--out", help="write the table to this file instead of stdout")
-    parser.add_argument("--plot", metavar="FILE.png", help="also draw the figure (lottery, path or bar; see --plot-kind)")
-    parser.add_argument("--plot-kind", choices=("auto", "lottery", "path", "bar"), default="auto")
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw the figure (lottery, path, line or bar; see --plot-kind)")
+    parser.add_argument("--plot-kind", choices=("auto", "lottery", "path", "line", "bar"), default="auto")
     parser.add_argument("--plot-curves", metavar="FILE.png", help="training curves per level of ONE run")
     parser.add_argument("--claims", action="store_true",
                         help="evaluate the claims: saved in the runs' configs (a preset's sweep); exit 1 if any fails")
@@ -62,10 +62,14 @@ def main(argv: list[str]) -> int:
         from overparam.report import plots
 
         kind = plots.choose_kind(records) if args.plot_kind == "auto" else args.plot_kind
+        if args.plot_kind == "auto" and kind == "bar" and plots.numeric_axis(table):
+            kind = "line"
         if kind == "lottery":
             plots.lottery_figure(records, args.plot, metric=table.metric)
         elif kind == "path":
             plots.path_figure(records, args.plot)
+        elif kind == "line":
+            plots.line_figure(table, args.plot)
         else:
             plots.bar_figure(table, args.plot)
         print(f"wrote {args.plot} ({kind} figure)", file=sys.stderr)

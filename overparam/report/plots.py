@@ -4,6 +4,8 @@
   method/control, error bars over seeds: the lottery-ticket figure.
 - `path_figure`: loss and accuracy along an interpolation path (`lmc` rows with `alpha`), one line
   per variant (e.g. before/after alignment).
+- `line_figure`: the metric against one numeric row key (a width sweep: double descent), one line
+  per column, seed std as error bars; chosen instead of bars when the rows are such a key.
 - `bar_figure`: one bar per table cell with seed error bars, for sweeps without a sparsity axis.
 - `curves_figure`: per-level training curves of one pruning run, from its metrics.jsonl.
 """
@@ -187,6 +189,37 @@ def bar_figure(table: Table, out: str | Path, title: str | None = None) -> Path:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title or f"{table.metric.replace('_', ' ')} (mean ± std over seeds)", fontsize=10)
+    return _save(fig, out)
+
+
+def numeric_axis(table: Table) -> bool:
+    """True when the rows are one numeric key with at least 3 values (a sweep to draw as a curve)."""
+    if len(table.row_keys) != 1 or len(table.rows) < 3:
+        return False
+    return all(isinstance(row[0], (int, float)) and not isinstance(row[0], bool) for row in table.rows)
+
+
+def line_figure(table: Table, out: str | Path, title: str | None = None) -> Path:
+    """The metric against the numeric row key (log x when it spans more than 20x), one line per column."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    xs_all = [float(row[0]) for row in table.rows]
+    for j, col in enumerate(table.cols):
+        points = [(float(row[0]), table.cell(row, col)) for row in table.rows]
+        points = [(x, cell) for x, cell in points if cell.values]
+        if not points:
+            continue
+        label = ", ".join(f"{k}={display(v)}" for k, v in zip(table.col_keys, col)) or None
+        ax.errorbar([x for x, _ in points], [c.mean for _, c in points], yerr=[c.std or 0.0 for _, c in points],
+                    marker="o", markersize=3, capsize=2, label=label, color=f"C{j % 10}")
+    if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(table.row_keys[0])
+    ax.set_ylabel(table.metric.replace("_", " "))
+    if any(table.col_keys):
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or f"{table.metric.replace('_', ' ')} vs {table.row_keys[0]} (mean ± std over seeds)", fontsize=10)
     return _save(fig, out)
 
 
