@@ -41,6 +41,7 @@ ROWS = [
     ("sparsity 1", ["sparsity=1"], "sparsity=1 is out of range"),
     ("sparsity above 1", ["sparsity=1.5"], "sparsity=1.5 is out of range"),
     ("sparsity nan", ["sparsity=nan"], "sparsity=nan must be a finite number"),
+    ("label noise above 1", ["dataset.label_noise=1.5"], "dataset.label_noise=1.5 is out of range"),
     ("negative lr", ["optim.lr=-0.1"], "optim.lr=-0.1 is out of range"),
     ("zero steps", ["train.steps=0", "train.epochs=null"], "train.steps=0 is out of range"),
     ("negative steps", ["train.steps=-5", "train.epochs=null"], "train.steps=-5 is out of range"),
