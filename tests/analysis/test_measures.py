@@ -171,3 +171,24 @@ def test_measures_needs_two_finished_runs(sweep, tmp_path, capsys):
     code = runner(["train", "method=measures", f"ingredients=[{sweep / '0'}]", f"hydra.run.dir={tmp_path / 'one'}"])
     assert code == 2 and "at least 2 runs" in capsys.readouterr().err
     assert not (tmp_path / "one").exists()
+
+
+def test_worst_case_perturbation_stays_in_its_box_and_hurts_more_than_noise():
+    torch.manual_seed(0)
+    x = torch.randn(400, 2, dtype=torch.float64)
+    model = tiny()
+    with torch.no_grad():
+        y = model(x).argmax(1)  # the network's own labels: every perturbation can only lower its accuracy
+    base = g.accuracy(model, x, y)
+    assert base == 1.0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # A zero-radius box (alpha = 0, eps = 0) cannot move the weights at all.
+    assert g.worst_case_accuracy(model, x, y, 0.0, torch.Generator().manual_seed(0), magnitude_eps=0.0) == base
+    adversarial = g.worst_case_accuracy(model, x, y, 0.3, torch.Generator().manual_seed(0))
+    random = g.perturbed_accuracy(model, x, y, 0.3, torch.Generator().manual_seed(0), samples=20, magnitude_eps=1e-3)
+    assert adversarial < random <= base + 0.05  # the ascent finds a worse point than Gaussian noise of that scale
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # restored
+    alpha = g.sharpness_alpha(model, x, y, seed=0)
+    deviation = base - g.worst_case_accuracy(model, x, y, alpha, torch.Generator().manual_seed(10348628753))
+    assert deviation == pytest.approx(0.1, abs=0.04)
+    assert 0 < alpha < g.pacbayes_sigma(model, x, y, seed=0, samples=10, magnitude_eps=1e-3)

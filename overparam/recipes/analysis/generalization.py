@@ -31,7 +31,7 @@ MEASURES = (
     "log_prod_spec", "log_prod_spec_over_margin", "log_spec_orig", "fro_over_spec",
     "log_prod_fro", "log_prod_fro_over_margin",
     "path_norm", "path_norm_over_margin", "fisher_rao",
-    "pacbayes_init", "pacbayes_flatness", "pacbayes_mag_init", "magnitude_flatness",
+    "pacbayes_init", "pacbayes_flatness", "pacbayes_mag_init", "pacbayes_mag_flatness", "sharpness_mag_flatness",
 )
 
 
@@ -172,6 +172,51 @@ def pacbayes_sigma(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, see
                         target=target, tolerance=tolerance, depth=depth)
 
 
+def worst_case_accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float,
+                        generator: torch.Generator, magnitude_eps: float = 1e-3, steps: int = 10) -> float:
+    """Training accuracy after an adversarial perturbation in the box |u_i| <= alpha |w_i| + eps.
+
+    Jiang et al. Sec. C.4 (magnitude-aware sharpness): the perturbation that most raises the training
+    loss, found here by `steps` of projected sign-gradient ascent on the cross-entropy from a seeded
+    random point in the box (step: a fifth of the box per step). The weights are restored after.
+    """
+    params = list(model.parameters())
+    originals = [p.detach().clone() for p in params]
+    radii = [alpha * o.abs() + magnitude_eps for o in originals]
+    perturbation = [(torch.rand(o.shape, generator=generator, dtype=o.dtype).to(o.device) * 2 - 1) * r
+                    for o, r in zip(originals, radii)]
+    try:
+        for _ in range(steps):
+            with torch.no_grad():
+                for p, o, u in zip(params, originals, perturbation):
+                    p.copy_(o + u)
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            with torch.no_grad():
+                for p, u, r in zip(params, perturbation, radii):
+                    if p.grad is not None:
+                        u.add_(p.grad.sign() * r / 5).clamp_(min=-r, max=r)
+        with torch.no_grad():
+            for p, o, u in zip(params, originals, perturbation):
+                p.copy_(o + u)
+        return accuracy(model, x, y)
+    finally:
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for p, o in zip(params, originals):
+                p.copy_(o)
+
+
+def sharpness_alpha(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, *, target: float = 0.1,
+                    tolerance: float = 0.01, depth: int = 15, magnitude_eps: float = 1e-3) -> float:
+    """Largest alpha whose worst-case magnitude-aware perturbation moves training accuracy by `target`."""
+    model.eval()
+    base = accuracy(model, x, y)
+    generator = torch.Generator().manual_seed(10348628753 + int(seed))
+    return bisect_sigma(lambda a: abs(worst_case_accuracy(model, x, y, a, generator, magnitude_eps) - base),
+                        target=target, tolerance=tolerance, depth=depth)
+
+
 def all_measures(model: torch.nn.Module, init: dict, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
                  percentile: float = 10.0, samples: int = 10, target: float = 0.1, depth: int = 15,
                  magnitude_eps: float = 1e-3) -> dict[str, float]:
@@ -205,7 +250,7 @@ def all_measures(model: torch.nn.Module, init: dict, x: torch.Tensor, y: torch.T
     sigma = pacbayes_sigma(model, x, y, seed, samples=samples, target=target, depth=depth)
     mag_sigma = pacbayes_sigma(model, x, y, seed, samples=samples, target=target, depth=depth,
                                magnitude_eps=magnitude_eps)
-    out["pacbayes_sigma"], out["magnitude_sigma"] = sigma, mag_sigma
+    out["pacbayes_sigma"], out["pacbayes_mag_sigma"] = sigma, mag_sigma
     out["pacbayes_init"] = float(dist.pow(2).sum()) / (4 * sigma ** 2) + math.log(m / sigma) + 10
     out["pacbayes_flatness"] = 1.0 / sigma ** 2
     # Magnitude-aware bound (Jiang et al. eq. 56), over the weights as the norms are.
@@ -213,7 +258,10 @@ def all_measures(model: torch.nn.Module, init: dict, x: torch.Tensor, y: torch.T
     numerator = magnitude_eps ** 2 + (mag_sigma ** 2 + 1) * float(dist.pow(2).sum()) / omega
     denominator = magnitude_eps ** 2 + mag_sigma ** 2 * dist.pow(2)
     out["pacbayes_mag_init"] = 0.25 * float((numerator / denominator).log().sum()) + math.log(m / mag_sigma) + 10
-    out["magnitude_flatness"] = 1.0 / mag_sigma ** 2
+    out["pacbayes_mag_flatness"] = 1.0 / mag_sigma ** 2
+    alpha = sharpness_alpha(model, x, y, seed, target=target, depth=depth, magnitude_eps=magnitude_eps)
+    out["sharpness_mag_alpha"] = alpha
+    out["sharpness_mag_flatness"] = 1.0 / alpha ** 2
     return out
 
 
