@@ -201,7 +201,10 @@ def _label_value(record: Record, key: str) -> Any:
 
 def _pooled_keys(records: list[Record], shown: set[str]) -> list[str]:
     """Keys that vary within at least one cell although they are neither shown nor seeds."""
-    return [key for key in varying_keys(records) if key not in shown and key not in SEED_KEYS
+    # Rows shown by one of their own fields (`--rows measure`) are told apart: `row` pools nothing then.
+    row_fields = {k for r in records if r.row_kind == "row" for k in r.row} - {"row"}
+    told_apart = {"row"} if shown & row_fields else set()
+    return [key for key in varying_keys(records) if key not in shown and key not in SEED_KEYS and key not in told_apart
             and is_identity_key(key) and not any(key.startswith(f"{s}.") for s in shown)]
 
 
