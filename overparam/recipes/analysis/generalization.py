@@ -20,6 +20,7 @@ robust measures of generalization", github.com/nitarshan/robust-generalization-m
 from __future__ import annotations
 
 import math
+import warnings
 from itertools import combinations
 from typing import Callable
 
@@ -100,7 +101,11 @@ def fisher_rao(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_s
             return F.cross_entropy(functional_call(model, state, (xb,)), yb, reduction="none")
 
         primals = tuple(params[name] for name in names)
-        _, directional = jvp(losses, primals, primals)
+        with warnings.catch_warnings():
+            # torch's forward mode loads its decompositions through torch.jit.script on first use, which
+            # warns that jit is deprecated: a note about torch's internals, not about this computation.
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+            _, directional = jvp(losses, primals, primals)
         total += float((directional.double() ** 2).sum())
     model.train(was_training)
     return (depth + 1) ** 2 * total / max(len(x), 1)
