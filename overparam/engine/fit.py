@@ -100,7 +100,7 @@ class _Progress:
     `tail -f` and its log says afterwards what happened when.
     """
 
-    def __init__(self, label: str, total: int, start: int, run=None):
+    def __init__(self, label: str, total: int, start: int, run=None, trainable: str = ""):
         self.label, self.total = label, total
         self.enabled = sys.stderr.isatty()
         self.plain = not sys.stdout.isatty()
@@ -119,7 +119,7 @@ class _Progress:
             self.bar.start()
             self.task = self.bar.add_task(label, total=total, completed=start, info="")
         resumed = f" (resumed at step {start})" if start else ""
-        self.line(f"start: {total} steps{resumed}")
+        self.line(f"start: {total} steps{resumed}{trainable}")
 
     def line(self, text: str) -> None:
         """One plain line: stdout when it is not a terminal, and the run's train.log."""
@@ -252,7 +252,12 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         return results
 
     t_start = time.perf_counter()
-    progress = _Progress(label or tag, total, step, run)
+    from overparam.models.counting import effective_count
+
+    trainable_count = effective_count(model, trainable)
+    alive_count = effective_count(model, model.parameters())
+    progress = _Progress(label or tag, total, step, run,
+                         trainable=f", {trainable_count:,} of {alive_count:,} parameters trainable")
     model.train()
     reseed(step)
     if step == 0:
