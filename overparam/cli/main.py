@@ -13,6 +13,7 @@ commands:
   ls          list what exists: methods, models, datasets, hardware, experiments, loggers
   table       tables and plots from finished runs and sweeps
   reproduce   re-run a saved run or sweep and compare every summary metric
+  export      a run's weights (or one pruning level's) as a plain safetensors state dict
 
   runner <command> --help   shows each command's options
 examples:
@@ -27,6 +28,7 @@ COMMANDS = {
     "ls": "overparam.cli.ls",
     "table": "overparam.cli.table",
     "reproduce": "overparam.cli.reproduce",
+    "export": "overparam.cli.export",
 }
 
 
