@@ -42,10 +42,6 @@ def main(argv: list[str]) -> int:
         from overparam.cli.runs import main as list_runs
 
         return list_runs(argv[1:])
-    if argv and argv[0] == "cache":
-        from overparam.cli.cache import main as cache
-
-        return cache(["ls", *argv[1:]])
     parser = argparse.ArgumentParser(prog="runner ls", description="List methods, models, datasets, hardware, "
                                      "experiments, loggers and searches, read from the config tree.")
     parser.add_argument("group", nargs="?", help=f"one of: {', '.join(GROUPS)}; or `runs [DIR]` (the run "

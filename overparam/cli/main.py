@@ -10,9 +10,10 @@ Experiment runner for pruning, merging, tuning and distilling over-parameterized
 
 commands:
   train       run a method on a model and dataset (a Hydra app: key=value overrides, -m sweeps)
-  ls          list what exists: methods, models, datasets, hardware, experiments, loggers
+  ls          list what exists: methods, models, datasets, hardware, experiments, loggers; `ls runs`
   table       tables and plots from finished runs and sweeps
   reproduce   re-run a saved run or sweep and compare every summary metric
+  cache       the level cache under outputs/.cache: `cache ls`, `cache clean`
   export      a run's weights (or one pruning level's) as a plain safetensors state dict
 
   runner <command> --help   shows each command's options
@@ -29,6 +30,7 @@ COMMANDS = {
     "table": "overparam.cli.table",
     "reproduce": "overparam.cli.reproduce",
     "export": "overparam.cli.export",
+    "cache": "overparam.cli.cache",
 }
 
 

@@ -162,6 +162,7 @@ def main(argv: list[str]) -> int:
     rows = list_runs(args.dirs, args.status, args.metric)
     common = common_overrides(rows)
     sys.stdout.write(render(drop_common(rows, common)))
+    sys.stdout.flush()  # the lines before the count on stderr, also when both go to one terminal
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
