@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
         elif kind == "path":
             plots.path_figure(records, args.plot)
         else:
-            plots.bar_figure(table, args.plot)
+            plots.bar_figure(table, args.plot, records=records)
         print(f"wrote {args.plot} ({kind} figure)", file=sys.stderr)
     if args.plot_curves:
         from overparam.report import plots
