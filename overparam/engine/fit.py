@@ -93,6 +93,17 @@ def _autocast_loss(loss_fn, model, x, y, step, device, autocast_dtype):
         return loss_fn(model, x, y, step)
 
 
+def plain_line(run, label: str, text: str) -> None:
+    """One plain progress line: printed when stdout is not a terminal, and appended to the run's train.log."""
+    stamped = f"{time.strftime('%H:%M:%S')} [{label}] {text}"
+    if not sys.stdout.isatty():
+        print(stamped, flush=True)
+    if run is not None and getattr(run, "root", None) is not None:
+        from overparam.store.textlog import append_line, log_path
+
+        append_line(log_path(run), stamped)
+
+
 class _Progress:
     """A rich bar on a terminal; without one (Slurm, CI, nohup) a plain line per phase and per evaluation.
 
@@ -103,14 +114,9 @@ class _Progress:
     def __init__(self, label: str, total: int, start: int, run=None, trainable: str = ""):
         self.label, self.total = label, total
         self.enabled = sys.stderr.isatty()
-        self.plain = not sys.stdout.isatty()
         self.every = max(1, total // 200)
         self.t_start = time.perf_counter()
-        self.log_path = None
-        if run is not None and getattr(run, "root", None) is not None:
-            from overparam.store.textlog import log_path
-
-            self.log_path = log_path(run)
+        self.run = run
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -123,13 +129,7 @@ class _Progress:
 
     def line(self, text: str) -> None:
         """One plain line: stdout when it is not a terminal, and the run's train.log."""
-        stamped = f"{time.strftime('%H:%M:%S')} [{self.label}] {text}"
-        if self.plain:
-            print(stamped, flush=True)
-        if self.log_path is not None:
-            from overparam.store.textlog import append_line
-
-            append_line(self.log_path, stamped)
+        plain_line(self.run, self.label, text)
 
     def update(self, step: int, info: str | None = None) -> None:
         if self.enabled and (step % self.every == 0 or info is not None):

@@ -46,6 +46,14 @@ def test_ls_shows_entries_levels_sizes_and_users(outputs, capsys):
     assert "2 entries" in text
 
 
+def test_a_level_from_the_cache_is_a_line_in_the_log(outputs):
+    out, runs = outputs
+    log = (runs["b"] / "train.log").read_text()  # b (0.75) took levels 0-1 from a (0.5) and trained level 2
+    assert "[level 0/2 (100.0%)] taken from the level cache" in log
+    assert "[level 1/2 (50.0%)] taken from the level cache" in log
+    assert "[level 2/2 (25.0%)] start: 10 steps" in log
+
+
 def test_clean_keeps_every_finished_run_byte_for_byte(outputs, capsys, tmp_path):
     out, runs = outputs
     before = {name: _digests(path) for name, path in runs.items()}

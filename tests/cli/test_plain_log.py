@@ -14,7 +14,7 @@ def test_plain_lines_on_stdout_and_in_train_log_match_the_metrics(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if "[dense]" in line]
-    assert re.fullmatch(r"\d\d:\d\d:\d\d \[dense\] start: 6 steps", lines[0])
+    assert re.fullmatch(r"\d\d:\d\d:\d\d \[dense\] start: 6 steps, 78,858 of 78,858 parameters trainable", lines[0])
     evaluations = [line for line in lines if "] step " in line]
     assert [int(re.search(r"step (\d+)/6", line).group(1)) for line in evaluations] == [0, 3, 6]
     assert "train_loss" not in evaluations[0] and "train_loss" in evaluations[1]
