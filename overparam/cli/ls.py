@@ -37,10 +37,15 @@ def defaults() -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    """List every group, or one group, with descriptions."""
+    """List every group, or one group, with descriptions; `runner ls runs` lists run directories."""
+    if argv and argv[0] == "runs":
+        from overparam.cli.runs import main as list_runs
+
+        return list_runs(argv[1:])
     parser = argparse.ArgumentParser(prog="runner ls", description="List methods, models, datasets, hardware, "
                                      "experiments, loggers and searches, read from the config tree.")
-    parser.add_argument("group", nargs="?", help=f"one of: {', '.join(GROUPS)}")
+    parser.add_argument("group", nargs="?", help=f"one of: {', '.join(GROUPS)}; or `runs [DIR]` (the run "
+                        "directories, see runner ls runs --help)")
     args = parser.parse_args(argv)
     groups = GROUPS
     if args.group:

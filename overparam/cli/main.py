@@ -10,9 +10,11 @@ Experiment runner for pruning, merging, tuning and distilling over-parameterized
 
 commands:
   train       run a method on a model and dataset (a Hydra app: key=value overrides, -m sweeps)
-  ls          list what exists: methods, models, datasets, hardware, experiments, loggers
+  ls          list what exists: methods, models, datasets, hardware, experiments, loggers; `ls runs`
   table       tables and plots from finished runs and sweeps
   reproduce   re-run a saved run or sweep and compare every summary metric
+  cache       the level cache under outputs/.cache: `cache ls`, `cache clean`
+  export      a run's weights (or one pruning level's) as a plain safetensors state dict
 
   runner <command> --help   shows each command's options
 examples:
@@ -27,6 +29,8 @@ COMMANDS = {
     "ls": "overparam.cli.ls",
     "table": "overparam.cli.table",
     "reproduce": "overparam.cli.reproduce",
+    "export": "overparam.cli.export",
+    "cache": "overparam.cli.cache",
 }
 
 
@@ -57,13 +61,30 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     try:
-        return int(module.main(rest) or 0)
+        code = int(module.main(rest) or 0)
+        sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except UserError as exc:
         print(f"runner {command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"runner {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_went_away() -> int:
+    """`runner ls | head -1`: the reader closed the pipe; stop quietly, like a program killed by SIGPIPE."""
+    import os
+
+    try:
+        # Whatever is still buffered would raise again when Python flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a descriptor
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for a program the pipe ended
 
 
 def entry() -> None:

@@ -11,6 +11,7 @@ EPILOG = """examples:
   runner table outputs/multirun/2026-11-22/10-00-00 --plot fig.png
   runner table outputs/2026-11-22/10-00-00 --plot-curves curves.png
   runner table outputs/multirun/2026-11-22/10-00-00 --claims
+  runner table outputs/multirun/2026-11-22/10-00-00 --html results.html
 Rows and columns are config keys (dotted, e.g. method, sparsity, model.widths) or `level`;
 seeds are pooled into mean ± std (n). Failed and unfinished runs are shown, never dropped."""
 
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="FILE.png", help="also draw the figure (lottery, path, line or bar; see --plot-kind)")
     parser.add_argument("--plot-kind", choices=("auto", "lottery", "path", "line", "bar"), default="auto")
     parser.add_argument("--plot-curves", metavar="FILE.png", help="training curves per level of ONE run")
+    parser.add_argument("--html", metavar="FILE.html", help="also write one self-contained page: the table, the figure "
+                        "inline, the claims (when the runs carry them) and the configs behind each row")
     parser.add_argument("--claims", action="store_true",
                         help="evaluate the claims: saved in the runs' configs (a preset's sweep); exit 1 if any fails")
     return parser
@@ -71,7 +74,7 @@ def main(argv: list[str]) -> int:
         elif kind == "line":
             plots.line_figure(table, args.plot)
         else:
-            plots.bar_figure(table, args.plot)
+            plots.bar_figure(table, args.plot, records=records)
         print(f"wrote {args.plot} ({kind} figure)", file=sys.stderr)
     if args.plot_curves:
         from overparam.report import plots
@@ -80,6 +83,10 @@ def main(argv: list[str]) -> int:
             raise UserError(f"--plot-curves draws one run; {len(runs)} runs were given")
         plots.curves_figure(runs[0].path, args.plot_curves, metric=table.metric)
         print(f"wrote {args.plot_curves} (training curves)", file=sys.stderr)
+    if args.html:
+        from overparam.cli.page import write_page
+
+        write_page(args, table, records)
     if args.claims:
         from overparam.report.claims import claims_of_runs, evaluate_claims
 

@@ -93,12 +93,30 @@ def _autocast_loss(loss_fn, model, x, y, step, device, autocast_dtype):
         return loss_fn(model, x, y, step)
 
 
-class _Progress:
-    """A rich progress bar on a terminal; silent otherwise."""
+def plain_line(run, label: str, text: str) -> None:
+    """One plain progress line: printed when stdout is not a terminal, and appended to the run's train.log."""
+    stamped = f"{time.strftime('%H:%M:%S')} [{label}] {text}"
+    if not sys.stdout.isatty():
+        print(stamped, flush=True)
+    if run is not None and getattr(run, "root", None) is not None:
+        from overparam.store.textlog import append_line, log_path
 
-    def __init__(self, label: str, total: int, start: int):
+        append_line(log_path(run), stamped)
+
+
+class _Progress:
+    """A rich bar on a terminal; without one (Slurm, CI, nohup) a plain line per phase and per evaluation.
+
+    The plain lines also go to the run's `train.log` (terminal or not), so a run can be followed with
+    `tail -f` and its log says afterwards what happened when.
+    """
+
+    def __init__(self, label: str, total: int, start: int, run=None, trainable: str = ""):
+        self.label, self.total = label, total
         self.enabled = sys.stderr.isatty()
         self.every = max(1, total // 200)
+        self.t_start = time.perf_counter()
+        self.run = run
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -106,15 +124,33 @@ class _Progress:
                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
             self.bar.start()
             self.task = self.bar.add_task(label, total=total, completed=start, info="")
+        resumed = f" (resumed at step {start})" if start else ""
+        self.line(f"start: {total} steps{resumed}{trainable}")
+
+    def line(self, text: str) -> None:
+        """One plain line: stdout when it is not a terminal, and the run's train.log."""
+        plain_line(self.run, self.label, text)
 
     def update(self, step: int, info: str | None = None) -> None:
         if self.enabled and (step % self.every == 0 or info is not None):
             fields = {"info": info} if info is not None else {}
             self.bar.update(self.task, completed=step, **fields)
 
-    def close(self) -> None:
+    def evaluation(self, step: int, train_loss: float | None, results: dict) -> None:
+        """The line of one evaluation: step, train loss, each split's accuracy and loss, seconds so far."""
+        parts = [f"step {step}/{self.total}"]
+        if train_loss is not None:
+            parts.append(f"train_loss {train_loss:.4f}")
+        for split, metrics in results.items():
+            parts.extend(f"{split}_{name} {value:.4f}" for name, value in metrics.items())
+        parts.append(f"{time.perf_counter() - self.t_start:.1f}s")
+        self.line("  ".join(parts))
+
+    def close(self, step: int | None = None) -> None:
         if self.enabled:
             self.bar.stop()
+        if step is not None:
+            self.line(f"done: {step}/{self.total} steps in {time.perf_counter() - self.t_start:.1f}s")
 
 
 def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, hardware, seed: int,
@@ -201,7 +237,7 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
 
     last_results: dict = {}
 
-    def evaluate_now(at_step: int) -> dict:
+    def evaluate_now(at_step: int, train_loss: float | None = None) -> dict:
         nonlocal best_step, best_loss, best, last_results
         results = evaluate_splits(model, data, autocast_dtype)
         selection = "val" if "val" in results else "test"
@@ -212,10 +248,16 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
             for split, metrics in results.items():
                 run.log(at_step, split, metrics, level=level)
         last_results = results
+        progress.evaluation(at_step, train_loss, results)
         return results
 
     t_start = time.perf_counter()
-    progress = _Progress(label or tag, total, step)
+    from overparam.models.counting import effective_count
+
+    trainable_count = effective_count(model, trainable)
+    alive_count = effective_count(model, model.parameters())
+    progress = _Progress(label or tag, total, step, run,
+                         trainable=f", {trainable_count:,} of {alive_count:,} parameters trainable")
     model.train()
     reseed(step)
     if step == 0:
@@ -224,6 +266,7 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     order_epoch = -1
     running_loss = torch.full((), resumed_loss[0], device=device)
     running_count = resumed_loss[1]
+    finished = False
     try:
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)
@@ -273,7 +316,7 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
                     run.log(step, "train", {"loss": mean_loss}, level=level)
                 running_loss.zero_()
                 running_count = 0
-                results = evaluate_now(step)
+                results = evaluate_now(step, mean_loss)
                 split = "val" if "val" in results else "test"
                 progress.update(step, f"{split} acc {results[split]['accuracy']:.3f}")
             at_eval = step % eval_every == 0
@@ -284,8 +327,9 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
                     checkpoint(step)
                     last_checkpoint_time = time.perf_counter()
                 reseed(step)
+        finished = True
     finally:
-        progress.close()
+        progress.close(step if finished else None)
         if sharpness is not None:
             sharpness.close()
     if not last_results:  # resumed from the final checkpoint: nothing was evaluated in this session

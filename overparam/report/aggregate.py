@@ -9,12 +9,14 @@ from typing import Any
 
 from overparam.errors import UserError
 from overparam.report.index import Record, SEED_KEYS, is_identity_key, varying_keys
+from overparam.report.readable import (PERCENT_REMAINING, SPARSITY_KEYS, descending, has_key, label_value,
+                                       readable_layout, row_label_keys)
 
 AGGREGATES = ("mean", "mean_std", "max")
 # Short names a user may type for common metrics and keys.
 METRIC_ALIASES = {"acc": "test_accuracy", "accuracy": "test_accuracy", "val_acc": "val_accuracy",
                   "loss": "test_loss"}
-KEY_ALIASES = {"remaining": "remaining_fraction"}
+KEY_ALIASES = {"remaining": "remaining_fraction", "%remaining": PERCENT_REMAINING, "percent_remaining": PERCENT_REMAINING}
 
 
 def resolve_metric(records: list[Record], name: str) -> str:
@@ -143,8 +145,13 @@ def default_layout(records: list[Record], rows: list[str] | None, cols: list[str
     """Row and column keys: those given, else the keys that vary (last one as columns)."""
     if rows is not None and cols is not None:
         return rows, cols
-    varying = [k for k in varying_keys(records) if k not in (rows or []) and k not in (cols or [])]
+    varying = [k for k in readable_layout(records, varying_keys(records))
+               if k not in (rows or []) and k not in (cols or [])]
     if rows is None and cols is None:
+        labels = [k for k in varying if k in row_label_keys(records)]
+        if labels:  # a run's own rows (a merge's models, a path's points) stay rows; a varying config key is columns
+            others = [k for k in varying if k not in labels]
+            return labels + others[:-1], others[-1:]
         if len(varying) >= 2:
             return varying[:-1], varying[-1:]
         return (varying or ["method"]), []
@@ -166,7 +173,7 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
         raise UserError(f"no run reports the metric {metric!r}; available: {', '.join(available)}")
     for key in row_keys + col_keys:
-        if not any(r.has(key) for r in records):
+        if not any(has_key(r, key) for r in records):
             raise UserError(f"no run has the key {key!r} (use a dotted config key such as method, sparsity, "
                             f"model.widths, or level)")
     cells: dict[tuple[tuple, tuple], Cell] = {}
@@ -187,13 +194,38 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
     if pooled and warn is not None:
         warn(f"cells pool runs that differ in {', '.join(pooled)} (add them to --rows/--cols to split)")
     return Table(metric=metric, row_keys=row_keys, col_keys=col_keys,
-                 rows=sorted(row_values, key=lambda t: tuple(_sort_key(v) for v in t)),
-                 cols=sorted(col_values, key=lambda t: tuple(_sort_key(v) for v in t)),
+                 rows=_sorted_labels(row_values, row_keys), cols=_sorted_labels(col_values, col_keys),
                  cells=cells, pooled=pooled, problems=problems)
 
 
+def cell_records(table: Table, records: list[Record]) -> dict[tuple[tuple, tuple], list[Record]]:
+    """The finished records behind each cell of `table` (built from `records`)."""
+    out: dict[tuple[tuple, tuple], list[Record]] = {}
+    for record in records:
+        if not record.run.finished or record.value(table.metric) is None:
+            continue
+        row = tuple(_label_value(record, key) for key in table.row_keys)
+        col = tuple(_label_value(record, key) for key in table.col_keys)
+        out.setdefault((row, col), []).append(record)
+    return out
+
+
+def _sorted_labels(values, keys: list[str]) -> list[tuple]:
+    """Label tuples in reading order: numbers ascending, `% remaining` from 100 down."""
+    def key_of(label: tuple) -> tuple:
+        parts = []
+        for key, value in zip(keys, label):
+            part = _sort_key(value)
+            if descending(key) and part[0] == 1:
+                part = (1, -part[1], "")
+            parts.append(part)
+        return tuple(parts)
+
+    return sorted(values, key=key_of)
+
+
 def _label_value(record: Record, key: str) -> Any:
-    value = record.get(key)
+    value = label_value(record, key)
     if isinstance(value, list):
         return display(value)
     return value
@@ -201,11 +233,10 @@ def _label_value(record: Record, key: str) -> Any:
 
 def _pooled_keys(records: list[Record], shown: set[str]) -> list[str]:
     """Keys that vary within at least one cell although they are neither shown nor seeds."""
-    # Rows shown by one of their own fields (`--rows measure`) are told apart: `row` pools nothing then.
-    row_fields = {k for r in records if r.row_kind == "row" for k in r.row} - {"row"}
-    told_apart = {"row"} if shown & row_fields else set()
-    return [key for key in varying_keys(records) if key not in shown and key not in SEED_KEYS and key not in told_apart
-            and is_identity_key(key) and not any(key.startswith(f"{s}.") for s in shown)]
+    by_level = PERCENT_REMAINING in shown  # the remaining fraction stands for sparsity and level
+    return [key for key in varying_keys(records) if key not in shown and key not in SEED_KEYS
+            and is_identity_key(key) and not any(key.startswith(f"{s}.") for s in shown)
+            and not (by_level and key in SPARSITY_KEYS) and key != "row"]
 
 
 def stderr_warn(message: str) -> None:

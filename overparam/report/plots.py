@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from overparam.errors import UserError
-from overparam.report.aggregate import METRIC_ALIASES, Cell, Table, display, resolve_metric
+from overparam.report.aggregate import METRIC_ALIASES, Cell, Table, cell_records, display, resolve_metric
 from overparam.report.index import Record, SEED_KEYS, varying_keys
+from overparam.report.readable import spread_phrase
 
 PLOT_KINDS = ("auto", "lottery", "path", "bar")
 
@@ -76,6 +77,7 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
         raise UserError(f"nothing to plot: no finished run reports {metric}")
     keys = series if series is not None else _series_keys(records, {"level", "sparsity", "remaining_fraction", "row"})
     groups: dict[tuple, dict[float, Cell]] = {}
+    behind: dict[tuple, list[Record]] = {}  # the records behind each point, for the title's error-bar phrase
     for record in finished:
         remaining = remaining_fraction(record)
         if remaining is None or remaining <= 0:
@@ -83,6 +85,7 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
         label = tuple(record.get(k) for k in keys)
         cell = groups.setdefault(label, {}).setdefault(round(remaining, 6), Cell())
         cell.values.append(record.value(metric))  # type: ignore[arg-type]
+        behind.setdefault((label, round(remaining, 6)), []).append(record)
     if not groups:
         raise UserError("nothing to plot: no run has a sparsity or remaining_fraction")
     plt = _pyplot()
@@ -111,7 +114,8 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or f"{metric.replace('_', ' ')} vs weights remaining (mean ± std over seeds)", fontsize=10)
+    ax.set_title(title or f"{metric.replace('_', ' ')} vs weights remaining ({spread_phrase(records, behind.values())})",
+                 fontsize=10)
     return _save(fig, out)
 
 
@@ -138,6 +142,7 @@ def path_figure(records: list[Record], out: str | Path, title: str | None = None
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, (panel, fields) in zip(axes[0], panels):
         lines: dict[tuple, dict[float, Cell]] = {}
+        behind: dict[tuple, list[Record]] = {}
         for record in rows:
             variant = tuple(record.row.get(f) for f in variant_fields) + tuple(record.get(k) for k in run_keys)
             for field_name in fields:
@@ -145,6 +150,7 @@ def path_figure(records: list[Record], out: str | Path, title: str | None = None
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     key = variant + ((field_name,) if len(fields) > 1 else ())
                     lines.setdefault(key, {}).setdefault(float(record.row["alpha"]), Cell()).values.append(float(value))
+                    behind.setdefault((key, float(record.row["alpha"])), []).append(record)
         names = variant_fields + run_keys + (["metric"] if len(fields) > 1 else [])
         for key, points in sorted(lines.items(), key=lambda kv: str(kv[0])):
             xs = sorted(points)
@@ -154,12 +160,15 @@ def path_figure(records: list[Record], out: str | Path, title: str | None = None
         ax.set_ylabel(panel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title or "interpolation path (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(title or f"interpolation path ({spread_phrase(records, behind.values())})", fontsize=10)
     return _save(fig, out)
 
 
-def bar_figure(table: Table, out: str | Path, title: str | None = None) -> Path:
-    """One bar per table cell (rows grouped, columns side by side), seed std as error bars."""
+def bar_figure(table: Table, out: str | Path, title: str | None = None, records: list[Record] | None = None) -> Path:
+    """One bar per table cell (rows grouped, columns side by side), std over the cell's runs as error bars.
+
+    `records` (those the table was built from) let the title say what the error bars are over.
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(table.rows) * max(1, len(table.cols))), 3.8))
     width = 0.8 / max(1, len(table.cols))
@@ -188,7 +197,12 @@ def bar_figure(table: Table, out: str | Path, title: str | None = None) -> Path:
     if any(table.col_keys):
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(title or f"{table.metric.replace('_', ' ')} (mean ± std over seeds)", fontsize=10)
+    if records is not None:
+        phrase = spread_phrase(records, cell_records(table, records).values())
+    else:
+        largest = max((cell.n for cell in table.cells.values()), default=0)
+        phrase = "one run per bar, no error bars" if largest < 2 else f"mean ± std over up to {largest} runs"
+    ax.set_title(title or f"{table.metric.replace('_', ' ')} ({phrase})", fontsize=10)
     return _save(fig, out)
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import torch
 
+from overparam.engine.fit import plain_line
 from overparam.errors import UserError
 from overparam.recipes.prune import common
 
@@ -259,6 +260,7 @@ class Lineage:
 
     def _fetch(self, level: int) -> None:
         source = self.cache.path(level)
+        plain_line(self.run, self._label(level), f"taken from the level cache {source}")
         self.run.truncate_metrics(level - 1, _ALL_STEPS)
         common.replay_metrics(self.run, common.read_metric_rows(source), level)
         common.copy_level(source, self.path(level))
@@ -368,6 +370,7 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
                 run.truncate_metrics(level - 1, _ALL_STEPS)
                 common.replay_metrics(run, common.read_metric_rows(cache.path(level)), level)
                 common.copy_level(cache.path(level), target)
+                plain_line(run, f"{control} level {level}/{plan.levels - 1}", f"taken from the level cache {cache.path(level)}")
                 sources[level] = "cache"
                 continue
             if level > 0:

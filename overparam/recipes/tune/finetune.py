@@ -13,6 +13,7 @@ from overparam.cli.validate import choice
 from overparam.engine import fit
 from overparam.engine.evaluate import evaluate_splits
 from overparam.errors import UserError
+from overparam.models.counting import trainable_summary
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import load_from_run
 
@@ -58,12 +59,14 @@ def run(cfg, run) -> dict:
         densify(model)
     before = evaluate_splits(model, setup.data)
     params = trainable_parameters(model, str(cfg.finetune.train))
+    # Counted before training ends: a pruned weight is held at zero by its mask and never trains.
+    counts = trainable_summary(model, params)
     result = fit(model, setup.data, run, tag="finetune", label="finetune", params=params, **setup.fit_kwargs())
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     run.save_checkpoint("model", model.state_dict())
     summary = {**result.flat(), **model_summary(model), "steps": result.steps,
-               "trainable_parameters": sum(p.numel() for p in params),
+               **counts,
                **{f"source_{split}_accuracy": m["accuracy"] for split, m in before.items()}}
     if masked_modules(model):
         summary["sparsity"] = sparsity_report(model)["sparsity"]

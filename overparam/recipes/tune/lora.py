@@ -22,6 +22,7 @@ from torch import nn
 from overparam.cli.validate import number
 from overparam.engine import fit
 from overparam.errors import UserError
+from overparam.models.counting import trainable_summary
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import load_from_run
 
@@ -154,9 +155,10 @@ def run(cfg, run) -> dict:
         for parameter in head.parameters():
             parameter.requires_grad_(True)
         params += list(head.parameters())
+    counts = trainable_summary(model, params)
     result = fit(model, setup.data, run, tag="lora", label="lora", params=params, **setup.fit_kwargs())
     summary = {**result.flat(), "steps": result.steps, "lora_parameters": sum(p.numel() for p in params),
-               "base_parameters": before, "adapted_layers": len(adapters)}
+               "base_parameters": before, "adapted_layers": len(adapters), **counts}
     run.save_checkpoint("lora", adapter_state(model))
     if options.get("merge"):
         model.eval()

@@ -46,6 +46,11 @@ class SparseDelta(nn.Module):
         self.register_buffer("subset", subset.to(base.weight.device, base.weight.dtype))
         self.delta = nn.Parameter(torch.zeros_like(base.weight))
 
+    @property
+    def delta_mask(self) -> torch.Tensor:
+        """The entries of `delta` that train (named `<param>_mask` so parameter counts see it)."""
+        return self.subset
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.base, nn.Linear):
             return self.base(x) + masked_matmul(x, self.delta, self.subset)
@@ -135,4 +140,5 @@ def run(cfg, run) -> dict:
         setattr(model.get_submodule(parent_name) if parent_name else model, child, module.folded())
     run.save_checkpoint("model", model.state_dict())
     return {**result.flat(), **model_summary(model), "steps": result.steps, "trainable_weights": trainable,
+            "trainable_parameters": trainable,
             "trainable_fraction": trainable / max(total, 1)}

@@ -1,0 +1,121 @@
+"""Tables and figures a person reads: pruning sweeps by `% remaining`, merge rows by name, honest error bars.
+
+- A pruning sweep (records that are levels) is laid out with one row per `% remaining` (100, 80,
+  64, ...; levels of different runs with the same remaining fraction share a row), not the per-level
+  sparsity floats against level columns.
+- Runs whose summary has `rows` (merges, interpolation paths, generations) are labeled by the row
+  fields that tell them apart (`role`, `name`, `aligned`, `alpha`, `generation`, ...), not `row=0..4`.
+- `spread_phrase` says what a figure's error bars are over: seeds, other pooled keys, or nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from overparam.report.index import SEED_KEYS, Record, varying_keys
+
+PERCENT_REMAINING = "% remaining"
+# Fields of a summary row that identify it, in the order they label it.
+ROW_LABEL_FIELDS = ("role", "name", "aligned", "alpha", "generation", "seed", "ingredient")
+# Config keys a `% remaining` row already accounts for.
+SPARSITY_KEYS = ("sparsity", "level", "remaining_fraction", PERCENT_REMAINING)
+
+
+def percent_remaining(record: Record) -> float | None:
+    """Percent of prunable weights left, rounded to 2 decimals so 20.0003% and 19.9997% share a row."""
+    value = record.get("remaining_fraction")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        sparsity = record.get("sparsity")
+        if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
+            return None
+        value = 1.0 - float(sparsity)
+    return round(100.0 * float(value), 2)
+
+
+def is_pruning_sweep(records: Iterable[Record]) -> bool:
+    """True when some records are pruning levels with more than one remaining fraction."""
+    levels = {percent_remaining(r) for r in records if r.row_kind == "level"}
+    return len(levels) > 1
+
+
+def row_label_keys(records: list[Record]) -> list[str]:
+    """The fewest row fields (in ROW_LABEL_FIELDS order) that tell the rows of one run apart."""
+    rows = [r for r in records if r.row_kind == "row"]
+    if not rows:
+        return []
+    chosen: list[str] = []
+
+    def distinct(keys: list[str]) -> int:
+        return len({(id(r.run), *(_hashable(r.row.get(k)) for k in keys)) for r in rows})
+
+    target = len({(id(r.run), r.row.get("row")) for r in rows})
+    for key in ROW_LABEL_FIELDS:
+        if not any(key in r.row for r in rows):
+            continue
+        if distinct(chosen + [key]) > distinct(chosen):
+            chosen.append(key)
+        if distinct(chosen) == target:
+            return chosen
+    return chosen + ["row"]  # rows that no field tells apart keep their number
+
+
+def readable_layout(records: list[Record], varying: list[str]) -> list[str]:
+    """The keys that vary, with `level`/`sparsity` replaced by `% remaining` and `row` by the row's own labels."""
+    keys = list(varying)
+    if is_pruning_sweep(records):
+        keys = [PERCENT_REMAINING] + [k for k in keys if k not in SPARSITY_KEYS]
+    if "row" in keys:
+        index = keys.index("row")
+        keys[index:index + 1] = [k for k in row_label_keys(records) if k not in keys]
+    return keys
+
+
+def label_value(record: Record, key: str) -> Any:
+    """A record's value for a table key, derived keys included."""
+    if key == PERCENT_REMAINING:
+        return percent_remaining(record)
+    return record.get(key)
+
+
+def has_key(record: Record, key: str) -> bool:
+    """True when the record answers to `key` (derived keys included)."""
+    if key == PERCENT_REMAINING:
+        return percent_remaining(record) is not None
+    return record.has(key)
+
+
+def descending(key: str) -> bool:
+    """Keys whose rows read best from the largest value down (dense first in a pruning table)."""
+    return key == PERCENT_REMAINING
+
+
+def spread_phrase(records: list[Record], groups: Iterable[list[Record]]) -> str:
+    """What error bars over `groups` (the records behind each point) are over, for a figure's title."""
+    groups = [g for g in groups if g]
+    if not groups or max(len(g) for g in groups) < 2:
+        return "one run per point, no error bars"
+    pooled: list[str] = []
+    seeds = set()
+    for group in groups:
+        seeds.update(_hashable(r.get(key)) for r in group for key in SEED_KEYS)
+    for key in varying_keys(records, include_seed=True):
+        if key in SEED_KEYS or key in SPARSITY_KEYS or key == "row":
+            continue
+        if any(len({_hashable(r.get(key)) for r in group}) > 1 for group in groups):
+            pooled.append(key)
+    seed_varies = any(len({_hashable(r.get(k)) for r in g for k in SEED_KEYS}) > 1 for g in groups)
+    largest = max(len(g) for g in groups)
+    if seed_varies and not pooled:
+        count = len({_hashable(r.get("seed")) for g in groups for r in g})
+        return f"mean ± std over {count} seeds"
+    if seed_varies:
+        return f"mean ± std over seeds and {', '.join(pooled)}"
+    if pooled:
+        return f"mean ± std over {', '.join(pooled)} (one seed)"
+    return f"mean ± std over up to {largest} runs of one config (same seed)"
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return repr(value)
+    return value
