@@ -29,8 +29,6 @@ try:  # the C loader parses configs ~10x faster than the pure-Python one
 except ImportError:  # pragma: no cover - libyaml missing
     from yaml import SafeLoader as _YamlLoader
 
-# Config keys that say where or how a run is observed or judged, not what it computes.
-NON_IDENTITY_PREFIXES = ("paths.", "logger.", "hydra.", "claims", "report.")
 # Keys over which a table cell aggregates (mean, std, n) instead of splitting.
 SEED_KEYS = ("seed",)
 _REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
@@ -89,8 +87,10 @@ def _resolve_references(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_identity_key(key: str) -> bool:
-    """True for config keys that change what a run computes (not paths, loggers, claims)."""
-    return not any(key == p.rstrip(".") or key.startswith(p) for p in NON_IDENTITY_PREFIXES)
+    """True for config keys that change what a run computes (store.identity's rule, the hash's own)."""
+    from overparam.store.identity import is_identity_key as rule
+
+    return rule(key)
 
 
 @dataclass

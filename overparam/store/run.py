@@ -10,7 +10,6 @@ Recipes receive a `Run` and never touch the filesystem directly. Layout (DESIGN.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,33 +22,9 @@ from typing import Any, Iterable
 from overparam.errors import UserError
 from overparam.store.atomic import atomic_write_json, atomic_write_text, read_json
 from overparam.store.checkpoint import file_sha256, load_state, save_state
+from overparam.store.identity import config_hash  # the one identity rule (re-exported for callers)
 
-# Keys that say where or how a run is observed, not what it computes (`claims`: how a preset judges it).
-NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name", "claims")
-# Nested keys of the same kind: how often checkpoints are written never changes the numbers
-# (the RNG is reseeded at every evaluation, written or not).
-NON_IDENTITY_NESTED = (("train", "checkpoint_seconds"),)
-
-
-def _strip_for_hash(value: Any) -> Any:
-    if isinstance(value, dict):
-        # A key set to null has no effect (the project's rule for new options), so
-        # adding such an option never changes the hash of existing runs.
-        return {k: _strip_for_hash(v) for k, v in sorted(value.items()) if v is not None}
-    if isinstance(value, list):
-        return [_strip_for_hash(v) for v in value]
-    return value
-
-
-def config_hash(config: dict) -> str:
-    """Identity of a run: sha256 over its resolved config without observation keys and nulls."""
-    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    for section, key in NON_IDENTITY_NESTED:
-        if isinstance(identity.get(section), dict) and key in identity[section]:
-            identity[section] = {k: v for k, v in identity[section].items() if k != key}
-    payload = json.dumps(_strip_for_hash(identity), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
+__all__ = ["Run", "config_hash", "environment_info"]
 
 def _torch_threads() -> int:
     import torch

@@ -30,9 +30,6 @@ from overparam.cli.validate import get  # dotted-key reads, shared with the glob
 SCOPES = ("global", "layerwise")
 DISTRIBUTIONS = ("uniform", "erk")
 REWIND_PATTERN = re.compile(r"^(init|none|(\d+)(it|ep))$")
-# Config keys that do not change what a level computes: where runs land, how they are observed,
-# what a preset claims, and the target sparsity (levels are a prefix sequence independent of it).
-CACHE_IGNORED_KEYS = ("sparsity", "paths", "hydra", "logger", "experiment_name", "claims", "objective", "report")
 
 
 # --- validation helpers ---------------------------------------------------------------------------
@@ -482,11 +479,10 @@ def replay_metrics(run, rows: list[dict], level: int) -> None:
 # --- the level cache ------------------------------------------------------------------------------
 
 def cache_key(config: dict, *, drop: Iterable[str] = ()) -> str:
-    """Identity of a level lineage: the run's config hash without `sparsity` (and paths, loggers, hydra...)."""
-    from overparam.store.run import config_hash
+    """Identity of a level lineage (store.identity's rule: the config hash without `sparsity`)."""
+    from overparam.store.identity import level_cache_key
 
-    ignored = set(CACHE_IGNORED_KEYS) | set(drop)
-    return config_hash({k: v for k, v in config.items() if k not in ignored})
+    return level_cache_key(config, drop=drop)
 
 
 class LevelCache:
