@@ -80,7 +80,7 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
             continue
         label = tuple(record.get(k) for k in keys)
         cell = groups.setdefault(label, {}).setdefault(round(remaining, 6), Cell())
-        cell.values.append(record.value(metric))  # type: ignore[arg-type]
+        cell.add(record, metric)  # a level shared by several runs is one training: counted once
     if not groups:
         raise UserError("nothing to plot: no run has a sparsity or remaining_fraction")
     plt = _pyplot()
@@ -109,7 +109,7 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
     ax.set_ylabel(metric.replace("_", " "))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or f"{metric.replace('_', ' ')} vs weights remaining (mean ± std over seeds)", fontsize=10)
+    ax.set_title(title or f"{metric.replace('_', ' ')} vs weights remaining (mean ± std over independent trainings)", fontsize=10)
     return _save(fig, out)
 
 
@@ -152,7 +152,7 @@ def path_figure(records: list[Record], out: str | Path, title: str | None = None
         ax.set_ylabel(panel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title or "interpolation path (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(title or "interpolation path (mean ± std over independent trainings)", fontsize=10)
     return _save(fig, out)
 
 
@@ -186,7 +186,7 @@ def bar_figure(table: Table, out: str | Path, title: str | None = None) -> Path:
     if any(table.col_keys):
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="y", alpha=0.3)
-    ax.set_title(title or f"{table.metric.replace('_', ' ')} (mean ± std over seeds)", fontsize=10)
+    ax.set_title(title or f"{table.metric.replace('_', ' ')} (mean ± std over independent trainings)", fontsize=10)
     return _save(fig, out)
 
 

@@ -26,6 +26,20 @@ from overparam.store.identity import config_hash  # the one identity rule (re-ex
 
 __all__ = ["Run", "config_hash", "environment_info"]
 
+def new_run_id() -> str:
+    """A fresh run id (48 random bits as hex): names one training lineage."""
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def lineage_id(lineage: dict | None) -> str | None:
+    """`<run_id>/<phase>`: the one string two records share exactly when their weights are one training."""
+    if not isinstance(lineage, dict) or not lineage.get("run_id"):
+        return None
+    return f"{lineage['run_id']}/{lineage.get('phase', '')}"
+
+
 def _torch_threads() -> int:
     import torch
 
@@ -107,8 +121,10 @@ class Run:
                 for leftover in folder.glob(".*.tmp"):
                     leftover.unlink(missing_ok=True)
             self.info["resumes"] = int(previous.get("resumes", 0)) + (previous.get("status") != "done")
+            self.info.setdefault("run_id", new_run_id())
         else:
-            self.info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoints": {}, "resumes": 0}
+            self.info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoints": {}, "resumes": 0,
+                         "run_id": new_run_id()}
         self.info.update(
             {
                 "status": "running",
@@ -139,6 +155,20 @@ class Run:
             self._metrics_handle = None
         for logger in self.loggers:
             logger.close()
+
+    @property
+    def run_id(self) -> str:
+        """This run's lineage name: unique per directory, kept across resumes (run.json's `run_id`)."""
+        return str(self.info.get("run_id") or "")
+
+    def trained_here(self, phase: str) -> dict:
+        """The lineage of weights a phase of this run trains: which run, where, which phase."""
+        return {"run_id": self.run_id, "run_dir": str(self.root.resolve()), "phase": phase}
+
+    def record_lineage(self, lineage: dict[str, dict]) -> None:
+        """Record in run.json where every phase's weights came from (`origin`: trained | reused)."""
+        self.info["lineage"] = lineage
+        self._write_info()
 
     @property
     def done(self) -> bool:

@@ -153,6 +153,7 @@ def prune_while_distilling(cfg, run, setup, teacher) -> dict:
         lineage.ensure(level)
     levels = [common.level_row(common.read_level_summary(common.level_dir(run.root, level)))
               for level in range(plan.levels)]
+    common.record_level_lineage(run, run.root, plan.levels)
     final = common.read_level_summary(common.level_dir(run.root, plan.levels - 1))
     summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     summary.pop("level", None)

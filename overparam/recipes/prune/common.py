@@ -441,8 +441,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def copy_level(source: Path, target: Path) -> None:
-    """Link (or copy) a complete level directory's files into `target`; summary.json last."""
+def copy_level(source: Path, target: Path, *, reused_from: str | None = None) -> None:
+    """Link (or copy) a complete level directory's files into `target`; summary.json last.
+
+    `reused_from` (the cache entry or run the level is taken from) is added to the copy's
+    `lineage`, whose `run_id`/`run_dir`/`phase` keep naming the run that trained the weights.
+    """
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
     for name in LEVEL_FILES:
@@ -454,6 +458,12 @@ def copy_level(source: Path, target: Path) -> None:
             os.replace(staging, target / name)
     staging = target / ".summary.json.incoming"
     shutil.copy2(source / "summary.json", staging)
+    if reused_from is not None:
+        from overparam.store.atomic import read_json
+
+        summary = read_json(staging) or {}
+        summary["lineage"] = {**(summary.get("lineage") or {}), "reused_from": str(reused_from)}
+        staging.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(staging, target / "summary.json")
 
 
@@ -542,10 +552,29 @@ LEVEL_ROW_KEYS = ("level", "sparsity", "remaining_fraction", "remaining_weights"
 
 
 def level_row(summary: dict) -> dict:
-    """The entry of one level in the run summary's `levels` list (flat numbers/strings)."""
+    """The entry of one level in the run summary's `levels` list (flat numbers/strings).
+
+    `lineage` is `<run_id>/level_<L>` of the training that produced the weights: levels shared
+    through the cache carry the same one, so a table counts them once.
+    """
+    from overparam.store.run import lineage_id
+
     row = {k: summary[k] for k in LEVEL_ROW_KEYS if k in summary}
+    if lineage_id(summary.get("lineage")):
+        row["lineage"] = lineage_id(summary.get("lineage"))
     row.update({k: v for k, v in summary.items() if k.startswith("layer_sparsity/")})
     return row
+
+
+def record_level_lineage(run, root: Path, levels: int) -> dict[str, dict]:
+    """run.json's `lineage`: for each level, trained by this run or reused (from which cache entry / run)."""
+    lineage = {}
+    for level in range(levels):
+        stored = read_level_summary(level_dir(root, level)).get("lineage") or {}
+        origin = "trained" if stored.get("run_id") == run.run_id and "reused_from" not in stored else "reused"
+        lineage[f"level_{level}"] = {"origin": origin if stored else "unknown", **stored}
+    run.record_lineage(lineage)
+    return lineage
 
 
 def print_level_table(levels: list[dict], title: str) -> None:

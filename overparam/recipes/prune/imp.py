@@ -209,7 +209,7 @@ def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_
     result = fit(model, ctx.setup.data, run, tag=tag, level=level, label=label or tag, step_hook=step_hook,
                  **ctx.setup.fit_kwargs(optim=optim))
     summary = {"level": level, **common.mask_statistics(model, ctx.setup.data.input_shape, ctx.setup.device),
-               **result.flat(), "steps": result.steps}
+               **result.flat(), "steps": result.steps, "lineage": run.trained_here(tag)}
     rows = [row for row in run.read_metrics() if row.get("level") == level]
     common.write_level(common.level_dir(run.root, level), model, summary, rows)
     run.drop_checkpoint(f"resume_{tag}")
@@ -261,7 +261,7 @@ class Lineage:
         source = self.cache.path(level)
         self.run.truncate_metrics(level - 1, _ALL_STEPS)
         common.replay_metrics(self.run, common.read_metric_rows(source), level)
-        common.copy_level(source, self.path(level))
+        common.copy_level(source, self.path(level), reused_from=source)
 
     def mask(self, level: int, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The magnitude mask of `level` (from the trained level before it); level 0 is all ones."""
@@ -359,7 +359,7 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
             source = ticket.ensure(0)
             run.truncate_metrics(-1, _ALL_STEPS)
             common.replay_metrics(run, common.read_metric_rows(source), 0)
-            common.copy_level(source, target)
+            common.copy_level(source, target, reused_from=source)
             sources[level] = "ticket"
             continue
         shared = plan.canonical[level] and cache.enabled
@@ -367,7 +367,7 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
             if shared and cache.has(level):
                 run.truncate_metrics(level - 1, _ALL_STEPS)
                 common.replay_metrics(run, common.read_metric_rows(cache.path(level)), level)
-                common.copy_level(cache.path(level), target)
+                common.copy_level(cache.path(level), target, reused_from=cache.path(level))
                 sources[level] = "cache"
                 continue
             if level > 0:
@@ -425,6 +425,7 @@ def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
         root = run.root
     levels = [common.level_row(common.read_level_summary(common.level_dir(root, level)))
               for level in range(plan.levels)]
+    common.record_level_lineage(run, root, plan.levels)
     final = common.read_level_summary(common.level_dir(root, plan.levels - 1))
     summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     summary.pop("level", None)
