@@ -394,7 +394,9 @@ def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> common
     if prune.get("cache") is False:
         return common.LevelCache(None)
     key = common.cache_key(run.config, drop=drop)
-    return common.LevelCache(Path(str(cfg.paths.output_dir)) / ".cache" / kind / key)
+    from overparam.store.cache import shared_cache_dir
+
+    return common.LevelCache(shared_cache_dir(cfg.get("paths")) / kind / key)
 
 
 def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
