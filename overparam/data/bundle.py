@@ -64,18 +64,38 @@ def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed:
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
+def effective_split_seed(dataset_cfg, seed: int) -> int:
+    """The seed of the val split: `dataset.split_seed` when set, else the run's `seed` (configs older than it)."""
+    split_seed = (dataset_cfg or {}).get("split_seed")
+    return int(seed if split_seed is None else split_seed)
+
+
+def split_identity(dataset_cfg, seed: int) -> dict:
+    """What decides which examples a run held out: the dataset config, its val_fraction and the split seed.
+
+    Two runs with equal split identities trained on exactly the same examples and held out the same
+    val split; a run with another one may have trained on examples the other validates on.
+    """
+    dataset = {k: v for k, v in dict(dataset_cfg or {}).items() if k not in ("split_seed", "_target_")}
+    fraction = float(dataset.pop("val_fraction", 0.0) or 0.0)
+    return {"dataset": dataset, "val_fraction": fraction,
+            "split_seed": effective_split_seed(dataset_cfg, seed) if fraction else None}
+
+
 def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu") -> DataBundle:
-    """Build the dataset a `dataset` config names, split val off train, move it to `device`."""
+    """Build the dataset a `dataset` config names, split val off train (seeded by `dataset.split_seed`, else by
+    `seed`), move it to `device`."""
     from hydra.utils import get_method
 
     try:
         loader = get_method(cfg._target_)
     except Exception as exc:
         raise UserError(f"dataset {cfg.get('name')}: cannot import {cfg._target_}: {exc}") from None
-    options = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "val_fraction")}
+    options = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "val_fraction", "split_seed")}
     bundle: DataBundle = loader(data_dir=data_dir, **options)
     val_fraction = float(cfg.get("val_fraction", 0.0) or 0.0)
     if val_fraction and bundle.val_x is None:
-        tx, ty, vx, vy = split_train_val(bundle.train_x, bundle.train_y, val_fraction, seed)
+        tx, ty, vx, vy = split_train_val(bundle.train_x, bundle.train_y, val_fraction,
+                                         effective_split_seed(cfg, seed))
         bundle = replace(bundle, train_x=tx, train_y=ty, val_x=vx, val_y=vy)
     return bundle.to(device)
