@@ -115,11 +115,7 @@ class Run:
                 )
             self.resumed = True
             self.info = previous
-            # Writes killed before their rename leave `.<name>.<random>.tmp` files; only this run
-            # writes into its directory, so any left when it starts again are debris.
-            for folder in (self.root, self.checkpoints):
-                for leftover in folder.glob(".*.tmp"):
-                    leftover.unlink(missing_ok=True)
+            self._remove_debris()
             self.info["resumes"] = int(previous.get("resumes", 0)) + (previous.get("status") != "done")
             self.info.setdefault("run_id", new_run_id())
         else:
@@ -357,6 +353,31 @@ class Run:
         if file_sha256(path) != recorded["sha256"]:
             return "is corrupt (its sha256 differs from run.json's)"
         return None
+
+    def _remove_debris(self) -> None:
+        """Delete what killed writes left in this run's directory: `.<name>.<random>.tmp` of atomic writes and
+        `.<name>.incoming` of level copies, in the run, its checkpoints, its level/phase folders and sub-runs.
+
+        Only this run writes into its directory, so any left when it starts again are debris. Hidden
+        folders (`.hydra`, a cache a reproduction keeps beside its run) are not entered.
+        """
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if not entry.name.startswith("."):
+                        stack.append(Path(entry.path))
+                elif entry.name.startswith(".") and entry.name.endswith((".tmp", ".incoming")):
+                    Path(entry.path).unlink(missing_ok=True)
+
+    def has_resume_point(self, name: str) -> bool:
+        """True when either slot of resume point `name` holds an intact checkpoint (see save_resume_point)."""
+        return any(self._checkpoint_problem(slot) is None for slot in self.resume_slots(name))
 
     def _remove_torn_temporaries(self, names: Iterable[str]) -> None:
         # A save killed before its rename leaves `.<name>.safetensors.<random>.tmp` behind; only

@@ -151,3 +151,26 @@ def test_a_signal_leaves_interrupted_and_prints_the_command_that_resumes(tmp_pat
     resumed = runner(command[1:], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_as_reference(run_dir, reference)
+
+
+IMP = [*TINY, "method=imp", "sparsity=0.5", "prune.rate=0.5", "prune.cache=false"]
+
+
+@pytest.mark.slow
+def test_imp_killed_after_a_slot_rename_resumes_from_the_other_slot_with_every_metric_row(tmp_path):
+    """Level 1's 3rd resume save (step 15, first slot again) is renamed but run.json not updated: only the
+    `.alt` slot (step 10) is intact. The level resumes from it and keeps exactly its rows up to step 10."""
+    reference = tmp_path / "reference"
+    assert runner(["train", *IMP, f"hydra.run.dir={reference}"], cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "run"
+    killed = runner(["train", *IMP, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                    env={"OVERPARAM_KILL_IN_WRITE": "after:resume_level_1:3"})
+    assert killed.returncode == -9, killed.stderr[-500:]
+    (run_dir / "level_1").mkdir(exist_ok=True)
+    (run_dir / "level_1" / ".model.safetensors.x1y2.tmp").write_bytes(b"torn")  # a killed level write
+    resumed = runner(["train", *IMP, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "resume_level_1.alt.safetensors" in resumed.stderr
+    assert _metrics_rows(run_dir) == _metrics_rows(reference)
+    assert metrics_of(read_json(run_dir / "summary.json")) == metrics_of(read_json(reference / "summary.json"))
+    assert not list(run_dir.rglob("*.tmp"))

@@ -187,7 +187,7 @@ def _seed_resume_point(run, tag: str, model: torch.nn.Module, optim, step: int) 
     from overparam.engine.optim import build_optimizer
 
     name = f"resume_{tag}"
-    if step <= 0 or run.has_checkpoint(name):
+    if step <= 0 or run.has_resume_point(name):
         return
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     run.save_checkpoint(name, {
@@ -202,7 +202,9 @@ def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_
     from overparam.engine import fit
 
     tag = f"level_{level}"
-    if not run.has_checkpoint(f"resume_{tag}"):
+    # Either slot may hold the newest intact resume point (a kill between a slot's rename and run.json's
+    # update spoils the other): fit resumes from it and keeps exactly the rows up to its step.
+    if not run.has_resume_point(f"resume_{tag}"):
         run.truncate_metrics(level - 1, _ALL_STEPS)  # rows of an interrupted earlier attempt at this level
     optim = optim if optim is not None else ctx.cfg.optim
     _seed_resume_point(run, tag, model, optim, start_step)
