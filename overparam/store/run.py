@@ -178,6 +178,24 @@ class Run:
         self.info[key] = value
         self._write_info()
 
+    # --- phases and the level cache -------------------------------------------------------
+    def phase(self, name: str, level: int | None = None):
+        """The handle of phase `name` (`level_3`): its folder, resume point, metric truncation and commit."""
+        from overparam.store.levels import Phase
+
+        return Phase(self, name, level)
+
+    def level(self, level: int):
+        """The phase of IMP level `level` (`<run>/level_<L>/`)."""
+        return self.phase(f"level_{level}", level)
+
+    def level_cache(self, kind: str, drop: tuple[str, ...] = ()):
+        """The shared level cache of this run's lineage (`<paths.cache_dir>/<kind>/<identity key>`)."""
+        from overparam.store.identity import level_cache_key
+        from overparam.store.levels import level_cache
+
+        return level_cache(self, kind, level_cache_key(self.config, drop=drop))
+
     # --- metrics ---------------------------------------------------------------------
     @property
     def metrics_path(self) -> Path:
