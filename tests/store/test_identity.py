@@ -70,3 +70,19 @@ def test_a_run_resumes_under_another_thread_count_and_checkpoint_interval(tmp_pa
     assert again.resumed
     with pytest.raises(UserError, match="another config"):
         Run(tmp_path / "run", _with(BASE, "optim.lr", 0.3)).start()
+
+
+def test_the_default_configs_identity_is_pinned():
+    """A change here means every existing run's identity changed (and old run directories refuse to resume).
+
+    Last changed when dataset.split_seed was added and objective/hardware.threads/checkpoint_* left the
+    identity: the default run went from 0b79f1ea3ac24909 to ff932d73b3a1428b.
+    """
+    from overparam.cli.train import compose_checked
+
+    assert config_hash(compose_checked([])) == "ff932d73b3a1428b"
+    imp = compose_checked(["method=imp", "sparsity=0.8"])
+    assert config_hash(imp) == "03e504906e9f62b3"
+    assert level_cache_key(imp, drop=("control",)) == "28fdfe8cf4a23dd6"
+    assert level_cache_key(compose_checked(["method=imp", "sparsity=0.5", "hardware.threads=2",
+                                            "train.checkpoint_seconds=0"]), drop=("control",)) == "28fdfe8cf4a23dd6"
