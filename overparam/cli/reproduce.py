@@ -1,13 +1,17 @@
 """`runner reproduce`: re-run a saved run or sweep and compare every summary metric; or run a paper preset
 and check its claims.
 
-    runner reproduce <run dir | multirun dir> [--tolerance T] [--out DIR] [--trust]
+    runner reproduce <run dir | multirun dir> [--tolerance T] [--out DIR] [--trust] [--reuse-cache]
     runner reproduce experiment=<preset> [key=value ...] [--out DIR] [--trust]
 
 A saved run is recomposed from its `.hydra/overrides.yaml` with today's config tree. When that gives
 the run's saved `.hydra/config.yaml` (same identity hash), it is re-run with those overrides; otherwise
 (defaults changed since) the saved config itself is run, and the keys that differ are printed.
 Jobs run as `runner train` subprocesses, so a sweep goes through its configured launcher.
+A reproduction retrains everything it compares: its jobs share a fresh cache folder of their own
+(`paths.cache_dir=<out>/.cache`) and never read the original's level cache. `--reuse-cache` opts in
+to the original's cache; the report then lists every level whose weights were reused, not
+reproduced (from each run.json's `lineage`).
 Exit codes: 0 all metrics agree / all claims pass; 1 a metric differs, a job failed or a claim fails;
 2 bad input (not a finished run, a foreign `_target_` without --trust, a claim that does not parse).
 """
@@ -31,7 +35,9 @@ EPILOG = """examples:
   runner reproduce experiment=cnn_vs_mlp
   runner reproduce experiment=cnn_vs_mlp train.epochs=5 --out /tmp/quick
 Comparisons are exact for CPU runs with hardware.deterministic=true, else within --tolerance
-(absolute; default 0.01). Timings (keys ending in `seconds`) are shown, not compared."""
+(absolute; default 0.01). Timings (keys ending in `seconds`) are shown, not compared.
+Every level is retrained in a fresh cache; --reuse-cache takes levels from the original's cache
+and lists them as not reproduced."""
 
 DEFAULT_TOLERANCE = 0.01
 # Hydra overrides of a saved sweep that name where it ran, not how: replaced by the new location.
@@ -51,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"else {DEFAULT_TOLERANCE})")
     parser.add_argument("--out", help="directory for the new run(s) (default outputs/reproduce/<date>/<time>)")
     parser.add_argument("--trust", action="store_true", help="run _target_s outside the allowlist (configs you trust)")
+    parser.add_argument("--reuse-cache", action="store_true",
+                        help="take levels from the original's level cache instead of retraining them (they are "
+                             "listed as not reproduced)")
     return parser
 
 
@@ -68,8 +77,10 @@ def main(argv: list[str]) -> int:
     if not target.exists():
         raise UserError(f"{target} does not exist (give a run dir, a multirun dir, or experiment=<preset>)")
     if is_multirun_dir(target):
-        return reproduce_multirun(target, out=args.out, tolerance=args.tolerance, trust=args.trust)
-    return reproduce_run(target, out=args.out, tolerance=args.tolerance, trust=args.trust)
+        return reproduce_multirun(target, out=args.out, tolerance=args.tolerance, trust=args.trust,
+                                  reuse_cache=args.reuse_cache)
+    return reproduce_run(target, out=args.out, tolerance=args.tolerance, trust=args.trust,
+                         reuse_cache=args.reuse_cache)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -190,14 +201,22 @@ class SavedRun:
             return given
         return 0.0 if self.exact else DEFAULT_TOLERANCE
 
-    def launch(self, new_dir: Path) -> int:
-        """Re-run this run into `new_dir` (overrides when they reproduce the config, else the saved config)."""
+    @property
+    def cache_dir(self) -> Path:
+        """The shared-artifact folder the original run used (its level cache lives below it)."""
+        from overparam.store.cache import shared_cache_dir
+
+        return shared_cache_dir(self.saved_resolved.get("paths"))
+
+    def launch(self, new_dir: Path, cache_dir: Path) -> int:
+        """Re-run this run into `new_dir` with `cache_dir` as its shared cache (overrides when they reproduce
+        the config, else the saved config)."""
         if self.from_overrides:
-            return _runner_train([*self.overrides, f"hydra.run.dir={new_dir}"])
-        return _launch_saved_config(self.saved, self.saved_resolved, new_dir)
+            return _runner_train([*self.overrides, f"++paths.cache_dir={cache_dir}", f"hydra.run.dir={new_dir}"])
+        return _launch_saved_config(self.saved, self.saved_resolved, new_dir, cache_dir)
 
 
-def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path) -> int:
+def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path, cache_dir: Path) -> int:
     """Run a saved config.yaml as the primary config (no defaults list), validated first."""
     from omegaconf import OmegaConf
 
@@ -208,6 +227,7 @@ def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path) -> int:
         config = OmegaConf.to_container(saved, resolve=False)
         # The run needs the same Hydra settings as train.yaml's (no chdir, quiet logging).
         config["hydra"] = {"job": {"chdir": False}, "job_logging": {"root": {"level": "WARNING"}}}
+        config.setdefault("paths", {})["cache_dir"] = str(cache_dir)
         Path(folder, "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")
         return _runner_train([f"--config-path={folder}", "--config-name=config", f"hydra.run.dir={new_dir}"])
 
@@ -242,21 +262,48 @@ def _read_run_json(path: Path) -> dict:
     return read_json(path / "run.json") or {}
 
 
+def not_reproduced(new_dir: Path, root: Path) -> list[str]:
+    """Phases of the reproduced run whose weights were not trained under `root` (reused from a cache or a
+    run outside the reproduction), from run.json's `lineage`: `level_3 (trained by <dir>, from <cache>)`."""
+    root = root.resolve()
+    out = []
+    for phase, entry in (_read_run_json(new_dir).get("lineage") or {}).items():
+        trained_in = Path(str(entry.get("run_dir") or "")).resolve() if entry.get("run_dir") else None
+        if trained_in is not None and (trained_in == root or root in trained_in.parents):
+            continue
+        where = f"trained by {trained_in}" if trained_in else "origin unknown"
+        if entry.get("reused_from"):
+            where += f", from {entry['reused_from']}"
+        out.append(f"{phase} ({where})")
+    return out
+
+
+def _report_lineage(new_dir: Path, root: Path) -> list[str]:
+    missing = not_reproduced(new_dir, root)
+    if missing:
+        print(f"NOT REPRODUCED ({len(missing)} reused, not retrained; their metrics only check the cache):")
+        for line in missing:
+            print(f"  {line}")
+    return missing
+
+
 # --- one run ---------------------------------------------------------------------------------------
-def reproduce_run(path: Path, *, out: str | None, tolerance: float | None, trust: bool) -> int:
+def reproduce_run(path: Path, *, out: str | None, tolerance: float | None, trust: bool,
+                  reuse_cache: bool = False) -> int:
     """Re-run one saved run into a new directory and compare every summary metric."""
     saved = SavedRun(path, trust)
     new_dir = _new_out(out)
     note = saved.explain()
     if note:
         print(f"note: {note}")
-    code = saved.launch(new_dir)
+    code = saved.launch(new_dir, saved.cache_dir if reuse_cache else new_dir / ".cache")
     if code != 0 and not (new_dir / "run.json").is_file():
         print(f"runner reproduce: the re-run exited with code {code} before creating a run", file=sys.stderr)
         return 1
     tol = saved.tolerance(tolerance)
     print()
     agrees = _compare(saved, new_dir, tol, f"original   {path}\nreproduced {new_dir}\n")
+    _report_lineage(new_dir, new_dir)
     return 0 if agrees else 1
 
 
@@ -265,7 +312,8 @@ def _job_key(overrides: list[str]) -> tuple[str, ...]:
     return tuple(sorted(overrides))
 
 
-def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, trust: bool) -> int:
+def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, trust: bool,
+                       reuse_cache: bool = False) -> int:
     """Re-run every job of a sweep (through its launcher when the overrides still compose) and compare."""
     from overparam.report.allowlist import check_override_targets
     from overparam.report.index import find_runs, load_yaml
@@ -281,10 +329,13 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
                        if str(o).split("=")[0].lstrip("+~") not in _PLACE_OVERRIDES]
     check_override_targets(task + hydra_overrides, trust=trust, source=f"{path}/multirun.yaml")
     relaunch = bool(multirun) and all(job.from_overrides for job in jobs)
+    # The jobs share a fresh cache of their own: every level they compare is trained in this reproduction.
+    cache_for = (lambda job: job.cache_dir) if reuse_cache else (lambda job: new_root / ".cache")
     pairs: list[tuple[SavedRun, Path | None]] = []
     if relaunch:
         print(f"re-running the sweep of {len(jobs)} job(s) through its launcher into {new_root}")
-        _runner_train(["-m", *task, *hydra_overrides, f"hydra.sweep.dir={new_root}"])
+        _runner_train(["-m", *task, *hydra_overrides, f"++paths.cache_dir={cache_for(jobs[0])}",
+                       f"hydra.sweep.dir={new_root}"])
         new_jobs = {_job_key([str(o) for o in (load_yaml(d / ".hydra" / "overrides.yaml") or [])]): d
                     for d in find_runs([new_root])} if new_root.exists() else {}
         pairs = [(job, new_jobs.get(_job_key(job.overrides))) for job in jobs]
@@ -296,7 +347,7 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
         print(f"re-running {len(jobs)} job(s) one by one into {new_root}")
         for job in jobs:
             new_dir = new_root / job.path.name
-            job.launch(new_dir)
+            job.launch(new_dir, cache_for(job))
             pairs.append((job, new_dir))
     results = []
     for job, new_dir in pairs:
@@ -308,6 +359,7 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
         results.append(_compare(job, new_dir, job.tolerance(tolerance),
                                 f"job {job.path.name}: {' '.join(job.overrides)}\n"
                                 f"original   {job.path}\nreproduced {new_dir}\n"))
+        _report_lineage(new_dir, new_root)
     agreeing = sum(results)
     print(f"\n{agreeing}/{len(results)} job(s) reproduced" + ("" if agreeing == len(results) else "; some DIFFER"))
     return 0 if agreeing == len(results) else 1

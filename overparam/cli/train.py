@@ -213,7 +213,7 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     from hydra.utils import get_method
     from omegaconf import OmegaConf
 
-    from overparam.store import Run
+    from overparam.store import Run, signals
     from overparam.store.loggers import build_loggers
 
     from overparam.report.allowlist import check_targets
@@ -238,18 +238,27 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
         _report(out_dir, summary, already=True)
         return summary.get(cfg.get("objective") or "val_accuracy")
     try:
-        run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
-        recipe = get_method(cfg.method._target_)
-        summary = recipe(cfg, run) or {}
-        summary.setdefault("method", cfg.method.name)
-        if (cfg.get("dataset") or {}).get("label_noise"):
-            summary.setdefault("label_noise", float(cfg.dataset.label_noise))
-            summary.setdefault("label_noise_seed", int(cfg.dataset.get("label_noise_seed") or 0))
-        run.info["completed_hash"] = run.hash
-        run.finish("done", summary=summary)
+        with signals.handling():
+            run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
+            recipe = get_method(cfg.method._target_)
+            summary = recipe(cfg, run) or {}
+            summary.setdefault("method", cfg.method.name)
+            if (cfg.get("dataset") or {}).get("label_noise"):
+                summary.setdefault("label_noise", float(cfg.dataset.label_noise))
+                summary.setdefault("label_noise_seed", int(cfg.dataset.get("label_noise_seed") or 0))
+            run.info["completed_hash"] = run.hash
+            run.finish("done", summary=summary)
         for name in list(run.info.get("checkpoints", {})):
             if name.startswith("resume_"):
                 run.drop_checkpoint(name)
+    except (signals.Interrupted, KeyboardInterrupt) as exc:
+        name = exc.name if isinstance(exc, signals.Interrupted) else "SIGINT"
+        command = resume_command(out_dir)
+        run.finish("interrupted", reason=f"{name}; resume with: {command}")
+        print(f"runner train: {out_dir} interrupted by {name}; its last resume point is kept. Resume with:\n"
+              f"  {command}", file=sys.stderr, flush=True)
+        code = exc.exit_code if isinstance(exc, signals.Interrupted) else 130
+        raise SystemExit(code) from None
     except UserError as exc:
         run.finish("failed", reason=str(exc))
         if fresh and not keep_failed:
@@ -260,6 +269,18 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
         raise
     _report(out_dir, summary)
     return summary.get(cfg.get("objective") or "val_accuracy")
+
+
+def resume_command(out_dir: Path) -> str:
+    """The exact command that resumes the run in `out_dir`: its saved overrides and its hydra.run.dir."""
+    import shlex
+
+    from overparam.report.index import load_yaml
+
+    overrides = [str(o) for o in (load_yaml(out_dir / ".hydra" / "overrides.yaml") or [])
+                 if not str(o).lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.", "hydra.mode="))]
+    return " ".join(shlex.quote(a) for a in ["runner", "train", *overrides,
+                                              f"hydra.run.dir={Path(out_dir).resolve()}"])
 
 
 def _report(out_dir: Path, summary: dict, already: bool = False) -> None:

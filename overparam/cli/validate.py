@@ -76,6 +76,7 @@ def validate(cfg: dict) -> None:
     number(cfg, "dataset.val_fraction", low=0.0, high=1.0, high_open=True, optional=True)
     number(cfg, "dataset.label_noise", low=0.0, high=1.0, optional=True)
     number(cfg, "dataset.label_noise_seed", low=0, integer=True, optional=True)
+    number(cfg, "dataset.split_seed", low=0, integer=True, optional=True)
     choice(cfg, "hardware.precision", PRECISIONS)
     choice(cfg, "hardware.kernel", KERNELS)
     number(cfg, "hardware.threads", low=1, integer=True, optional=True)

@@ -86,21 +86,40 @@ def add_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: in
     notes = {"label_noise": float(fraction), "label_noise_seed": int(seed), "labels_replaced": count,
              "labels_changed": int((noisy != y).sum())}
     return noisy, notes
+def effective_split_seed(dataset_cfg, seed: int) -> int:
+    """The seed of the val split: `dataset.split_seed` when set, else the run's `seed` (configs older than it)."""
+    split_seed = (dataset_cfg or {}).get("split_seed")
+    return int(seed if split_seed is None else split_seed)
+
+
+def split_identity(dataset_cfg, seed: int) -> dict:
+    """What decides which examples a run held out: the dataset config, its val_fraction and the split seed.
+
+    Two runs with equal split identities trained on exactly the same examples and held out the same
+    val split; a run with another one may have trained on examples the other validates on.
+    """
+    dataset = {k: v for k, v in dict(dataset_cfg or {}).items() if k not in ("split_seed", "_target_", *LABEL_NOISE_KEYS)}
+    fraction = float(dataset.pop("val_fraction", 0.0) or 0.0)
+    return {"dataset": dataset, "val_fraction": fraction,
+            "split_seed": effective_split_seed(dataset_cfg, seed) if fraction else None}
 
 
 def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu") -> DataBundle:
-    """Build the dataset a `dataset` config names, split val off train, move it to `device`."""
+    """Build the dataset a `dataset` config names, split val off train (seeded by `dataset.split_seed`, else by
+    `seed`), move it to `device`."""
     from hydra.utils import get_method
 
     try:
         loader = get_method(cfg._target_)
     except Exception as exc:
         raise UserError(f"dataset {cfg.get('name')}: cannot import {cfg._target_}: {exc}") from None
-    options = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "val_fraction", *LABEL_NOISE_KEYS)}
+    options = {k: v for k, v in cfg.items()
+               if k not in ("_target_", "name", "val_fraction", "split_seed", *LABEL_NOISE_KEYS)}
     bundle: DataBundle = loader(data_dir=data_dir, **options)
     val_fraction = float(cfg.get("val_fraction", 0.0) or 0.0)
     if val_fraction and bundle.val_x is None:
-        tx, ty, vx, vy = split_train_val(bundle.train_x, bundle.train_y, val_fraction, seed)
+        tx, ty, vx, vy = split_train_val(bundle.train_x, bundle.train_y, val_fraction,
+                                         effective_split_seed(cfg, seed))
         bundle = replace(bundle, train_x=tx, train_y=ty, val_x=vx, val_y=vy)
     # Noise goes into the training labels only, after val is split off: val and test stay clean.
     # Its own seed (not the run's) lets runs of several seeds or widths share one noisy training set.

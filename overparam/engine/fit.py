@@ -22,6 +22,7 @@ from overparam.engine.evaluate import evaluate_splits
 from overparam.engine.optim import build_optimizer, lr_at, total_steps
 from overparam.engine.sharpness import Sharpness
 from overparam.errors import UserError
+from overparam.store import signals
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -267,6 +268,10 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     running_loss = torch.full((), resumed_loss[0], device=device)
     running_count = resumed_loss[1]
     finished = False
+    # SIGINT/SIGTERM during the loop wait for the end of the step (store.signals): a resume point is
+    # written when that step is a resume boundary, then the run stops as `interrupted`.
+    deferring = signals.deferred()
+    deferring.__enter__()
     try:
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)
@@ -322,13 +327,16 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
             at_eval = step % eval_every == 0
             at_interval = bool(checkpoint_every) and step % checkpoint_every == 0
             if at_eval or at_interval or step == total:
-                due = at_interval or step == total or time.perf_counter() - last_checkpoint_time >= checkpoint_seconds
+                due = (at_interval or step == total or signals.pending() is not None
+                       or time.perf_counter() - last_checkpoint_time >= checkpoint_seconds)
                 if due:
                     checkpoint(step)
                     last_checkpoint_time = time.perf_counter()
                 reseed(step)
+            signals.stop_if_requested(False, lambda: None)  # a due resume point was written just above
         finished = True
     finally:
+        deferring.__exit__(None, None, None)
         progress.close(step if finished else None)
         if sharpness is not None:
             sharpness.close()

@@ -34,9 +34,22 @@ class Cell:
     failed: int = 0
     unfinished: int = 0
     missing: int = 0  # finished runs that do not report the metric
+    shared: int = 0  # records whose weights another record of the cell already counts (one lineage)
+    lineages: set = field(default_factory=set)
 
     def add(self, record, metric: str) -> bool:
-        """Count one record into the cell; False when its run has not finished (failed or running)."""
+        """Count one record into the cell; False when its run has not finished (failed or running).
+
+        n counts independent trainings: a record whose lineage (the run and phase that trained its
+        weights, e.g. an IMP level shared by a sparsity sweep through the level cache) is already in
+        the cell adds nothing, so the mean and std are over distinct lineages.
+        """
+        lineage = getattr(record, "lineage", None)
+        if lineage is not None and record.run.finished:
+            if lineage in self.lineages:
+                self.shared += 1
+                return True
+            self.lineages.add(lineage)
         if not record.run.finished:
             if record.status == "failed":
                 self.failed += 1
@@ -60,7 +73,7 @@ class Cell:
 
     @property
     def std(self) -> float | None:
-        """Sample standard deviation over seeds (n-1); None with fewer than two values."""
+        """Sample standard deviation over independent trainings (n-1); None with fewer than two values."""
         if self.n < 2:
             return None
         mean = self.mean
@@ -94,7 +107,7 @@ class Cell:
 
     def as_dict(self) -> dict:
         return {"mean": self.mean, "std": self.std, "n": self.n, "max": self.max, "values": self.values,
-                "failed": self.failed, "unfinished": self.unfinished, "missing": self.missing}
+                "failed": self.failed, "unfinished": self.unfinished, "missing": self.missing, "shared": self.shared}
 
 
 @dataclass

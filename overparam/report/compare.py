@@ -40,6 +40,11 @@ def is_timing(name: str) -> bool:
     return last.endswith(TIMING_SUFFIXES)
 
 
+def is_provenance(name: str) -> bool:
+    """Where weights came from (`level_3.lineage`) names a run, so it differs on every reproduction."""
+    return name.rsplit(".", 1)[-1] in ("lineage", "source")
+
+
 @dataclass
 class Difference:
     """One metric of the comparison."""
@@ -77,7 +82,7 @@ def compare_summaries(original: dict | None, reproduced: dict | None, tolerance:
                 agrees = x == y if tolerance == 0 else abs(difference) <= tolerance
         else:
             agrees = a == b
-        judged = not is_timing(name)
+        judged = not is_timing(name) and not is_provenance(name)
         out.append(Difference(name, a, b, difference, agrees or not judged, judged))
     return out
 
@@ -96,7 +101,7 @@ def format_comparison(differences: list[Difference], title: str = "") -> str:
     rows = []
     for d in differences:
         diff = "" if d.difference is None else (f"{d.difference:+.3g}" if d.difference else "0")
-        verdict = "(timing, not compared)" if not d.judged else ("ok" if d.agrees else "DIFFERS")
+        verdict = ("(provenance, not compared)" if is_provenance(d.name) else "(timing, not compared)") if not d.judged else ("ok" if d.agrees else "DIFFERS")
         rows.append((d.name, _show(d.original), _show(d.reproduced), diff, verdict))
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
     lines = [title] if title else []

@@ -29,8 +29,6 @@ try:  # the C loader parses configs ~10x faster than the pure-Python one
 except ImportError:  # pragma: no cover - libyaml missing
     from yaml import SafeLoader as _YamlLoader
 
-# Config keys that say where or how a run is observed or judged, not what it computes.
-NON_IDENTITY_PREFIXES = ("paths.", "logger.", "hydra.", "claims", "report.")
 # Keys over which a table cell aggregates (mean, std, n) instead of splitting.
 SEED_KEYS = ("seed",)
 _REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
@@ -89,8 +87,10 @@ def _resolve_references(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_identity_key(key: str) -> bool:
-    """True for config keys that change what a run computes (not paths, loggers, claims)."""
-    return not any(key == p.rstrip(".") or key.startswith(p) for p in NON_IDENTITY_PREFIXES)
+    """True for config keys that change what a run computes (store.identity's rule, the hash's own)."""
+    from overparam.store.identity import is_identity_key as rule
+
+    return rule(key)
 
 
 @dataclass
@@ -104,6 +104,7 @@ class RunInfo:
     flat_config: dict
     summary: dict | None
     overrides: list[str] = field(default_factory=list)
+    run_id: str | None = None  # run.json's lineage name (None for runs written before it existed)
 
     @property
     def finished(self) -> bool:
@@ -117,6 +118,21 @@ class Record:
     run: RunInfo
     row: dict | None = None
     row_kind: str | None = None  # "level" | "row" | None
+
+    @property
+    def lineage(self) -> str | None:
+        """The training this record's weights come from (`<run_id>/<phase>`); records that share one are
+        one independent training, whatever the number of runs they appear in. None: unknown (unique)."""
+        if self.row_kind == "level" and self.row is not None:
+            value = self.row.get("lineage")
+            if isinstance(value, dict):
+                from overparam.store.run import lineage_id
+
+                value = lineage_id(value)
+            return value if isinstance(value, str) and value else None
+        if self.row_kind is None and self.run.run_id:
+            return f"{self.run.run_id}/run"
+        return None
 
     @property
     def status(self) -> str:
@@ -161,7 +177,7 @@ def read_run(path: str | os.PathLike) -> RunInfo:
     status = str(info.get("status") or ("done" if summary is not None else "unknown"))
     return RunInfo(path=path, status=status, reason=info.get("reason"), config=config,
                    flat_config=_resolve_references(flatten(config)), summary=summary,
-                   overrides=[str(o) for o in overrides])
+                   overrides=[str(o) for o in overrides], run_id=info.get("run_id"))
 
 
 def is_run_dir(path: Path) -> bool:

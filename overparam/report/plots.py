@@ -84,7 +84,7 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
             continue
         label = tuple(record.get(k) for k in keys)
         cell = groups.setdefault(label, {}).setdefault(round(remaining, 6), Cell())
-        cell.values.append(record.value(metric))  # type: ignore[arg-type]
+        cell.add(record, metric)  # a level shared by several runs is one training: counted once
         behind.setdefault((label, round(remaining, 6)), []).append(record)
     if not groups:
         raise UserError("nothing to plot: no run has a sparsity or remaining_fraction")

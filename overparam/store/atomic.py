@@ -20,8 +20,9 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 # Fault injection for the kill-and-resume tests (tests/scaleout): OVERPARAM_KILL_IN_WRITE set to
-# "<before|after>:<name part>:<n>" SIGKILLs this process during the n-th atomic write of a file
-# whose name contains <name part>, just before or just after its rename. Unset: no effect.
+# "<before|after>:<name part>:<n>[:<signal>]" sends SIGKILL (or the named signal, e.g. SIGTERM) to
+# this process during the n-th atomic write of a file whose name contains <name part>, just before
+# or just after its rename. Unset: no effect.
 KILL_IN_WRITE_ENV = "OVERPARAM_KILL_IN_WRITE"
 _kill_counts: dict[str, int] = {}
 
@@ -30,14 +31,14 @@ def _maybe_kill(path: Path, moment: str) -> None:
     spec = os.environ.get(KILL_IN_WRITE_ENV)
     if not spec:
         return
-    when, name_part, nth = spec.split(":")
+    when, name_part, nth, *which = spec.split(":")
     if when != moment or name_part not in path.name:
         return
     _kill_counts[spec] = _kill_counts.get(spec, 0) + 1
     if _kill_counts[spec] == int(nth):
         import signal
 
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, which[0]) if which else signal.SIGKILL)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

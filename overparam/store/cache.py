@@ -24,6 +24,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def shared_cache_dir(paths) -> Path:
+    """The folder of artifacts jobs share: `paths.cache_dir`, else `<paths.output_dir>/.cache` (older configs)."""
+    paths = paths or {}
+    cache_dir = paths.get("cache_dir")
+    return Path(str(cache_dir)) if cache_dir else Path(str(paths.get("output_dir") or "outputs")) / ".cache"
+
+
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file guarding `path` (`.<name>.lock` in the same folder)."""
     path = Path(path)

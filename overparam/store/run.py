@@ -10,7 +10,6 @@ Recipes receive a `Run` and never touch the filesystem directly. Layout (DESIGN.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,32 +22,22 @@ from typing import Any, Iterable
 from overparam.errors import UserError
 from overparam.store.atomic import atomic_write_json, atomic_write_text, read_json
 from overparam.store.checkpoint import file_sha256, load_state, save_state
+from overparam.store.identity import config_hash  # the one identity rule (re-exported for callers)
 
-# Keys that say where or how a run is observed, not what it computes (`claims`: how a preset judges it).
-NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name", "claims")
-# Nested keys of the same kind: how often checkpoints are written never changes the numbers
-# (the RNG is reseeded at every evaluation, written or not).
-NON_IDENTITY_NESTED = (("train", "checkpoint_seconds"),)
+__all__ = ["Run", "config_hash", "environment_info"]
 
+def new_run_id() -> str:
+    """A fresh run id (48 random bits as hex): names one training lineage."""
+    import uuid
 
-def _strip_for_hash(value: Any) -> Any:
-    if isinstance(value, dict):
-        # A key set to null has no effect (the project's rule for new options), so
-        # adding such an option never changes the hash of existing runs.
-        return {k: _strip_for_hash(v) for k, v in sorted(value.items()) if v is not None}
-    if isinstance(value, list):
-        return [_strip_for_hash(v) for v in value]
-    return value
+    return uuid.uuid4().hex[:12]
 
 
-def config_hash(config: dict) -> str:
-    """Identity of a run: sha256 over its resolved config without observation keys and nulls."""
-    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    for section, key in NON_IDENTITY_NESTED:
-        if isinstance(identity.get(section), dict) and key in identity[section]:
-            identity[section] = {k: v for k, v in identity[section].items() if k != key}
-    payload = json.dumps(_strip_for_hash(identity), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def lineage_id(lineage: dict | None) -> str | None:
+    """`<run_id>/<phase>`: the one string two records share exactly when their weights are one training."""
+    if not isinstance(lineage, dict) or not lineage.get("run_id"):
+        return None
+    return f"{lineage['run_id']}/{lineage.get('phase', '')}"
 
 
 def _torch_threads() -> int:
@@ -126,14 +115,12 @@ class Run:
                 )
             self.resumed = True
             self.info = previous
-            # Writes killed before their rename leave `.<name>.<random>.tmp` files; only this run
-            # writes into its directory, so any left when it starts again are debris.
-            for folder in (self.root, self.checkpoints):
-                for leftover in folder.glob(".*.tmp"):
-                    leftover.unlink(missing_ok=True)
+            self._remove_debris()
             self.info["resumes"] = int(previous.get("resumes", 0)) + (previous.get("status") != "done")
+            self.info.setdefault("run_id", new_run_id())
         else:
-            self.info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoints": {}, "resumes": 0}
+            self.info = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoints": {}, "resumes": 0,
+                         "run_id": new_run_id()}
         self.info.update(
             {
                 "status": "running",
@@ -166,6 +153,20 @@ class Run:
             logger.close()
 
     @property
+    def run_id(self) -> str:
+        """This run's lineage name: unique per directory, kept across resumes (run.json's `run_id`)."""
+        return str(self.info.get("run_id") or "")
+
+    def trained_here(self, phase: str) -> dict:
+        """The lineage of weights a phase of this run trains: which run, where, which phase."""
+        return {"run_id": self.run_id, "run_dir": str(self.root.resolve()), "phase": phase}
+
+    def record_lineage(self, lineage: dict[str, dict]) -> None:
+        """Record in run.json where every phase's weights came from (`origin`: trained | reused)."""
+        self.info["lineage"] = lineage
+        self._write_info()
+
+    @property
     def done(self) -> bool:
         return self.info.get("status") == "done" and (self.root / "summary.json").exists()
 
@@ -176,6 +177,24 @@ class Run:
         """Store a small JSON value in run.json (timings, early-stop step, cache keys...)."""
         self.info[key] = value
         self._write_info()
+
+    # --- phases and the level cache -------------------------------------------------------
+    def phase(self, name: str, level: int | None = None):
+        """The handle of phase `name` (`level_3`): its folder, resume point, metric truncation and commit."""
+        from overparam.store.levels import Phase
+
+        return Phase(self, name, level)
+
+    def level(self, level: int):
+        """The phase of IMP level `level` (`<run>/level_<L>/`)."""
+        return self.phase(f"level_{level}", level)
+
+    def level_cache(self, kind: str, drop: tuple[str, ...] = ()):
+        """The shared level cache of this run's lineage (`<paths.cache_dir>/<kind>/<identity key>`)."""
+        from overparam.store.identity import level_cache_key
+        from overparam.store.levels import level_cache
+
+        return level_cache(self, kind, level_cache_key(self.config, drop=drop))
 
     # --- metrics ---------------------------------------------------------------------
     @property
@@ -352,6 +371,31 @@ class Run:
         if file_sha256(path) != recorded["sha256"]:
             return "is corrupt (its sha256 differs from run.json's)"
         return None
+
+    def _remove_debris(self) -> None:
+        """Delete what killed writes left in this run's directory: `.<name>.<random>.tmp` of atomic writes and
+        `.<name>.incoming` of level copies, in the run, its checkpoints, its level/phase folders and sub-runs.
+
+        Only this run writes into its directory, so any left when it starts again are debris. Hidden
+        folders (`.hydra`, a cache a reproduction keeps beside its run) are not entered.
+        """
+        stack = [self.root]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if not entry.name.startswith("."):
+                        stack.append(Path(entry.path))
+                elif entry.name.startswith(".") and entry.name.endswith((".tmp", ".incoming")):
+                    Path(entry.path).unlink(missing_ok=True)
+
+    def has_resume_point(self, name: str) -> bool:
+        """True when either slot of resume point `name` holds an intact checkpoint (see save_resume_point)."""
+        return any(self._checkpoint_problem(slot) is None for slot in self.resume_slots(name))
 
     def _remove_torn_temporaries(self, names: Iterable[str]) -> None:
         # A save killed before its rename leaves `.<name>.safetensors.<random>.tmp` behind; only

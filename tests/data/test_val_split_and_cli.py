@@ -42,8 +42,17 @@ def test_val_fraction_splits_train_deterministically_and_disjointly(tmp_path, id
     assert [label_of[row.numpy().tobytes()] for row in split.val_x.flatten(1)] == split.val_y.tolist()
     again = load_dataset(_mnist_cfg(tmp_path, 0.25), "unused", seed=0)
     assert torch.equal(again.val_x, split.val_x) and torch.equal(again.train_y, split.train_y)
-    other = load_dataset(_mnist_cfg(tmp_path, 0.25), "unused", seed=1)
-    assert _rows(other.val_x) != val_rows
+    # The split follows dataset.split_seed (fixed by default), not the run's seed: every run of a seed
+    # sweep holds out the same examples.
+    same = load_dataset(_mnist_cfg(tmp_path, 0.25), "unused", seed=1)
+    assert _rows(same.val_x) == val_rows
+    other_cfg = _mnist_cfg(tmp_path, 0.25)
+    other_cfg.split_seed = 1
+    assert _rows(load_dataset(other_cfg, "unused", seed=0).val_x) != val_rows
+    # split_seed=null (configs written before it existed) keeps the old rule: the run's seed.
+    legacy = _mnist_cfg(tmp_path, 0.25)
+    legacy.split_seed = None
+    assert _rows(load_dataset(legacy, "unused", seed=1).val_x) == _rows(load_dataset(other_cfg, "unused", seed=0).val_x)
 
 
 def test_runner_trains_lenet300_100_on_an_mnist_fixture(tmp_path, idx_files):

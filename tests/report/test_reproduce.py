@@ -120,3 +120,42 @@ def test_compare_levels_rows_and_timings():
     assert not exact["test_accuracy"].agrees
     missing = {d.name: d for d in compare_summaries({"a": 1}, {"b": 1})}
     assert not missing["a"].agrees and not missing["b"].agrees
+
+
+def _inodes(root: Path) -> dict[int, Path]:
+    return {p.stat().st_ino: p for p in root.rglob("*.safetensors") if p.is_file()}
+
+
+def test_reproducing_an_imp_run_retrains_every_level_and_shares_no_weight_file(tmp_path, capsys, in_process):
+    """The original took levels 0-1 from a cache another job wrote; the reproduction trains them all again."""
+    outputs = tmp_path / "outputs"
+    imp = [*TINY, "method=imp", "prune.rate=0.5", f"paths.output_dir={outputs}"]
+    train_in_process([*imp, "sparsity=0.5"], outputs / "s05")
+    original = outputs / "s08"
+    train_in_process([*imp, "sparsity=0.8"], original)
+    lineage = json.loads((original / "run.json").read_text())["lineage"]
+    assert [lineage[f"level_{i}"]["origin"] for i in range(4)] == ["reused", "reused", "trained", "trained"]
+
+    cache_before = sorted((outputs / ".cache").rglob("*"))
+    again = tmp_path / "again"
+    assert runner(["reproduce", str(original), "--out", str(again)]) == 0
+    out = capsys.readouterr().out
+    assert "metrics agree exactly" in out and "NOT REPRODUCED" not in out
+    reproduced = json.loads((again / "run.json").read_text())["lineage"]
+    assert all(entry["origin"] == "trained" and entry["run_dir"] == str(again.resolve())
+               for entry in reproduced.values()), reproduced
+    assert len(reproduced) == 4
+    shared = set(_inodes(again)) & set(_inodes(outputs))  # the original, the other job and their cache
+    assert not shared, [str(_inodes(outputs)[i]) for i in shared]
+    assert sorted((outputs / ".cache").rglob("*")) == cache_before  # nothing was added to the old cache
+    ours = json.loads((again / "summary.json").read_text())
+    theirs = json.loads((original / "summary.json").read_text())
+    assert [lv["test_accuracy"] for lv in ours["levels"]] == [lv["test_accuracy"] for lv in theirs["levels"]]
+
+    # Opting in to the original's cache: the reused levels are named as not reproduced.
+    reused = tmp_path / "reused"
+    assert runner(["reproduce", str(original), "--out", str(reused), "--reuse-cache"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT REPRODUCED (3 reused" in out
+    assert all(f"level_{i} (trained by" in out for i in (0, 1, 2)) and "level_3 (" not in out
+    assert set(_inodes(reused)) & set(_inodes(outputs / ".cache"))

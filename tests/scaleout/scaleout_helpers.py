@@ -34,9 +34,10 @@ def tree_digest(root: Path) -> str:
 
 
 def metrics_of(summary):
-    """A summary without its timings (the only keys that differ between equal runs), also inside rows/levels."""
+    """A summary without its timings and lineage (the only keys that differ between equal runs: when, and which
+    run trained the weights), also inside rows/levels."""
     if isinstance(summary, dict):
-        return {k: metrics_of(v) for k, v in summary.items() if not k.endswith("_seconds")}
+        return {k: metrics_of(v) for k, v in summary.items() if not k.endswith("_seconds") and k != "lineage"}
     if isinstance(summary, list):
         return [metrics_of(v) for v in summary]
     return summary

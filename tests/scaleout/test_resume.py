@@ -128,3 +128,49 @@ def test_other_families_killed_mid_phase_resume_to_the_same_numbers(tmp_path, me
     ours, theirs = read_json(run_dir / "summary.json"), read_json(tmp_path / "ref" / "summary.json")
     assert metrics_of(ours) == metrics_of(theirs)
     assert read_json(run_dir / "run.json")["resumes"] == 1
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), pytest.param("SIGINT", 130, marks=pytest.mark.slow)])
+def test_a_signal_leaves_interrupted_and_prints_the_command_that_resumes(tmp_path, reference, signal_name, code):
+    import shlex
+
+    run_dir = tmp_path / "run"
+    # The signal arrives while the 3rd resume point (step 15) is being saved: the step finishes, run.json
+    # records the save, and the run stops there.
+    stopped = runner(["train", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                     env={"OVERPARAM_KILL_IN_WRITE": f"after:resume_dense:3:{signal_name}"})
+    assert stopped.returncode == code, stopped.stderr[-800:]
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "interrupted" and info["reason"].startswith(signal_name)
+    assert max(r["step"] for r in _metrics_rows(run_dir)) == 15
+    lines = stopped.stderr.strip().splitlines()
+    assert f"interrupted by {signal_name}" in lines[-2]
+    command = shlex.split(lines[-1])
+    assert command[:2] == ["runner", "train"] and command[-1] == f"hydra.run.dir={run_dir.resolve()}"
+    assert command[2:-1] == TINY
+    resumed = runner(command[1:], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_as_reference(run_dir, reference)
+
+
+IMP = [*TINY, "method=imp", "sparsity=0.5", "prune.rate=0.5", "prune.cache=false"]
+
+
+@pytest.mark.slow
+def test_imp_killed_after_a_slot_rename_resumes_from_the_other_slot_with_every_metric_row(tmp_path):
+    """Level 1's 3rd resume save (step 15, first slot again) is renamed but run.json not updated: only the
+    `.alt` slot (step 10) is intact. The level resumes from it and keeps exactly its rows up to step 10."""
+    reference = tmp_path / "reference"
+    assert runner(["train", *IMP, f"hydra.run.dir={reference}"], cwd=tmp_path).returncode == 0
+    run_dir = tmp_path / "run"
+    killed = runner(["train", *IMP, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                    env={"OVERPARAM_KILL_IN_WRITE": "after:resume_level_1:3"})
+    assert killed.returncode == -9, killed.stderr[-500:]
+    (run_dir / "level_1").mkdir(exist_ok=True)
+    (run_dir / "level_1" / ".model.safetensors.x1y2.tmp").write_bytes(b"torn")  # a killed level write
+    resumed = runner(["train", *IMP, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr and "resume_level_1.alt.safetensors" in resumed.stderr
+    assert _metrics_rows(run_dir) == _metrics_rows(reference)
+    assert metrics_of(read_json(run_dir / "summary.json")) == metrics_of(read_json(reference / "summary.json"))
+    assert not list(run_dir.rglob("*.tmp"))

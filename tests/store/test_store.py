@@ -85,3 +85,21 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": float("nan")})
     assert read_json(tmp_path / "a.json") == {"x": "nan"}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_resume_point_in_either_slot_counts_and_killed_writes_leave_no_debris(tmp_path):
+    run = Run(tmp_path / "run", {"seed": 0}).start()
+    assert not run.has_resume_point("resume_x")
+    run.save_resume_point("resume_x", {"step": 1})
+    run.save_resume_point("resume_x", {"step": 2})  # lands in the .alt slot
+    run.checkpoint_path("resume_x").write_bytes(b"spoilt by a kill after its rename")
+    assert not run.checkpoint_is_good("resume_x") and run.has_resume_point("resume_x")
+    assert run.load_resume_point("resume_x")["step"] == 2
+    debris = [run.root / "level_2" / ".model.safetensors.abc.tmp", run.root / "level_2" / ".mask.safetensors.incoming",
+              run.root / "ticket" / "level_0" / ".summary.json.q.tmp", run.checkpoints / ".model.safetensors.z.tmp"]
+    kept = [run.root / "level_2" / "model.safetensors", run.root / ".cache" / "imp" / "k" / ".level_1.x.tmp"]
+    for path in debris + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    Run(tmp_path / "run", {"seed": 0}).start()
+    assert not any(p.exists() for p in debris) and all(p.exists() for p in kept)

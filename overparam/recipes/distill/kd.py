@@ -151,11 +151,11 @@ def prune_while_distilling(cfg, run, setup, teacher) -> dict:
     lineage = imp.Lineage(ctx, run, plan, common.LevelCache(None))
     for level in range(plan.levels):
         lineage.ensure(level)
-    levels = [common.level_row(common.read_level_summary(common.level_dir(run.root, level)))
-              for level in range(plan.levels)]
-    final = common.read_level_summary(common.level_dir(run.root, plan.levels - 1))
+    levels = [common.level_row(run.level(level).summary()) for level in range(plan.levels)]
+    common.record_level_lineage(run, run.root, plan.levels)
+    final = run.level(plan.levels - 1).summary()
     summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     summary.pop("level", None)
     summary.update({"levels_count": plan.levels, "levels": levels})
-    run.save_checkpoint("model", load_state(common.level_dir(run.root, plan.levels - 1) / "model.safetensors"))
+    run.save_checkpoint("model", load_state(run.level(plan.levels - 1).path / "model.safetensors"))
     return summary

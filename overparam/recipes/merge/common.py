@@ -219,7 +219,39 @@ def load_masks(ref: RunRef) -> dict:
 
 def validate_refs(cfg: dict, key: str = "ingredients", **kwargs) -> IngredientCheck:
     """`validate(cfg)` helper: resolve `cfg[key]` and check the runs (cheap: headers and masks only)."""
-    return check_ingredients(resolve_ingredients(cfg.get(key), key), key=key, **kwargs)
+    refs = resolve_ingredients(cfg.get(key), key)
+    check = check_ingredients(refs, key=key, **kwargs)
+    check_val_split(cfg, refs, key=key)
+    return check
+
+
+def _split_of(ref: RunRef) -> dict:
+    from overparam.data.bundle import split_identity
+
+    cfg = weights_config(ref.root)
+    return split_identity(_container(cfg.get("dataset")), int(cfg.get("seed", 0) or 0))
+
+
+def _split_text(split: dict) -> str:
+    return f"dataset {split['dataset'].get('name')}, val_fraction {split['val_fraction']:g}, split_seed {split['split_seed']}"
+
+
+def check_val_split(cfg, refs: list[RunRef], key: str = "ingredients") -> dict:
+    """The merge evaluates every ingredient on the first one's val split: refuse (one line naming the ingredient)
+    when another ingredient held out other examples and so trained on some of that split, unless
+    `merge.allow_val_overlap` is set. Returns the notes a merge summary records."""
+    splits = [_split_of(ref) for ref in refs]
+    evaluation = splits[0]
+    allowed = bool((cfg.get("merge") or {}).get("allow_val_overlap") or False)
+    if evaluation["val_fraction"] and not allowed:
+        for ref, split in zip(refs[1:], splits[1:]):
+            if split != evaluation:
+                raise UserError(
+                    f"{key}: {ref_text(ref)} trained on examples of the val split this merge evaluates on (it held "
+                    f"out {_split_text(split)}; the merge evaluates on {_split_text(evaluation)} from "
+                    f"{ref_text(refs[0])}); train the ingredients with one dataset.split_seed, or set "
+                    f"merge.allow_val_overlap=true to accept optimistic val numbers")
+    return {"val_split_seed": evaluation["split_seed"], "val_split_shared": int(all(s == evaluation for s in splits))}
 
 
 def validate_base(cfg: dict, check: IngredientCheck | None = None, required: bool = True) -> RunRef | None:
@@ -363,13 +395,12 @@ def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup
     from overparam.store.load import load_run_model
 
     device = setup_hardware(cfg.hardware)
+    # Every ingredient is evaluated on the first one's val split; one that trained on part of it is
+    # refused here (unless merge.allow_val_overlap), and the summary says whether the split was shared.
+    notes = check_val_split(cfg, refs)
     first_cfg = weights_config(refs[0].root)
-    split_seed = int(first_cfg.get("seed", 0))
-    data = load_dataset(first_cfg.dataset, cfg.paths.data_dir, seed=split_seed, device=device)
+    data = load_dataset(first_cfg.dataset, cfg.paths.data_dir, seed=int(first_cfg.get("seed", 0) or 0), device=device)
     model, _ = load_run_model(refs[0], device=device, data=data)
-    # Each seed holds out a different validation split: for ingredients of other seeds this val set
-    # overlaps their training data, so selection on it (greedy soups) is optimistic; say so.
-    notes = {"val_split_seed": split_seed, "val_split_shared": int(len(set(check.seeds)) <= 1)}
     return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes)
 
 

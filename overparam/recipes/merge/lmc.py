@@ -105,6 +105,7 @@ def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dic
     """Two models of `cfg.model` trained here from the init (and data order) of each seed."""
     from omegaconf import OmegaConf
 
+    from overparam.data.bundle import effective_split_seed
     from overparam.engine import fit
     from overparam.recipes.common import prepare
 
@@ -125,7 +126,7 @@ def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dic
                                    dataset=OmegaConf.to_container(cfg.dataset, resolve=True), seeds=list(seeds),
                                    shapes={})
     setup = common.MergeSetup(cfg=cfg, device=prepared.device, data=prepared.data, model=model, refs=[], check=check,
-                              notes={"val_split_seed": int(cfg.seed)})
+                              notes={"val_split_seed": effective_split_seed(cfg.dataset, int(cfg.seed))})
     figures["seeds"] = ",".join(str(s) for s in seeds)
     return setup, states[0], states[1], figures
 

@@ -8,16 +8,10 @@ masked layers altogether).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -30,9 +24,6 @@ from overparam.cli.validate import get  # dotted-key reads, shared with the glob
 SCOPES = ("global", "layerwise")
 DISTRIBUTIONS = ("uniform", "erk")
 REWIND_PATTERN = re.compile(r"^(init|none|(\d+)(it|ep))$")
-# Config keys that do not change what a level computes: where runs land, how they are observed,
-# what a preset claims, and the target sparsity (levels are a prefix sequence independent of it).
-CACHE_IGNORED_KEYS = ("sparsity", "paths", "hydra", "logger", "experiment_name", "claims", "objective", "report")
 
 
 # --- validation helpers ---------------------------------------------------------------------------
@@ -389,153 +380,29 @@ def mask_statistics(model: nn.Module, input_shape: tuple[int, ...], device: str 
     return stats
 
 
-# --- levels on disk -------------------------------------------------------------------------------
+# --- levels on disk and the level cache: owned by store (re-exported for the recipes) -------------
 
-LEVEL_FILES = ("model.safetensors", "mask.safetensors", "metrics.jsonl", "rewind.safetensors")
+from overparam.store.levels import (  # noqa: E402,F401
+    LEVEL_FILES,
+    LevelCache,
+    copy_level,
+    level_complete,
+    level_dir,
+    load_level_masks,
+    load_level_state,
+    read_level_summary,
+    read_metric_rows,
+    record_level_lineage,
+    replay_metrics,
+    write_level,
+)
 
-
-def level_dir(root: Path, level: int) -> Path:
-    return Path(root) / f"level_{level}"
-
-
-def level_complete(path: Path) -> bool:
-    """A level directory is complete once its summary.json exists (written last)."""
-    return (Path(path) / "summary.json").is_file()
-
-
-def read_level_summary(path: Path) -> dict:
-    from overparam.store.atomic import read_json
-
-    return read_json(Path(path) / "summary.json") or {}
-
-
-def write_level(path: Path, model: nn.Module, summary: dict, metric_rows: list[dict]) -> None:
-    """Store one level: weights with masks, masks alone, its metric rows, then summary.json (the marker)."""
-    from overparam.models.masked import masks_of
-    from overparam.store.atomic import atomic_write_json, atomic_write_text
-    from overparam.store.checkpoint import save_state
-
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    save_state(path / "model.safetensors", {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    save_state(path / "mask.safetensors", masks_of(model))
-    atomic_write_text(path / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in metric_rows))
-    atomic_write_json(path / "summary.json", summary)
-
-
-def load_level_state(path: Path) -> dict[str, torch.Tensor]:
-    """The state_dict (weights and `*.weight_mask`) a level stored."""
-    from overparam.store.checkpoint import load_state
-
-    return load_state(Path(path) / "model.safetensors")
-
-
-def load_level_masks(path: Path) -> dict[str, torch.Tensor]:
-    from overparam.store.checkpoint import load_state
-
-    return load_state(Path(path) / "mask.safetensors")
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    # Level files are written once and never modified, so a hard link is as safe as a copy.
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
-def copy_level(source: Path, target: Path) -> None:
-    """Link (or copy) a complete level directory's files into `target`; summary.json last."""
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in LEVEL_FILES:
-        if (source / name).is_file():
-            staging = target / f".{name}.incoming"
-            if staging.exists():
-                staging.unlink()
-            _link_or_copy(source / name, staging)
-            os.replace(staging, target / name)
-    staging = target / ".summary.json.incoming"
-    shutil.copy2(source / "summary.json", staging)
-    os.replace(staging, target / "summary.json")
-
-
-def read_metric_rows(path: Path) -> list[dict]:
-    rows = []
-    metrics = Path(path) / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
-
-
-def replay_metrics(run, rows: list[dict], level: int) -> None:
-    """Log a stored level's metric rows into `run` (so a level taken from the cache has its curves)."""
-    grouped: dict[tuple[int, str], dict] = {}
-    for row in rows:
-        grouped.setdefault((int(row["step"]), row["split"]), {})[row["metric"]] = row["value"]
-    for (step, split), metrics in grouped.items():
-        run.log(step, split, {k: float(v) for k, v in metrics.items()}, level=level)
-
-
-# --- the level cache ------------------------------------------------------------------------------
 
 def cache_key(config: dict, *, drop: Iterable[str] = ()) -> str:
-    """Identity of a level lineage: the run's config hash without `sparsity` (and paths, loggers, hydra...)."""
-    from overparam.store.run import config_hash
+    """Identity of a level lineage (store.identity's rule: the config hash without `sparsity`)."""
+    from overparam.store.identity import level_cache_key
 
-    ignored = set(CACHE_IGNORED_KEYS) | set(drop)
-    return config_hash({k: v for k, v in config.items() if k not in ignored})
-
-
-class LevelCache:
-    """Levels shared by the jobs of a sweep: `<root>/level_<L>/`, produced under a per-level file lock.
-
-    A job that needs level L takes the lock of L; if the level is there it links it, otherwise it
-    trains it and publishes it before releasing the lock, so concurrent jobs wait and reuse instead
-    of training the same level twice. Publication is a directory rename: a reader sees a complete
-    level or none. `root=None` disables sharing (every call says "absent" and locks nothing).
-    """
-
-    def __init__(self, root: str | os.PathLike | None):
-        self.root = Path(root) if root is not None else None
-
-    @property
-    def enabled(self) -> bool:
-        return self.root is not None
-
-    def path(self, level: int) -> Path:
-        assert self.root is not None
-        return level_dir(self.root, level)
-
-    def has(self, level: int) -> bool:
-        return self.root is not None and level_complete(self.path(level))
-
-    def lock(self, level: int):
-        """An exclusive inter-process lock for producing `level` (a no-op when disabled)."""
-        if self.root is None:
-            return contextlib.nullcontext()
-        from filelock import FileLock
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / f"level_{level}.lock"))
-
-    def publish(self, level: int, source: Path) -> None:
-        """Copy a complete level directory into the cache (atomically; a level already there is kept)."""
-        if self.root is None or self.has(level):
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".level_{level}.", dir=self.root))
-        try:
-            copy_level(Path(source), staging)
-            target = self.path(level)
-            if target.exists():  # a torn earlier attempt (no summary.json): replace it
-                shutil.rmtree(target)
-            os.rename(staging, target)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+    return level_cache_key(config, drop=drop)
 
 
 # --- reporting ------------------------------------------------------------------------------------
@@ -546,8 +413,16 @@ LEVEL_ROW_KEYS = ("level", "sparsity", "remaining_fraction", "remaining_weights"
 
 
 def level_row(summary: dict) -> dict:
-    """The entry of one level in the run summary's `levels` list (flat numbers/strings)."""
+    """The entry of one level in the run summary's `levels` list (flat numbers/strings).
+
+    `lineage` is `<run_id>/level_<L>` of the training that produced the weights: levels shared
+    through the cache carry the same one, so a table counts them once.
+    """
+    from overparam.store.run import lineage_id
+
     row = {k: summary[k] for k in LEVEL_ROW_KEYS if k in summary}
+    if lineage_id(summary.get("lineage")):
+        row["lineage"] = lineage_id(summary.get("lineage"))
     row.update({k: v for k, v in summary.items() if k.startswith("layer_sparsity/")})
     return row
 

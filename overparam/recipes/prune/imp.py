@@ -34,8 +34,6 @@ from overparam.recipes.prune import common
 
 CONTROLS = ("none", "random_reinit", "random_mask", "random_prune")
 RETRAIN_SCHEDULES = ("ft", "lrw", "clr")
-# Big enough to mean "every step of a level" when truncating metric rows.
-_ALL_STEPS = 1 << 60
 
 
 def validate(cfg: dict) -> None:
@@ -188,7 +186,7 @@ def _seed_resume_point(run, tag: str, model: torch.nn.Module, optim, step: int) 
     from overparam.engine.optim import build_optimizer
 
     name = f"resume_{tag}"
-    if step <= 0 or run.has_checkpoint(name):
+    if step <= 0 or run.has_resume_point(name):
         return
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     run.save_checkpoint(name, {
@@ -199,22 +197,21 @@ def _seed_resume_point(run, tag: str, model: torch.nn.Module, optim, step: int) 
 
 def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_step: int = 0, optim=None,
                 step_hook: Callable | None = None, label: str | None = None) -> dict:
-    """Train one level through `engine.fit` (tag `level_<L>`) and store it in `<run>/level_<L>/`."""
+    """Train one level through `engine.fit` (tag `level_<L>`) and commit it as the run's phase `level_<L>`."""
     from overparam.engine import fit
 
-    tag = f"level_{level}"
-    if not run.has_checkpoint(f"resume_{tag}"):
-        run.truncate_metrics(level - 1, _ALL_STEPS)  # rows of an interrupted earlier attempt at this level
+    phase = run.level(level)
+    # Either slot may hold the newest intact resume point (a kill between a slot's rename and run.json's
+    # update spoils the other): fit resumes from it and keeps exactly the rows up to its step; without
+    # one, the rows of an interrupted earlier attempt at this level are dropped.
+    phase.begin()
     optim = optim if optim is not None else ctx.cfg.optim
-    _seed_resume_point(run, tag, model, optim, start_step)
-    result = fit(model, ctx.setup.data, run, tag=tag, level=level, label=label or tag, step_hook=step_hook,
-                 **ctx.setup.fit_kwargs(optim=optim))
+    _seed_resume_point(run, phase.name, model, optim, start_step)
+    result = fit(model, ctx.setup.data, run, tag=phase.name, level=level, label=label or phase.name,
+                 step_hook=step_hook, **ctx.setup.fit_kwargs(optim=optim))
     summary = {"level": level, **common.mask_statistics(model, ctx.setup.data.input_shape, ctx.setup.device),
                **result.flat(), "steps": result.steps}
-    rows = [row for row in run.read_metrics() if row.get("level") == level]
-    common.write_level(common.level_dir(run.root, level), model, summary, rows)
-    run.drop_checkpoint(f"resume_{tag}")
-    return summary
+    return phase.commit(model, summary)
 
 
 def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -233,7 +230,7 @@ class Lineage:
         self.sources: dict[int, str] = {}
 
     def path(self, level: int) -> Path:
-        return common.level_dir(self.run.root, level)
+        return self.run.level(level).path
 
     def ensure(self, level: int) -> Path:
         """Level `level` complete in the run directory: already there, linked from the cache, or trained."""
@@ -259,11 +256,8 @@ class Lineage:
         return target
 
     def _fetch(self, level: int) -> None:
-        source = self.cache.path(level)
-        plain_line(self.run, self._label(level), f"taken from the level cache {source}")
-        self.run.truncate_metrics(level - 1, _ALL_STEPS)
-        common.replay_metrics(self.run, common.read_metric_rows(source), level)
-        common.copy_level(source, self.path(level))
+        plain_line(self.run, self._label(level), f"taken from the level cache {self.cache.path(level)}")
+        self.run.level(level).adopt(self.cache.path(level))
 
     def mask(self, level: int, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The magnitude mask of `level` (from the trained level before it); level 0 is all ones."""
@@ -352,25 +346,20 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
     sources: dict[int, str] = {}
     plan = ticket.plan
     for level in range(plan.levels):
-        target = common.level_dir(run.root, level)
-        if common.level_complete(target):
+        phase = run.level(level)
+        if phase.complete:
             sources[level] = "run"
             continue
         if level == 0 and control in ("random_mask", "random_prune"):
             # A random mask of the dense level is the dense mask: the control's level 0 is the ticket's.
-            source = ticket.ensure(0)
-            run.truncate_metrics(-1, _ALL_STEPS)
-            common.replay_metrics(run, common.read_metric_rows(source), 0)
-            common.copy_level(source, target)
+            phase.adopt(ticket.ensure(0))
             sources[level] = "ticket"
             continue
         shared = plan.canonical[level] and cache.enabled
         with cache.lock(level) if shared else _null():
             if shared and cache.has(level):
-                run.truncate_metrics(level - 1, _ALL_STEPS)
-                common.replay_metrics(run, common.read_metric_rows(cache.path(level)), level)
-                common.copy_level(cache.path(level), target)
                 plain_line(run, f"{control} level {level}/{plan.levels - 1}", f"taken from the level cache {cache.path(level)}")
+                phase.adopt(cache.path(level))
                 sources[level] = "cache"
                 continue
             if level > 0:
@@ -381,7 +370,7 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
             train_level(ctx, run, level, model, start_step=start, optim=optim,
                         label=f"{control} level {level}/{plan.levels - 1}")
             if shared:
-                cache.publish(level, target)
+                cache.publish(level, phase.path)
             sources[level] = "trained"
     return sources
 
@@ -396,8 +385,7 @@ def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> common
     prune = cfg.get("prune") or {}
     if prune.get("cache") is False:
         return common.LevelCache(None)
-    key = common.cache_key(run.config, drop=drop)
-    return common.LevelCache(Path(str(cfg.paths.output_dir)) / ".cache" / kind / key)
+    return run.level_cache(kind, drop=drop)
 
 
 def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
@@ -418,17 +406,17 @@ def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
         ticket = Lineage(ctx, run, plan, ticket_cache)
         for level in range(plan.levels):
             ticket.ensure(level)
-        sources, root = ticket.sources, run.root
+        sources = ticket.sources
     else:
         # The ticket lineage of a control run lives in <run>/ticket/ (its own metrics and resume points).
         ticket_run = Run(run.root / "ticket", run.config, device=run.device, precision=run.precision).start()
         ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
         sources = _control_levels(ctx, run, ticket, control, _cache(cfg, run))
         ticket_run.finish("done")
-        root = run.root
-    levels = [common.level_row(common.read_level_summary(common.level_dir(root, level)))
-              for level in range(plan.levels)]
-    final = common.read_level_summary(common.level_dir(root, plan.levels - 1))
+    levels = [common.level_row(run.level(level).summary()) for level in range(plan.levels)]
+    common.record_level_lineage(run, run.root, plan.levels)
+    last = run.level(plan.levels - 1)
+    final = last.summary()
     summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     summary.pop("level", None)
     summary["levels_count"] = plan.levels
@@ -436,7 +424,7 @@ def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
     summary["levels"] = levels
     from overparam.store.checkpoint import load_state
 
-    run.save_checkpoint("model", load_state(common.level_dir(root, plan.levels - 1) / "model.safetensors"))
+    run.save_checkpoint("model", load_state(last.path / "model.safetensors"))
     shown = [{**row, "source": sources.get(row["level"], "")} for row in levels]
     name = "one-shot" if oneshot else "IMP"
     common.print_level_table(shown, f"{name} {'ticket' if control == 'none' else control} levels -> "
