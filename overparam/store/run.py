@@ -2,7 +2,8 @@
 
 Recipes receive a `Run` and never touch the filesystem directly. Layout (DESIGN.md):
 
-    run.json        status, config hash, environment, timings, checkpoint hashes
+    run.json        status, config hash, the resolved config (for the run index), environment,
+                    timings, checkpoint hashes
     metrics.jsonl   one JSON object per evaluation: step, level, split, metric, value
     checkpoints/    safetensors files
     summary.json    final metrics the table reads
@@ -49,6 +50,15 @@ def config_hash(config: dict) -> str:
             identity[section] = {k: v for k, v in identity[section].items() if k != key}
     payload = json.dumps(_strip_for_hash(identity), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def config_for_index(config: dict) -> dict:
+    """run.json's `config` entry: the resolved config, so the run index reads JSON, not `.hydra/config.yaml`.
+
+    Written each time the run opens (once per run, again on a resume, like Hydra's own config.yaml);
+    `config_hash` beside it is the run's identity.
+    """
+    return {"config": config}
 
 
 def _torch_threads() -> int:
@@ -143,6 +153,7 @@ class Run:
                 "pid": os.getpid(),
             }
         )
+        self.info.update(config_for_index(self.config))
         self.info.pop("reason", None)
         self._write_info()
         return self
