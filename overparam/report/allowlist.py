@@ -58,16 +58,45 @@ def check_targets(config: Any, *, trust: bool = False, source: str = "config",
                             f"(pass --trust if you trust where this config came from)")
 
 
+def _override_trees(overrides: list[str], source: str) -> Iterator[dict]:
+    """Each override as the nested config it sets (`a.b=x` -> {"a": {"b": x}}; a sweep gives one per value).
+
+    Read with Hydra's own override parser, so quoting, escapes and `key={...}` / `key=[...]` values
+    mean here what they mean to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    except HydraException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{source}: an override does not parse ({first})") from None
+    for override in parsed:
+        if override.is_delete():
+            continue
+        if override.is_sweep_override():
+            try:
+                values = list(override.sweep_iterator())
+            except HydraException:  # interval or glob: numbers or option names, checked as text
+                values = [str(override.value())]
+        else:
+            values = [override.value()]
+        for value in values:
+            tree: Any = value
+            for part in reversed(override.key_or_group.split(".")):
+                tree = {part: tree}
+            yield tree
+
+
 def check_override_targets(overrides: list[str], *, trust: bool = False, source: str = "overrides") -> None:
-    """The same check for `key._target_=value` command-line overrides saved with a run."""
+    """The same check for command-line overrides saved with a run (`a._target_=x`, `a={_target_: x}`...)."""
     if trust:
         return
-    for override in overrides:
-        key, _, value = str(override).partition("=")
-        if key.lstrip("+~").endswith("_target_"):
-            bare = key.lstrip("+~")
-            allowed = ALLOWED_PREFIXES + HYDRA_PREFIXES if bare.startswith("hydra.") else ALLOWED_PREFIXES
-            if not target_allowed(value.strip("'\""), allowed):
-                raise UserError(f"{source}: {bare}={value!r} is outside the allowed targets "
+    for tree in _override_trees(overrides, source):
+        for where, target in iter_targets(tree):
+            allowed = ALLOWED_PREFIXES + HYDRA_PREFIXES if where.startswith("hydra.") else ALLOWED_PREFIXES
+            if not target_allowed(target, allowed):
+                raise UserError(f"{source}: {where}={target!r} is outside the allowed targets "
                                 f"({', '.join(p + '*' for p in ALLOWED_PREFIXES)}); refusing to run it "
                                 f"(pass --trust if you trust where this config came from)")

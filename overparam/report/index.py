@@ -1,6 +1,9 @@
 """Index run directories: status, flattened config and summary rows, read from small files only.
 
-A run directory is one that holds `run.json` or `.hydra/config.yaml`. Each run gives one or more
+A run directory is one that holds `run.json` or `.hydra/config.yaml`. The config comes from run.json's
+`config` entry (the resolved config the store writes when a run opens: one JSON read per run); runs
+written before that entry existed fall back to `.hydra/config.yaml`, read with PyYAML's safe loader.
+Each run gives one or more
 *records*, the unit a table cell aggregates:
 
 - a run whose summary has `"levels": [...]` (a pruning run) gives one record per level;
@@ -24,9 +27,9 @@ from typing import Any, Iterable, Iterator
 
 from overparam.errors import UserError
 
-try:  # the C loader parses configs ~10x faster than the pure-Python one
+try:  # libyaml's parser: the pure-Python one is several times slower on a config
     from yaml import CSafeLoader as _YamlLoader
-except ImportError:  # pragma: no cover - libyaml missing
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml import SafeLoader as _YamlLoader
 
 # Keys over which a table cell aggregates (mean, std, n) instead of splitting.
@@ -35,20 +38,24 @@ _REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """Parse a YAML file (Hydra's subset read directly, else PyYAML's safe loader); None if it does not exist."""
+    """A YAML file read with PyYAML's safe loader (data only, no tags that build objects); None if it does not exist.
+
+    A file that is not valid YAML is a UserError naming it, in one line.
+    """
     import yaml
 
-    from overparam.report.fastyaml import parse
-
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        with open(path, "rb") as handle:
+            return yaml.load(handle.read().decode("utf-8"), Loader=_YamlLoader)
     except FileNotFoundError:
         return None
-    fast = parse(text)
-    if fast is not None:
-        return fast
-    return yaml.load(text, Loader=_YamlLoader)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{path} is not valid YAML{where}: {problem}") from None
 
 
 def _read_json(path: Path) -> Any:
@@ -75,7 +82,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _resolve_references(flat: dict[str, Any]) -> dict[str, Any]:
-    # Configs are saved unresolved; plain `${other.key}` references are common and cheap to resolve.
+    # Hydra saves config.yaml unresolved; plain `${other.key}` references are common and cheap to resolve.
     for _ in range(3):  # short chains of references
         for key, value in flat.items():
             match = _REFERENCE.match(value) if isinstance(value, str) else None
@@ -167,17 +174,33 @@ class Record:
         return float(raw)
 
 
+def _saved_config(path: Path, info: dict) -> tuple[dict, bool]:
+    """The run's config and whether it is resolved: run.json's `config`, else `.hydra/config.yaml` (unresolved)."""
+    config = info.get("config")
+    if isinstance(config, dict):
+        return config, True
+    config_path = path / ".hydra" / "config.yaml"
+    config = load_yaml(config_path)
+    if config is None:
+        return {}, False
+    if not isinstance(config, dict):
+        raise UserError(f"{config_path} is not a config (a YAML mapping); it holds a {type(config).__name__}")
+    return config, False
+
+
 def read_run(path: str | os.PathLike) -> RunInfo:
-    """Read one run directory (run.json, summary.json, .hydra/config.yaml, .hydra/overrides.yaml)."""
+    """Read one run directory (run.json, summary.json; .hydra/ for what run.json does not hold)."""
     path = Path(path)
-    info = _read_json(path / "run.json") or {}
-    config = load_yaml(path / ".hydra" / "config.yaml") or {}
-    overrides = load_yaml(path / ".hydra" / "overrides.yaml") or []
+    info = _read_json(path / "run.json")
+    info = info if isinstance(info, dict) else {}
+    config, resolved = _saved_config(path, info)
+    flat_config = flatten(config) if resolved else _resolve_references(flatten(config))
+    overrides = load_yaml(path / ".hydra" / "overrides.yaml")
     summary = _read_json(path / "summary.json")
     status = str(info.get("status") or ("done" if summary is not None else "unknown"))
-    return RunInfo(path=path, status=status, reason=info.get("reason"), config=config,
-                   flat_config=_resolve_references(flatten(config)), summary=summary,
-                   overrides=[str(o) for o in overrides], run_id=info.get("run_id"))
+    return RunInfo(path=path, status=status, reason=info.get("reason"), config=config, flat_config=flat_config,
+                   summary=summary, overrides=[str(o) for o in overrides] if isinstance(overrides, list) else [],
+                   run_id=info.get("run_id"))
 
 
 def is_run_dir(path: Path) -> bool:

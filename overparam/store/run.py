@@ -2,7 +2,8 @@
 
 Recipes receive a `Run` and never touch the filesystem directly. Layout (DESIGN.md):
 
-    run.json        status, config hash, environment, timings, checkpoint hashes
+    run.json        status, config hash, the resolved config (for the run index), environment,
+                    timings, checkpoint hashes
     metrics.jsonl   one JSON object per evaluation: step, level, split, metric, value
     checkpoints/    safetensors files
     summary.json    final metrics the table reads
@@ -38,6 +39,15 @@ def lineage_id(lineage: dict | None) -> str | None:
     if not isinstance(lineage, dict) or not lineage.get("run_id"):
         return None
     return f"{lineage['run_id']}/{lineage.get('phase', '')}"
+
+
+def config_for_index(config: dict) -> dict:
+    """run.json's `config` entry: the resolved config, so the run index reads JSON, not `.hydra/config.yaml`.
+
+    Written each time the run opens (once per run, again on a resume, like Hydra's own config.yaml);
+    `config_hash` beside it is the run's identity.
+    """
+    return {"config": config}
 
 
 def _torch_threads() -> int:
@@ -130,6 +140,7 @@ class Run:
                 "pid": os.getpid(),
             }
         )
+        self.info.update(config_for_index(self.config))
         self.info.pop("reason", None)
         self._write_info()
         return self

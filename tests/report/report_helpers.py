@@ -31,13 +31,19 @@ def base_config(**changes) -> dict:
 
 
 def make_run(path: Path, config: dict, summary: dict | None, *, status: str = "done", reason: str | None = None,
-             overrides: list[str] | None = None) -> Path:
-    """Write .hydra/config.yaml, .hydra/overrides.yaml, run.json and (when given) summary.json."""
+             overrides: list[str] | None = None, config_in_run_json: bool = True) -> Path:
+    """Write .hydra/config.yaml, .hydra/overrides.yaml, run.json and (when given) summary.json.
+
+    `config_in_run_json`: run.json holds the config as the store writes it; False gives a run from
+    before it did (the index then reads .hydra/config.yaml).
+    """
     path.mkdir(parents=True, exist_ok=True)
     (path / ".hydra").mkdir(exist_ok=True)
     (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides or []))
     info = {"status": status, "config_hash": "0" * 16}
+    if config_in_run_json:
+        info["config"] = config
     if reason:
         info["reason"] = reason
     (path / "run.json").write_text(json.dumps(info))

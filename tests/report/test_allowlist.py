@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from report_helpers import base_config, make_run
 
@@ -38,3 +40,26 @@ def test_reproduce_refuses_a_foreign_target_before_running_anything(tmp_path, ca
     err = capsys.readouterr().err
     assert "method._target_='os.system' is outside the allowed targets" in err and "--trust" in err
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("override, where", [
+    ("+model={_target_: os.system, command: 'true'}", "model._target_='os.system'"),
+    ("optim.extra=[{_target_: torch.optim.Adam}, {_target_: posix.system}]", "optim.extra[1]._target_='posix.system'"),
+    ("method._target_='os.system'", "method._target_='os.system'"),
+    ("++method._target_=os.sys\\ tem", "method._target_='os.sys tem'"),
+    ("method._target_=overparam.recipes.dense.run,os.system", "method._target_='os.system'"),
+    ("model._target_=hydra_plugins.x.Y", "model._target_='hydra_plugins.x.Y'"),
+])
+def test_saved_overrides_are_read_as_hydra_reads_them(override, where):
+    # A mapping or list value, quotes, escapes and sweeps: what Hydra would instantiate is what is checked.
+    fine = ["seed=0,1,2", "~logger", "hydra/launcher=joblib", "optim.lr=interval(0.001,0.1)", "model=glob(*)",
+            "hydra.launcher._target_=hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"]
+    check_override_targets(fine)
+    with pytest.raises(UserError, match=re.escape(where)):
+        check_override_targets([*fine, override], source="job/.hydra/overrides.yaml")
+    check_override_targets([*fine, override], trust=True)
+
+
+def test_an_override_that_does_not_parse_is_refused_in_one_line():
+    with pytest.raises(UserError, match=r"^runs/0: an override does not parse \(.*\)$"):
+        check_override_targets(["seed=1", "model.widths=[64,"], source="runs/0")
