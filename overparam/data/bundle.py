@@ -64,14 +64,11 @@ def split_train_val(x: torch.Tensor, y: torch.Tensor, val_fraction: float, seed:
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]
 
 
-def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu") -> DataBundle:
-    """Build the dataset a `dataset` config names, split val off train, move it to `device`."""
-    from hydra.utils import get_method
+def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu", trust: bool | None = None) -> DataBundle:
+    """Build the registered dataset a `dataset` config names, split val off train, move it to `device`."""
+    from overparam.components import resolve
 
-    try:
-        loader = get_method(cfg._target_)
-    except Exception as exc:
-        raise UserError(f"dataset {cfg.get('name')}: cannot import {cfg._target_}: {exc}") from None
+    loader = resolve("dataset", cfg, trust=trust)
     options = {k: v for k, v in cfg.items() if k not in ("_target_", "name", "val_fraction")}
     bundle: DataBundle = loader(data_dir=data_dir, **options)
     val_fraction = float(cfg.get("val_fraction", 0.0) or 0.0)

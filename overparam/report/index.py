@@ -24,11 +24,6 @@ from typing import Any, Iterable, Iterator
 
 from overparam.errors import UserError
 
-try:  # the C loader parses configs ~10x faster than the pure-Python one
-    from yaml import CSafeLoader as _YamlLoader
-except ImportError:  # pragma: no cover - libyaml missing
-    from yaml import SafeLoader as _YamlLoader
-
 # Config keys that say where or how a run is observed or judged, not what it computes.
 NON_IDENTITY_PREFIXES = ("paths.", "logger.", "hydra.", "claims", "report.")
 # Keys over which a table cell aggregates (mean, std, n) instead of splitting.
@@ -37,30 +32,26 @@ _REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """Parse a YAML file (Hydra's subset read directly, else PyYAML's safe loader); None if it does not exist."""
-    import yaml
+    """Parse a YAML file of a run (Hydra's subset read directly, else PyYAML's safe loader); None if absent.
 
-    from overparam.report.fastyaml import parse
+    Reads through `overparam.store.load.read_yaml`: no tags, no aliases, bounded size and nesting;
+    anything else is one clear line (UserError).
+    """
+    from overparam.store.load import read_yaml
 
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return None
-    fast = parse(text)
-    if fast is not None:
-        return fast
-    return yaml.load(text, Loader=_YamlLoader)
+    return read_yaml(path)
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    from overparam.store.load import read_json_file
+
+    return read_json_file(path)
+
+
+def _typed(value: Any, kind: type, path: Path) -> Any:
+    if value is not None and not isinstance(value, kind):
+        raise UserError(f"{path}: expected a {'mapping' if kind is dict else 'list'}, got {type(value).__name__}")
+    return value
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -154,10 +145,10 @@ class Record:
 def read_run(path: str | os.PathLike) -> RunInfo:
     """Read one run directory (run.json, summary.json, .hydra/config.yaml, .hydra/overrides.yaml)."""
     path = Path(path)
-    info = _read_json(path / "run.json") or {}
-    config = load_yaml(path / ".hydra" / "config.yaml") or {}
-    overrides = load_yaml(path / ".hydra" / "overrides.yaml") or []
-    summary = _read_json(path / "summary.json")
+    info = _typed(_read_json(path / "run.json"), dict, path / "run.json") or {}
+    config = _typed(load_yaml(path / ".hydra" / "config.yaml"), dict, path / ".hydra" / "config.yaml") or {}
+    overrides = _typed(load_yaml(path / ".hydra" / "overrides.yaml"), list, path / ".hydra" / "overrides.yaml") or []
+    summary = _typed(_read_json(path / "summary.json"), dict, path / "summary.json")
     status = str(info.get("status") or ("done" if summary is not None else "unknown"))
     return RunInfo(path=path, status=status, reason=info.get("reason"), config=config,
                    flat_config=_resolve_references(flatten(config)), summary=summary,
