@@ -178,8 +178,12 @@ def walk(tree: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
             yield from walk(value, f"{path}[{index}]")
 
 
-def _registered_anywhere(target: Any) -> bool:
-    return any(name_of_target(kind, target) for kind in ("model", "dataset", "method", "logger"))
+def _registered_for(where: str, target: Any) -> bool:
+    """A `_target_` outside hydra: of the kind its node is (`model`, `teacher.model`, `dataset`...), else any kind."""
+    node = where[: -len("._target_")] if where.endswith("._target_") else where
+    slot = node.rsplit(".", 1)[-1]
+    kinds = (slot,) if slot in ("model", "dataset", "method", "logger") else ("model", "dataset", "method", "logger")
+    return any(name_of_target(kind, target) for kind in kinds)
 
 
 def _installed_plugin_targets(kind: str) -> set[str]:
@@ -295,11 +299,11 @@ def check_config(tree: Any, *, trust: bool | None = None, source: str = "config"
         if trust:
             continue
         if key in INSTANTIATE_KEYS:
-            raise UserError(f"{source}: {where} is not allowed (configs select registered components by name); "
+            raise UserError(f"{source}: {where} is refused (configs select registered components by name); "
                             f"{_TRUST_HINT}")
         if key != "_target_":
             continue
-        allowed = _hydra_target_allowed(where, value) if in_hydra else _registered_anywhere(value)
+        allowed = _hydra_target_allowed(where, value) if in_hydra else _registered_for(where, value)
         if not allowed:
             what = ("only the project's callbacks and the installed launchers and sweepers may be named there"
                     if in_hydra else "not a registered component")

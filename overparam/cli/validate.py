@@ -86,6 +86,12 @@ def validate(cfg: dict, trust: bool | None = None) -> None:
 
     recipe = resolve("method", method, trust=trust)
     module = sys.modules.get(getattr(recipe, "__module__", ""), None)
+    from overparam.store.load import RUN_KEYS, check_run_ref
+
+    for key in RUN_KEYS:
+        value = get(cfg, key)
+        if value not in (None, ""):
+            check_run_ref(value, key, trust=trust)
     method_validate = getattr(module, "validate", None)
     if method_validate is not None:
         method_validate(cfg)

@@ -340,6 +340,20 @@ def saved_summary(run_dir: str | Path) -> dict | None:
     return summary
 
 
+# Keys of a composed config that name one run to start from: opened (and checked) before anything runs.
+RUN_KEYS = ("from", "teacher.from", "student.from")
+
+
+def check_run_ref(value: Any, key: str, *, trust: bool | None = None) -> "RunRef":
+    """A `<run dir>[@tag]` a config names, opened through the checks above (finished, config is data)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise UserError(f"{key} must be a run directory (<dir> or <dir>@level_<L>), got {value!r}")
+    ref = RunRef.parse(str(value))
+    info = check_finished(ref.root)
+    weights_config(ref.root, info, trust=trust)
+    return ref
+
+
 @dataclass
 class ForeignRun:
     """A finished run directory opened as data: its record, checked config and overrides, and summary."""
