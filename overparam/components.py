@@ -267,7 +267,8 @@ def check_resolvers(tree: Any, *, source: str, hydra_only: bool = False) -> None
     if hydra_only:
         root = {"hydra": tree.get("hydra")} if isinstance(tree, dict) and tree.get("hydra") is not None else {}
     for where, text in strings(root, ""):
-        if "${" not in text:
+        if "${" not in text or where.startswith("hydra.overrides."):
+            # hydra.overrides records the command line as text; each override is checked where it applies.
             continue
         for resolver in _RESOLVER_CALL.findall(text):
             if resolver in SAFE_RESOLVERS:

@@ -199,7 +199,11 @@ def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path, trust: bool
 
     validate(saved_resolved, trust=trust)
     with tempfile.TemporaryDirectory(prefix="overparam-reproduce-") as folder:
+        from overparam.store.load import local_places
+
         config = OmegaConf.to_container(saved, resolve=False)
+        # Where it writes and what observes it are this machine's, not the saved run's.
+        config.update(local_places())
         # The run needs the same Hydra settings as train.yaml's (no chdir, quiet logging).
         config["hydra"] = {"job": {"chdir": False}, "job_logging": {"root": {"level": "WARNING"}}}
         Path(folder, "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")

@@ -260,8 +260,19 @@ SAFE_HYDRA_KNOBS = {
     "hydra.sweeper": ("direction", "study_name", "n_trials", "n_jobs", "max_failure_rate", "sampler.seed",
                       "sampler.n_startup_trials", "params.*"),
 }
-# Where a run ran, not how: a reproduction chooses its own place.
-PLACE_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode")
+# Where a run ran and what observed it, not what it computed: a reproduction writes only where the
+# user's own config says (a foreign `paths.output_dir` would put the level cache, a foreign logger
+# its database or event files, anywhere on this machine).
+PLACE_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "paths", "logger")
+PLACE_PREFIXES = ("paths.", "logger.", "logger/")
+
+
+def local_places() -> dict:
+    """The user's own `paths` (configs/train.yaml's, unresolved) and no logger: what a reproduction runs with."""
+    from overparam.cli.paths import config_dir
+
+    train = read_yaml(config_dir() / "train.yaml") or {}
+    return {"paths": dict(train.get("paths") or {}), "logger": None}
 
 
 def _override_key(override: str) -> str:
@@ -286,7 +297,7 @@ def check_saved_overrides(overrides: Any, *, source: str, trust: bool | None = N
     kept = []
     for override in overrides:
         key = _override_key(override)
-        if key in PLACE_KEYS:
+        if key in PLACE_KEYS or key.startswith(PLACE_PREFIXES):
             continue
         try:
             parsed = parser.parse_override(override)
@@ -376,10 +387,16 @@ def open_run(run_dir: str | Path, *, trust: bool | None = None) -> ForeignRun:
                       overrides=saved_overrides(root, trust=trust), summary=saved_summary(root))
 
 
-def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None):
+def local_data_dir() -> str:
+    """Where this machine keeps datasets (train.yaml's default): never the directory a foreign config names."""
+    return os.environ.get("OVERPARAM_DATA_DIR") or str(Path.home() / ".cache" / "overparam")
+
+
+def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None, data_dir: str | None = None):
     """(model, saved config) of a finished run; masks in the weights make a sparsified model.
 
-    `data` (a DataBundle) gives input shape and class count; without it the run's dataset is loaded.
+    `data` (a DataBundle) gives input shape and class count; without it the run's dataset is loaded
+    from `data_dir` (default: this machine's, `local_data_dir()`; never the saved config's paths).
     """
     import torch
 
@@ -392,13 +409,16 @@ def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None):
     cfg = weights_config(ref.root, info)
     if not ref.weights.is_file():
         raise UserError(f"{ref.root} has no weights at {ref.weights.relative_to(ref.root)}")
-    state = load_state(ref.weights)
+    try:
+        state = load_state(ref.weights)
+    except RecursionError:  # a checkpoint's metadata skeleton nested without end
+        raise UserError(f"corrupt checkpoint {ref.weights}: metadata nested too deeply") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{ref.weights} is not a model state_dict")
     if data is None:
         from overparam.data import load_dataset
 
-        data = load_dataset(cfg.dataset, cfg.paths.data_dir, seed=int(cfg.seed), device="cpu")
+        data = load_dataset(cfg.dataset, data_dir or local_data_dir(), seed=int(cfg.seed), device="cpu")
     model = build_model(cfg.model, data.input_shape, data.num_classes, seed=int(cfg.seed))
     if any(key.endswith(".weight_mask") for key in state):
         masked_layers = [key[: -len(".weight_mask")] for key in state if key.endswith(".weight_mask")]

@@ -148,7 +148,7 @@ def saved_launcher_setup(s): s.overrides(["hydra/launcher=submitit_local", f"+hy
 def saved_sweeper_storage(s): s.overrides([f"hydra.sweeper.storage=sqlite:///{s.marker}"])
 def saved_unknown_launcher(s): s.overrides(["hydra/launcher=evil"])
 def saved_target_override(s): s.overrides(["model._target_=torch.hub.load"])
-def saved_resolver_override(s): s.overrides([f"paths.data_dir=${{unique_dir:{s.marker}}}"])
+def saved_resolver_override(s): s.overrides([f"+optim.extra=${{unique_dir:{s.marker}}}"])
 
 
 REPRODUCE = ["reproduce", "{evil}", "--out", "{out}/new"]
@@ -306,3 +306,17 @@ def test_search_evaluation_reads_its_sweep_as_data(finished_run, tmp_path, capsy
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("search: error: ") and "refused" in lines[0], lines
     assert tree_digest(scene.runs) == before and not (sweep / "eval").exists()
+
+
+def test_where_a_saved_run_wrote_is_not_where_its_reproduction_writes(tmp_path):
+    """Saved paths, logger and run/sweep dirs are dropped: a reproduction writes under the user's own outputs."""
+    from overparam.store.load import check_saved_overrides, local_places
+
+    saved = [f"paths.output_dir={tmp_path}/elsewhere", f"paths.data_dir={tmp_path}/data", "logger=mlflow",
+             "+logger.tracking_uri=http://example.invalid", f"hydra.run.dir={tmp_path}/x", "hydra.mode=MULTIRUN",
+             f"hydra.sweep.subdir=../../{tmp_path.name}", "seed=1", "model.widths=[16]", "hydra/launcher=joblib",
+             "hydra.launcher.n_jobs=2"]
+    assert check_saved_overrides(saved, source="x") == ["seed=1", "model.widths=[16]", "hydra/launcher=joblib",
+                                                        "hydra.launcher.n_jobs=2"]
+    places = local_places()
+    assert places["logger"] is None and places["paths"]["output_dir"] == "outputs"
