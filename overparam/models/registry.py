@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overparam.errors import UserError
-
 
 def build_model(cfg, input_shape: tuple[int, ...], num_classes: int, seed: int,
                 trust: bool | None = None) -> nn.Module:

@@ -163,8 +163,9 @@ ROUTES = {
                      "paths.output_dir={out}"],
     "lmc.from": ["train", "method=lmc", "lmc.from={evil}", "lmc.points=2", *SHORT, "paths.output_dir={out}"],
     "table": TABLE,
+    "table --plot-curves": ["table", "{evil}", "--plot-curves", "{out}/curves.png"],
 }
-ALL = [r for r in ROUTES if r != "table"]
+ALL = [r for r in ROUTES if not r.startswith("table")]
 # Code-naming attacks: every route that builds something; file-format attacks: table too.
 ATTACKS = [
     *[(route, walk_torch_nn) for route in ALL],
@@ -181,7 +182,7 @@ ATTACKS = [
     ("reproduce", yaml_huge), ("table", yaml_huge), ("from", yaml_deep), ("table", yaml_deep),
     ("reproduce", yaml_alias_bomb), ("table", yaml_alias_bomb), ("reproduce", yaml_malformed),
     ("table", yaml_malformed), ("from", config_not_mapping), ("table", run_json_deep), ("reproduce", summary_malformed),
-    ("table", summary_malformed),
+    ("table", summary_malformed), ("table --plot-curves", summary_malformed),
     *[("reproduce", attack) for attack in (
         saved_dict_callback, saved_dotted_callback, saved_logging_class, saved_logging_file, saved_output_subdir,
         saved_searchpath, saved_launcher_setup, saved_sweeper_storage, saved_unknown_launcher,
@@ -320,3 +321,23 @@ def test_where_a_saved_run_wrote_is_not_where_its_reproduction_writes(tmp_path):
                                                         "hydra.launcher.n_jobs=2"]
     places = local_places()
     assert places["logger"] is None and places["paths"]["output_dir"] == "outputs"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["reproduce", "train"])
+def test_through_the_runner_command(finished_run, tmp_path, command):
+    """The console script's own code path (a subprocess, ~5 s): the issue's two first reports."""
+    from scaleout_helpers import runner as runner_process
+
+    scene = Scene(tmp_path, finished_run)
+    if command == "reproduce":
+        walk_torch_nn(scene)
+        args = [scene.fill(a) for a in REPRODUCE]
+    else:
+        args = ["train", "+hydra.callbacks.x._target_=builtins.open", f"+hydra.callbacks.x._args_=[{scene.marker},w]",
+                *SHORT, f"paths.output_dir={scene.out}"]
+    before = tree_digest(scene.runs)
+    result = runner_process(args, cwd=tmp_path)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and "refused" in lines[0], result.stderr[-800:]
+    assert not scene.marker.exists() and tree_digest(scene.runs) == before

@@ -61,7 +61,7 @@ def load_from_run(ref: str, setup) -> nn.Module:
     source_cfg = saved_config(parsed.root)
     same_data = source_cfg.get("dataset", {}).get("name") == setup.cfg.dataset.name
     model, _ = load_run_model(parsed, device=setup.device, data=setup.data if same_data else None,
-                              data_dir=str(setup.cfg.paths.data_dir))
+                              data_dir=(setup.cfg.get("paths") or {}).get("data_dir"))
     head = output_head(model)
     if head.out_features != setup.data.num_classes:
         replace_head(model, setup.data.num_classes, seed=int(setup.cfg.seed))
