@@ -24,14 +24,14 @@ def model_config(spec, default):
     if spec is None:
         return default
     if isinstance(spec, str):
-        from overparam.cli.paths import config_dir
+        from overparam.cli.paths import config_dir, group_options
 
         path = config_dir() / "model" / f"{spec}.yaml"
-        if not path.is_file():
-            from overparam.cli.paths import group_options
-
+        if spec not in group_options("model") or not path.is_file():  # a name, never a path
             raise UserError(f"model {spec!r} is not in configs/model; choose one of: {', '.join(group_options('model'))}")
-        return OmegaConf.load(path)
+        from overparam.store.load import read_yaml
+
+        return OmegaConf.create(read_yaml(path))
     if isinstance(spec, (dict, DictConfig)):
         merged = OmegaConf.merge(default, spec) if spec.get("_target_") is None else OmegaConf.create(spec)
         return merged
