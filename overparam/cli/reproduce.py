@@ -40,8 +40,6 @@ Every level is retrained in a fresh cache; --reuse-cache takes levels from the o
 and lists them as not reproduced."""
 
 DEFAULT_TOLERANCE = 0.01
-# Hydra overrides of a saved sweep that name where it ran, not how: replaced by the new location.
-_PLACE_OVERRIDES = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest absolute difference allowed (default: exact for deterministic CPU runs, "
                              f"else {DEFAULT_TOLERANCE})")
     parser.add_argument("--out", help="directory for the new run(s) (default outputs/reproduce/<date>/<time>)")
-    parser.add_argument("--trust", action="store_true", help="run _target_s outside the allowlist (configs you trust)")
+    parser.add_argument("--trust", action="store_true", help="let the saved config name components that are not registered "
+                             "(only for run directories you trust)")
     parser.add_argument("--reuse-cache", action="store_true",
                         help="take levels from the original's level cache instead of retraining them (they are "
                              "listed as not reproduced)")
@@ -108,26 +107,25 @@ def _new_out(out: str | None, *parts: str) -> Path:
     return path
 
 
-def _runner_train(args: list[str]) -> int:
-    """Run `runner train ARGS` in a fresh interpreter (clean Hydra and torch state); its exit code."""
+def _runner_train(args: list[str], trust: bool = False) -> int:
+    """Run `runner train ARGS` in a fresh interpreter (clean Hydra and torch state); its exit code.
+
+    The job checks its config again (registered components only) unless this reproduction was given --trust.
+    """
+    from overparam.components import TRUST_ENV
+
     command = [sys.executable, "-m", "overparam.cli.main", "train", *args]
     print("$ runner train " + " ".join(_quote(a) for a in args), flush=True)
-    return subprocess.call(command, env=os.environ.copy())
+    env = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
+    if trust:
+        env[TRUST_ENV] = "1"
+    return subprocess.call(command, env=env)
 
 
 def _quote(arg: str) -> str:
     import shlex
 
     return shlex.quote(arg)
-
-
-def _resolved(config) -> dict:
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.to_container(config, resolve=True)
-    except Exception as exc:  # noqa: BLE001 - an unresolvable saved config is bad input
-        raise UserError(f"the saved config does not resolve: {str(exc).splitlines()[0]}") from None
 
 
 def _flat_identity(config: dict) -> dict[str, Any]:
@@ -150,31 +148,27 @@ class SavedRun:
     """A finished run directory prepared for re-running: its checked config and how to re-run it."""
 
     def __init__(self, path: Path, trust: bool):
-        from omegaconf import OmegaConf
-
-        from overparam.report.allowlist import check_override_targets, check_targets
-        from overparam.report.index import load_yaml
-        from overparam.store.atomic import read_json
-        from overparam.store.load import check_finished, saved_config
+        from overparam.store.load import open_run
         from overparam.store.run import config_hash
 
+        # The one validated loader for a run from elsewhere: safe YAML/JSON, registered components only,
+        # no hydra settings beyond the launcher's and sweeper's (see overparam.store.load).
+        run = open_run(path, trust=trust)
         self.path = path
-        self.info = check_finished(path)
-        self.summary = read_json(path / "summary.json")
+        self.trust = trust
+        self.info = run.info
+        self.summary = run.summary
         if self.summary is None:
             raise UserError(f"{path} has no summary.json")
-        self.saved = saved_config(path)
-        self.overrides = [str(o) for o in (load_yaml(path / ".hydra" / "overrides.yaml") or [])]
-        check_targets(OmegaConf.to_container(self.saved, resolve=False), trust=trust, source=str(path))
-        self.saved_resolved = _resolved(self.saved)
-        check_targets(self.saved_resolved, trust=trust, source=str(path))
-        check_override_targets(self.overrides, trust=trust, source=f"{path}/.hydra/overrides.yaml")
+        self.saved = run.config
+        self.overrides = run.overrides
+        self.saved_resolved = run.resolved
         self.differences: list[str] = []
         self.recompose_error: str | None = None
         try:
             from overparam.cli.train import compose_checked
 
-            recomposed = compose_checked(self.overrides)
+            recomposed = compose_checked(self.overrides, trust=trust)
             if config_hash(recomposed) != config_hash(self.saved_resolved):
                 self.differences = config_differences(recomposed, self.saved_resolved) or ["(identity hash differs)"]
         except UserError as exc:
@@ -212,24 +206,30 @@ class SavedRun:
         """Re-run this run into `new_dir` with `cache_dir` as its shared cache (overrides when they reproduce
         the config, else the saved config)."""
         if self.from_overrides:
-            return _runner_train([*self.overrides, f"++paths.cache_dir={cache_dir}", f"hydra.run.dir={new_dir}"])
-        return _launch_saved_config(self.saved, self.saved_resolved, new_dir, cache_dir)
+            return _runner_train([*self.overrides, f"++paths.cache_dir={cache_dir}", f"hydra.run.dir={new_dir}"],
+                                 trust=self.trust)
+        return _launch_saved_config(self.saved, self.saved_resolved, new_dir, cache_dir, trust=self.trust)
 
 
-def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path, cache_dir: Path) -> int:
+def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path, cache_dir: Path, trust: bool = False) -> int:
     """Run a saved config.yaml as the primary config (no defaults list), validated first."""
     from omegaconf import OmegaConf
 
     from overparam.cli.validate import validate
 
-    validate(saved_resolved)
+    validate(saved_resolved, trust=trust)
     with tempfile.TemporaryDirectory(prefix="overparam-reproduce-") as folder:
+        from overparam.store.load import local_places
+
         config = OmegaConf.to_container(saved, resolve=False)
+        # Where it writes and what observes it are this machine's, not the saved run's.
+        config.update(local_places())
         # The run needs the same Hydra settings as train.yaml's (no chdir, quiet logging).
         config["hydra"] = {"job": {"chdir": False}, "job_logging": {"root": {"level": "WARNING"}}}
         config.setdefault("paths", {})["cache_dir"] = str(cache_dir)
         Path(folder, "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")
-        return _runner_train([f"--config-path={folder}", "--config-name=config", f"hydra.run.dir={new_dir}"])
+        return _runner_train([f"--config-path={folder}", "--config-name=config", f"hydra.run.dir={new_dir}"],
+                             trust=trust)
 
 
 def _compare(original: "SavedRun", new_dir: Path, tolerance: float, title: str) -> bool:
@@ -315,19 +315,23 @@ def _job_key(overrides: list[str]) -> tuple[str, ...]:
 def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, trust: bool,
                        reuse_cache: bool = False) -> int:
     """Re-run every job of a sweep (through its launcher when the overrides still compose) and compare."""
-    from overparam.report.allowlist import check_override_targets
     from overparam.report.index import find_runs, load_yaml
+    from overparam.store.load import check_saved_overrides
 
     jobs = [SavedRun(job, trust) for job in find_runs([path])]
     if not jobs:
         raise UserError(f"{path} holds no job directories")
-    new_root = _new_out(out)
     multirun = load_yaml(path / "multirun.yaml") or {}
+    if not isinstance(multirun, dict):
+        raise UserError(f"{path}/multirun.yaml: not a saved sweep (a mapping)")
     saved_overrides = ((multirun.get("hydra") or {}).get("overrides") or {})
-    task = [str(o) for o in saved_overrides.get("task") or []]
-    hydra_overrides = [str(o) for o in saved_overrides.get("hydra") or []
-                       if str(o).split("=")[0].lstrip("+~") not in _PLACE_OVERRIDES]
-    check_override_targets(task + hydra_overrides, trust=trust, source=f"{path}/multirun.yaml")
+    if not isinstance(saved_overrides, dict):
+        raise UserError(f"{path}/multirun.yaml: hydra.overrides is not a mapping")
+    # Place overrides (run/sweep dirs, mode) are dropped by the check: the reproduction picks its own.
+    task = check_saved_overrides(saved_overrides.get("task") or [], source=f"{path}/multirun.yaml", trust=trust)
+    hydra_overrides = check_saved_overrides(saved_overrides.get("hydra") or [], source=f"{path}/multirun.yaml",
+                                            trust=trust)
+    new_root = _new_out(out)
     relaunch = bool(multirun) and all(job.from_overrides for job in jobs)
     # The jobs share a fresh cache of their own: every level they compare is trained in this reproduction.
     cache_for = (lambda job: job.cache_dir) if reuse_cache else (lambda job: new_root / ".cache")
@@ -335,7 +339,7 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
     if relaunch:
         print(f"re-running the sweep of {len(jobs)} job(s) through its launcher into {new_root}")
         _runner_train(["-m", *task, *hydra_overrides, f"++paths.cache_dir={cache_for(jobs[0])}",
-                       f"hydra.sweep.dir={new_root}"])
+                       f"hydra.sweep.dir={new_root}"], trust=trust)
         new_jobs = {_job_key([str(o) for o in (load_yaml(d / ".hydra" / "overrides.yaml") or [])]): d
                     for d in find_runs([new_root])} if new_root.exists() else {}
         pairs = [(job, new_jobs.get(_job_key(job.overrides))) for job in jobs]
@@ -370,19 +374,18 @@ def reproduce_preset(name: str, extra: list[str], *, out: str | None, trust: boo
     """Run a preset's sweep, build its table and figure, and check each of its claims."""
     from overparam.cli.paths import group_options
     from overparam.cli.train import compose_checked
-    from overparam.report.allowlist import check_override_targets, check_targets
+    from overparam.components import check_config
     from overparam.report.claims import claim_list
 
     presets = group_options("experiment")
     if name not in presets:
         raise UserError(f"experiment={name} is not a preset; choose one of: {', '.join(presets) or '(none)'}")
-    check_override_targets(extra, trust=trust)
-    composed = compose_checked([f"experiment={name}", *extra])
-    check_targets(composed, trust=trust, source=f"experiment={name}")
+    composed = compose_checked([f"experiment={name}", *extra], trust=trust)
+    check_config(composed, trust=trust, source=f"experiment={name}")
     claims = claim_list(composed.get("claims"))  # a claim that does not parse stops here, before any training
     new_root = _new_out(out, name)
     print(f"preset {name}: running its sweep into {new_root}")
-    code = _runner_train(["-m", f"experiment={name}", *extra, f"hydra.sweep.dir={new_root}"])
+    code = _runner_train(["-m", f"experiment={name}", *extra, f"hydra.sweep.dir={new_root}"], trust=trust)
     if not new_root.exists():
         print(f"runner reproduce: the sweep exited with code {code} and wrote nothing", file=sys.stderr)
         return 1

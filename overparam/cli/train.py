@@ -75,12 +75,22 @@ def expand_overrides(overrides: list[str]) -> list[list[str]]:
     return combos
 
 
-def compose_checked(overrides: list[str]) -> dict:
-    """Compose configs/train.yaml with `overrides`, resolve it, validate it; UserError if anything is wrong."""
+def compose_checked(overrides: list[str], *, primary: tuple[str, str] | None = None,
+                    trust: bool | None = None) -> dict:
+    """Compose configs/train.yaml with `overrides`, resolve it, validate it; UserError if anything is wrong.
+
+    The `hydra` section is composed too and checked before Hydra would instantiate anything from it
+    (callbacks, launcher, sweeper, logging): only registered components pass without --trust.
+    `primary` = (config folder, config name) composes another primary config (--config-path/--config-name).
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
+    from overparam.components import check_config, check_resolvers
+
+    folder, name = primary or (str(config_dir()), "train")
+    trust = trusted() if trust is None else trust
     for override in overrides:
         key, _, value = override.partition("=")
         bare = key.lstrip("+~")
@@ -88,8 +98,12 @@ def compose_checked(overrides: list[str]) -> dict:
             _check_group_option(bare, value)
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="train"):
-            cfg = compose(config_name="train", overrides=overrides)
+        with initialize_config_dir(config_dir=folder, version_base="1.3", job_name="train"):
+            cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+            # The hydra section stays unresolved: its run/sweep dirs claim directories when resolved.
+            hydra_section = OmegaConf.to_container(cfg.hydra, resolve=False)
+            with open_dict(cfg):
+                del cfg["hydra"]
             container = OmegaConf.to_container(cfg, resolve=True)
     except UserError:
         raise
@@ -98,10 +112,11 @@ def compose_checked(overrides: list[str]) -> dict:
     finally:
         GlobalHydra.instance().clear()
     from overparam.cli.validate import validate
-    from overparam.report.allowlist import check_targets
 
-    check_targets(container, trust=trusted(), source="the composed config")
-    validate(container)
+    check_resolvers({"hydra": hydra_section}, source="the composed config", hydra_only=True)
+    check_config({"hydra": hydra_section}, trust=trust, source="the composed config")
+    check_config(container, trust=trust, source="the composed config")
+    validate(container, trust=trust)
     return container
 
 
@@ -112,24 +127,39 @@ def _friendly_compose_error(exc: Exception) -> str:
     return text
 
 
-def validate_overrides(overrides: list[str]) -> None:
+def validate_overrides(overrides: list[str], primary: tuple[str, str] | None = None) -> None:
     """Compose and validate every value a sweep would run."""
     for combo in expand_overrides(overrides):
-        compose_checked(combo)
+        compose_checked(combo, primary=primary)
 
 
 def _wants_info(argv: list[str]) -> bool:
     return any(arg in INFO_FLAGS or arg.split("=")[0] in INFO_FLAGS for arg in argv)
 
 
-def _override_args(argv: list[str]) -> list[str]:
+def _parsed_args(argv: list[str]):
     from hydra._internal.utils import get_args_parser
 
     try:
-        args = get_args_parser().parse_args(argv)
+        return get_args_parser().parse_args(argv)
     except SystemExit:
         raise UserError("bad arguments; see runner train --help") from None
-    return list(args.overrides)
+
+
+def _override_args(argv: list[str]) -> list[str]:
+    return list(_parsed_args(argv).overrides)
+
+
+def _primary_config(argv: list[str]) -> tuple[tuple[str, str] | None, list[str]]:
+    """(config folder, name) given by --config-path/--config-name, and overrides --config-dir implies."""
+    args = _parsed_args(argv)
+    extra = []
+    if args.config_dir:
+        extra.append(f"hydra.searchpath=[file://{Path(args.config_dir).resolve()}]")
+    if not args.config_path and not args.config_name:
+        return None, extra
+    folder = Path(args.config_path).resolve() if args.config_path else config_dir()
+    return (str(folder), args.config_name or "train"), extra
 
 
 TRUST_ENV = "OVERPARAM_TRUST_TARGETS"
@@ -137,7 +167,9 @@ TRUST_ENV = "OVERPARAM_TRUST_TARGETS"
 
 def trusted() -> bool:
     """True when `--trust` was given: any `_target_` may be instantiated."""
-    return os.environ.get(TRUST_ENV) == "1"
+    from overparam.components import trusted as flag
+
+    return flag()
 
 
 def main(argv: list[str]) -> int:
@@ -148,7 +180,8 @@ def main(argv: list[str]) -> int:
         os.environ[TRUST_ENV] = "1"
     multirun = "-m" in argv or "--multirun" in argv
     if not _wants_info(argv):
-        validate_overrides(_override_args(argv))
+        primary, extra = _primary_config(argv)
+        validate_overrides(_override_args(argv) + extra, primary)
     import hydra
 
     FAILED_JOBS.clear()
@@ -210,20 +243,18 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     `keep_failed`: a sweep's job keeps its directory (run.json says `failed` and why) even when
     the failure is a bad input found only at run time, so the sweep's failure summary lists it.
     """
-    from hydra.utils import get_method
     from omegaconf import OmegaConf
 
+    from overparam.components import check_config, resolve
     from overparam.store import Run, signals
     from overparam.store.loggers import build_loggers
-
-    from overparam.report.allowlist import check_targets
 
     container = OmegaConf.to_container(cfg, resolve=True)
     fresh = not (out_dir / "run.json").exists()
     try:
-        # A config from elsewhere (--config-path/--config-dir) is data, not code: the same allowlist
-        # as `runner reproduce` before anything is instantiated.
-        check_targets(container, trust=trusted(), source="the config")
+        # The job's own config is checked again where it runs (a launcher's worker process too):
+        # registered components only, unless --trust.
+        check_config(container, trust=trusted(), source="the config")
     except UserError:
         if fresh and not keep_failed:
             _remove_refused_run_dir(out_dir)
@@ -240,7 +271,7 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     try:
         with signals.handling():
             run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
-            recipe = get_method(cfg.method._target_)
+            recipe = resolve("method", cfg.method)
             summary = recipe(cfg, run) or {}
             summary.setdefault("method", cfg.method.name)
             if (cfg.get("dataset") or {}).get("label_noise"):

@@ -52,7 +52,7 @@ def choice(cfg: dict, key: str, allowed: tuple[str, ...]) -> None:
         raise UserError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
 
 
-def validate(cfg: dict) -> None:
+def validate(cfg: dict, trust: bool | None = None) -> None:
     """Validate the keys every run uses, then the method's own keys (its module's `validate`)."""
     number(cfg, "seed", integer=True, low=0)
     number(cfg, "sparsity", low=0.0, high=1.0, high_open=True)
@@ -81,18 +81,20 @@ def validate(cfg: dict) -> None:
     choice(cfg, "hardware.kernel", KERNELS)
     number(cfg, "hardware.threads", low=1, integer=True, optional=True)
     method = get(cfg, "method") or {}
-    target = method.get("_target_")
-    if not target:
-        raise UserError("method._target_ is missing: the method config must name its recipe")
-    import importlib
+    if not isinstance(method, dict) or not (method.get("_target_") or method.get("name")):
+        raise UserError("method is missing: the method config must name its recipe")
+    import sys
 
-    module_name = target.rsplit(".", 1)[0]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"method {method.get('name')!r}: cannot import {module_name}: {exc}") from None
-    if not hasattr(module, target.rsplit(".", 1)[1]):
-        raise UserError(f"method {method.get('name')!r}: {target} does not exist")
+    from overparam.components import resolve
+
+    recipe = resolve("method", method, trust=trust)
+    module = sys.modules.get(getattr(recipe, "__module__", ""), None)
+    from overparam.store.load import RUN_KEYS, check_run_ref
+
+    for key in RUN_KEYS:
+        value = get(cfg, key)
+        if value not in (None, ""):
+            check_run_ref(value, key, trust=trust)
     method_validate = getattr(module, "validate", None)
     if method_validate is not None:
         method_validate(cfg)

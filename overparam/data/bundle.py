@@ -86,6 +86,8 @@ def add_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: in
     notes = {"label_noise": float(fraction), "label_noise_seed": int(seed), "labels_replaced": count,
              "labels_changed": int((noisy != y).sum())}
     return noisy, notes
+
+
 def effective_split_seed(dataset_cfg, seed: int) -> int:
     """The seed of the val split: `dataset.split_seed` when set, else the run's `seed` (configs older than it)."""
     split_seed = (dataset_cfg or {}).get("split_seed")
@@ -104,15 +106,12 @@ def split_identity(dataset_cfg, seed: int) -> dict:
             "split_seed": effective_split_seed(dataset_cfg, seed) if fraction else None}
 
 
-def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu") -> DataBundle:
-    """Build the dataset a `dataset` config names, split val off train (seeded by `dataset.split_seed`, else by
-    `seed`), move it to `device`."""
-    from hydra.utils import get_method
+def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu", trust: bool | None = None) -> DataBundle:
+    """Build the registered dataset a `dataset` config names, split val off train (seeded by
+    `dataset.split_seed`, else by `seed`), move it to `device`."""
+    from overparam.components import resolve
 
-    try:
-        loader = get_method(cfg._target_)
-    except Exception as exc:
-        raise UserError(f"dataset {cfg.get('name')}: cannot import {cfg._target_}: {exc}") from None
+    loader = resolve("dataset", cfg, trust=trust)
     options = {k: v for k, v in cfg.items()
                if k not in ("_target_", "name", "val_fraction", "split_seed", *LABEL_NOISE_KEYS)}
     bundle: DataBundle = loader(data_dir=data_dir, **options)

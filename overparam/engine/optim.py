@@ -23,16 +23,18 @@ def build_optimizer(params, optim) -> torch.optim.Optimizer:
     name = str(optim["name"]).lower()
     lr = float(optim["lr"])
     weight_decay = float(optim.get("weight_decay") or 0.0)
+    from overparam.components import REGISTRIES, resolve
+
+    if name not in REGISTRIES["optimizer"]:
+        raise UserError(f"optim.name={name!r} is not one of: {', '.join(REGISTRIES['optimizer'])}")
+    # By name only: an optimizer config has no _target_ to follow.
+    optimizer_class = resolve("optimizer", {"name": name}, trust=False)
     if name == "sgd":
         momentum = float(optim.get("momentum") or 0.0)
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        return optimizer_class(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                nesterov=bool(optim.get("nesterov")) and momentum > 0)
     betas = tuple(float(b) for b in optim.get("betas", (0.9, 0.999)))
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
-    raise UserError(f"optim.name={name!r} is not one of: sgd, adam, adamw")
+    return optimizer_class(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 def lr_at(step: int, total: int, optim) -> float:

@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overparam.errors import UserError
 
+def build_model(cfg, input_shape: tuple[int, ...], num_classes: int, seed: int,
+                trust: bool | None = None) -> nn.Module:
+    """Build the registered model `cfg.name` (`factory(input_shape=..., num_classes=..., **options)`) under a seed.
 
-def build_model(cfg, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
-    """Instantiate `cfg._target_(input_shape=..., num_classes=..., **options)` under a fixed seed."""
-    from hydra.utils import get_method
+    The factory comes from `overparam.components` by name; `cfg._target_` only has to agree with it
+    (an unregistered one needs `trust`, the `--trust` flag by default).
+    """
+    from overparam.components import resolve
 
-    try:
-        factory = get_method(cfg._target_)
-    except Exception as exc:
-        raise UserError(f"model {cfg.get('name')}: cannot import {cfg._target_}: {exc}") from None
+    factory = resolve("model", cfg, trust=trust)
     options = {k: v for k, v in cfg.items() if k not in ("_target_", "name")}
     # fork_rng keeps the caller's global RNG untouched: building a model never shifts data order.
     with torch.random.fork_rng(devices=[]):

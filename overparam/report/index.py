@@ -27,45 +27,32 @@ from typing import Any, Iterable, Iterator
 
 from overparam.errors import UserError
 
-try:  # libyaml's parser: the pure-Python one is several times slower on a config
-    from yaml import CSafeLoader as _YamlLoader
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml import SafeLoader as _YamlLoader
-
 # Keys over which a table cell aggregates (mean, std, n) instead of splitting.
 SEED_KEYS = ("seed",)
 _REFERENCE = re.compile(r"^\$\{([A-Za-z_][\w.]*)\}$")
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """A YAML file read with PyYAML's safe loader (data only, no tags that build objects); None if it does not exist.
+    """Parse a YAML file of a run (Hydra's subset read directly, else PyYAML's safe loader); None if absent.
 
-    A file that is not valid YAML is a UserError naming it, in one line.
+    Reads through `overparam.store.load.read_yaml`: no tags, no aliases, bounded size and nesting;
+    anything else is one clear line (UserError).
     """
-    import yaml
+    from overparam.store.load import read_yaml
 
-    try:
-        with open(path, "rb") as handle:
-            return yaml.load(handle.read().decode("utf-8"), Loader=_YamlLoader)
-    except FileNotFoundError:
-        return None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{path} is not valid YAML{where}: {problem}") from None
+    return read_yaml(path)
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    from overparam.store.load import read_json_file
+
+    return read_json_file(path)
+
+
+def _typed(value: Any, kind: type, path: Path) -> Any:
+    if value is not None and not isinstance(value, kind):
+        raise UserError(f"{path}: expected a {'mapping' if kind is dict else 'list'}, got {type(value).__name__}")
+    return value
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -191,12 +178,11 @@ def _saved_config(path: Path, info: dict) -> tuple[dict, bool]:
 def read_run(path: str | os.PathLike) -> RunInfo:
     """Read one run directory (run.json, summary.json; .hydra/ for what run.json does not hold)."""
     path = Path(path)
-    info = _read_json(path / "run.json")
-    info = info if isinstance(info, dict) else {}
+    info = _typed(_read_json(path / "run.json"), dict, path / "run.json") or {}
     config, resolved = _saved_config(path, info)
     flat_config = flatten(config) if resolved else _resolve_references(flatten(config))
-    overrides = load_yaml(path / ".hydra" / "overrides.yaml")
-    summary = _read_json(path / "summary.json")
+    overrides = _typed(load_yaml(path / ".hydra" / "overrides.yaml"), list, path / ".hydra" / "overrides.yaml") or []
+    summary = _typed(_read_json(path / "summary.json"), dict, path / "summary.json")
     status = str(info.get("status") or ("done" if summary is not None else "unknown"))
     return RunInfo(path=path, status=status, reason=info.get("reason"), config=config, flat_config=flat_config,
                    summary=summary, overrides=[str(o) for o in overrides] if isinstance(overrides, list) else [],

@@ -249,17 +249,22 @@ def choose_kind(records: list[Record]) -> str:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Rows of a run's metrics.jsonl; a torn last line (a killed run) is skipped."""
+    """Rows of a run's metrics.jsonl; a torn last line (a killed run) and lines that are not rows are skipped."""
     rows = []
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl")
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+                    rows.append(row)
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
     return rows
 
 
@@ -270,7 +275,7 @@ def curves_figure(run_dir: str | Path, out: str | Path, metric: str = "test_accu
     if not name:
         raise UserError(f"--metric {metric}: curves need <split>_<metric>, e.g. test_accuracy or val_loss")
     rows = [r for r in read_metrics(run_dir) if r.get("split") == split and r.get("metric") == name
-            and isinstance(r.get("value"), (int, float))]
+            and isinstance(r.get("value"), (int, float)) and (r.get("level") is None or type(r["level"]) is int)]
     if not rows:
         raise UserError(f"{run_dir}/metrics.jsonl has no rows with split={split} metric={name}")
     by_level: dict[Any, list[tuple[int, float]]] = {}
@@ -281,10 +286,13 @@ def curves_figure(run_dir: str | Path, out: str | Path, metric: str = "test_accu
     levels = sorted(by_level, key=lambda level: -1 if level is None else level)
     colormap = plt.get_cmap("viridis")
     summary_levels = {}
-    summary_path = Path(run_dir) / "summary.json"
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        summary_levels = {lv.get("level"): lv for lv in summary.get("levels", []) if isinstance(lv, dict)}
+    from overparam.store.load import saved_summary
+
+    summary = saved_summary(run_dir)
+    if summary is not None:
+        levels_saved = summary.get("levels")
+        summary_levels = {lv.get("level"): lv for lv in (levels_saved if isinstance(levels_saved, list) else [])
+                          if isinstance(lv, dict)}
     for index, level in enumerate(levels):
         points = sorted(dict(by_level[level]).items())  # a resumed phase may log a step twice: keep the last
         label = "dense" if level is None else f"level {level}"

@@ -1,12 +1,132 @@
-"""Rebuild a finished run's model from its directory (its saved config and weights)."""
+"""Open a run directory from anywhere: the one validated loader, and rebuilding a finished run's model.
+
+A run directory may come from elsewhere (downloaded to reproduce a paper's table), so everything in it
+is data. Every route that opens one - `runner reproduce`, `runner table`, `from=`, `ingredients=`,
+`base=`, `teacher.from`, `student.from` - reads it through this module:
+
+- YAML and JSON through `read_yaml` / `read_json_file`: PyYAML's safe loader, no tags, no anchors or
+  aliases, bounded size and nesting; anything malformed is one clear line (UserError, exit 2);
+- the saved config through `saved_config`: a mapping of names and values whose interpolations call
+  only value-reading resolvers and whose components are all registered (`overparam.components`);
+- saved overrides through `saved_overrides`: no `hydra` setting beyond the launcher/sweeper choice
+  and their plain knobs;
+- weights through `load_run_model`: safetensors only, built by registered names.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from overparam.errors import UserError
-from overparam.store.atomic import read_json
+
+# Limits for files read from a run directory; Hydra's own files are a few kilobytes.
+MAX_YAML_BYTES = 4 * 1024 * 1024
+MAX_JSON_BYTES = 64 * 1024 * 1024
+MAX_DEPTH = 64
+
+
+def _read_text(path: Path, limit: int) -> str | None:
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    if size > limit:
+        raise UserError(f"{path}: {size} bytes is larger than a run file may be ({limit} bytes); refusing to read it")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _check_depth(tree: Any, path: Path) -> Any:
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it")
+        if isinstance(node, dict):
+            stack.extend((value, depth + 1) for value in node.values())
+        elif isinstance(node, list):
+            stack.extend((value, depth + 1) for value in node)
+    return tree
+
+
+def yaml_loader():
+    """PyYAML's safe loader, libyaml's C parser when PyYAML was built with it (several times faster)."""
+    try:
+        from yaml import CSafeLoader as Loader
+    except ImportError:  # pragma: no cover - PyYAML built without libyaml
+        from yaml import SafeLoader as Loader
+    return Loader
+
+
+def _yaml_events_check(text: str, path: Path) -> None:
+    """Depth, tags and aliases from the parser's event stream (no objects built, no recursion)."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml_loader()):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.AliasEvent):
+            raise UserError(f"{path}: uses a YAML alias (*{event.anchor}); run files are plain data without them")
+        tag = getattr(event, "tag", None)
+        if tag and not (isinstance(event, yaml.ScalarEvent) and tag == "!") and \
+                not (tag.startswith("tag:yaml.org,2002:") and "python" not in tag):
+            raise UserError(f"{path}: has the YAML tag {tag}; run files are plain data without tags")
+
+
+def read_yaml(path: str | os.PathLike, *, limit: int = MAX_YAML_BYTES) -> Any:
+    """A YAML file from a run directory as plain data (None if it does not exist); UserError if it is not data."""
+    import yaml
+
+    path = Path(path)
+    text = _read_text(path, limit)
+    if text is None:
+        return None
+    try:
+        _yaml_events_check(text, path)
+        return _check_depth(yaml.load(text, Loader=yaml_loader()), path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or _one_line(exc)
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
+
+
+def read_json_file(path: str | os.PathLike, *, limit: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file from a run directory (None if it does not exist); UserError if it is malformed or huge."""
+    path = Path(path)
+    text = _read_text(path, limit)
+    if text is None:
+        return None
+    try:
+        return _check_depth(json.loads(text), path)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 @dataclass
@@ -31,14 +151,59 @@ class RunRef:
         return self.root / "checkpoints" / f"{self.tag}.safetensors"
 
 
-def saved_config(run_dir: str | Path):
-    """The composed config Hydra saved for a run (.hydra/config.yaml) as a DictConfig."""
+def check_saved_config(tree: Any, *, source: str, trust: bool | None = None) -> None:
+    """A saved config is names and values: a mapping, safe resolvers only, registered components only."""
+    from overparam.components import check_config, check_resolvers
+
+    if not isinstance(tree, dict):
+        raise UserError(f"{source}: a saved config must be a mapping, got {type(tree).__name__}")
+    if "defaults" in tree:
+        # Hydra saves composed configs; a defaults list would pull more config files in when re-run.
+        raise UserError(f"{source}: a saved config has no defaults list; refusing to compose it")
+    check_resolvers(tree, source=source)
+    check_config(tree, trust=trust, source=source)
+
+
+def resolve_saved(config, *, source: str) -> dict:
+    """A checked saved config (DictConfig) resolved to a plain dict; UserError if it does not resolve."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception as exc:  # noqa: BLE001 - an unresolvable saved config is bad input
+        raise UserError(f"{source}: the saved config does not resolve: {_one_line(exc)}") from None
+
+
+def saved_config(run_dir: str | Path, *, trust: bool | None = None):
+    """The composed config Hydra saved for a run (.hydra/config.yaml) as a DictConfig, checked as data.
+
+    `trust` (default: the `--trust` flag) lets it name unregistered components.
+    """
     from omegaconf import OmegaConf
 
     path = Path(run_dir) / ".hydra" / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
-    return OmegaConf.load(path)
+    tree = read_yaml(path)
+    check_saved_config(tree, source=str(path), trust=trust)
+    try:
+        config = OmegaConf.create(tree)
+    except Exception as exc:  # noqa: BLE001 - keys or values OmegaConf does not take
+        raise UserError(f"{path}: not a config ({_one_line(exc)})") from None
+    # The resolved values are checked too: a reference may bring a mapping from another key.
+    from overparam.components import check_config
+
+    check_config(resolve_saved(config, source=str(path)), trust=trust, source=str(path))
+    return config
+
+
+def run_info(run_dir: str | Path) -> dict | None:
+    """run.json of a run directory as a mapping (None when absent); UserError when malformed."""
+    path = Path(run_dir) / "run.json"
+    info = read_json_file(path)
+    if info is not None and not isinstance(info, dict):
+        raise UserError(f"{path}: not a run record (a JSON object)")
+    return info
 
 
 def check_finished(run_dir: str | Path) -> dict:
@@ -46,7 +211,7 @@ def check_finished(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.exists():
         raise UserError(f"run directory {run_dir} does not exist")
-    info = read_json(run_dir / "run.json")
+    info = run_info(run_dir)
     if info is None:
         raise UserError(f"{run_dir} is not a run directory (no run.json)")
     if info.get("status") != "done":
@@ -54,10 +219,181 @@ def check_finished(run_dir: str | Path) -> dict:
     return info
 
 
-def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None):
+def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool | None = None):
+    """A run's saved config with the architecture its weights really have (run.json `weights_config`), checked.
+
+    A run whose weights have another architecture than its own config names (a merge of other runs)
+    records theirs in run.json: `weights_config` = {"model": ..., "dataset": ...}.
+    """
+    from omegaconf import OmegaConf
+
+    from overparam.components import check_config
+
+    cfg = saved_config(run_dir, trust=trust)
+    info = run_info(run_dir) if info is None else info
+    extra = (info or {}).get("weights_config") or {}
+    source = f"{Path(run_dir) / 'run.json'} weights_config"
+    if not isinstance(extra, dict) or not set(extra) <= {"model", "dataset"} or \
+            not all(isinstance(v, dict) for v in extra.values()):
+        raise UserError(f"{source}: must map model/dataset to their configs")
+    check_saved_config(dict(extra), source=source, trust=trust)
+    for key, value in extra.items():
+        cfg[key] = OmegaConf.create(value)
+    check_config(resolve_saved(cfg, source=source), trust=trust, source=source)
+    return cfg
+
+
+# Hydra settings a saved run's overrides may carry: the launcher/sweeper choice and their plain knobs.
+# Anything else in `hydra` (callbacks, logging, search path, output_subdir, sweeper storage, a launcher's
+# `setup` commands) would let the run directory decide what runs or where files are written.
+SAFE_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper")
+SAFE_HYDRA_KNOBS = {
+    "hydra.launcher": ("n_jobs", "backend", "prefer", "verbose", "timeout", "pre_dispatch", "batch_size",
+                       "timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
+                       "partition", "qos", "comment", "constraint", "exclude", "gres", "cpus_per_gpu",
+                       "gpus_per_task", "mem_per_gpu", "mem_per_cpu", "account", "max_num_timeout",
+                       "array_parallelism"),
+    "hydra.sweeper": ("direction", "study_name", "n_trials", "n_jobs", "max_failure_rate", "sampler.seed",
+                      "sampler.n_startup_trials", "params.*"),
+}
+# Where a run ran and what observed it, not what it computed: a reproduction writes only where the
+# user's own config says (a foreign `paths.output_dir` would put the level cache, a foreign logger
+# its database or event files, anywhere on this machine).
+PLACE_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "paths", "logger")
+PLACE_PREFIXES = ("paths.", "logger.", "logger/")
+
+
+def local_places() -> dict:
+    """The user's own `paths` (configs/train.yaml's, unresolved) and no logger: what a reproduction runs with."""
+    from overparam.cli.paths import config_dir
+
+    train = read_yaml(config_dir() / "train.yaml") or {}
+    return {"paths": dict(train.get("paths") or {}), "logger": None}
+
+
+def _override_key(override: str) -> str:
+    return override.partition("=")[0].strip().lstrip("+~").split("@")[0].strip()
+
+
+def check_saved_overrides(overrides: Any, *, source: str, trust: bool | None = None) -> list[str]:
+    """Saved command-line overrides (`.hydra/overrides.yaml`, multirun.yaml) as a checked list of strings.
+
+    Place keys (PLACE_KEYS) are dropped: the reproduction decides where it writes.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from overparam.components import INSTANTIATE_KEYS, check_resolvers, trusted
+
+    trust = trusted() if trust is None else trust
+    if overrides is None:
+        return []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise UserError(f"{source}: saved overrides must be a list of key=value strings")
+    parser = OverridesParser.create()
+    kept = []
+    for override in overrides:
+        key = _override_key(override)
+        if key in PLACE_KEYS or key.startswith(PLACE_PREFIXES):
+            continue
+        try:
+            parsed = parser.parse_override(override)
+        except Exception as exc:  # noqa: BLE001 - Hydra's parser errors are long: one line
+            raise UserError(f"{source}: {override!r} is not an override ({_one_line(exc)[:200]})") from None
+        if any(part in ("_target_", *INSTANTIATE_KEYS) for part in key.replace("/", ".").split(".")) and not trust:
+            raise UserError(f"{source}: {override!r} is refused (a saved override may not name code); "
+                            f"pass --trust if you trust where this run came from")
+        # Mapping and list values, quoted or escaped text and every value of a sweep: any `_target_` in the value.
+        if "_target_" in override.partition("=")[2] and not trust:
+            raise UserError(f"{source}: {override!r} is refused (a saved override may not name code); "
+                            f"pass --trust if you trust where this run came from")
+        check_resolvers({"value": override.partition("=")[2]}, source=f"{source}: {key}")
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            _check_hydra_override(key, parsed, override, source)
+        kept.append(override)
+    return kept
+
+
+def _check_hydra_override(key: str, parsed, override: str, source: str) -> None:
+    if key in SAFE_HYDRA_GROUPS:
+        from overparam.components import installed_group_options
+
+        options = installed_group_options(key)
+        value = parsed.value()
+        if isinstance(value, str) and value in options:
+            return
+        raise UserError(f"{source}: {override!r} is refused ({key} must be one of: {', '.join(sorted(options))})")
+    for prefix, knobs in SAFE_HYDRA_KNOBS.items():
+        if key.startswith(prefix + "."):
+            rest = key[len(prefix) + 1:]
+            value = parsed.value() if not parsed.is_sweep_override() else None
+            if (rest in knobs or any(k.endswith(".*") and rest.startswith(k[:-1]) for k in knobs)) \
+                    and not isinstance(value, dict):
+                return
+    raise UserError(f"{source}: {override!r} is refused (a saved run may set only the launcher and sweeper "
+                    f"and their plain options in hydra; callbacks, logging, paths and search paths are not data)")
+
+
+def saved_overrides(run_dir: str | Path, *, trust: bool | None = None) -> list[str]:
+    """A run's `.hydra/overrides.yaml`, checked (see `check_saved_overrides`)."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    return check_saved_overrides(read_yaml(path), source=str(path), trust=trust)
+
+
+def saved_summary(run_dir: str | Path) -> dict | None:
+    """summary.json of a run as a mapping (None when absent)."""
+    path = Path(run_dir) / "summary.json"
+    summary = read_json_file(path)
+    if summary is not None and not isinstance(summary, dict):
+        raise UserError(f"{path}: not a summary (a JSON object)")
+    return summary
+
+
+# Keys of a composed config that name one run to start from: opened (and checked) before anything runs.
+RUN_KEYS = ("from", "teacher.from", "student.from")
+
+
+def check_run_ref(value: Any, key: str, *, trust: bool | None = None) -> "RunRef":
+    """A `<run dir>[@tag]` a config names, opened through the checks above (finished, config is data)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise UserError(f"{key} must be a run directory (<dir> or <dir>@level_<L>), got {value!r}")
+    ref = RunRef.parse(str(value))
+    info = check_finished(ref.root)
+    weights_config(ref.root, info, trust=trust)
+    return ref
+
+
+@dataclass
+class ForeignRun:
+    """A finished run directory opened as data: its record, checked config and overrides, and summary."""
+
+    root: Path
+    info: dict
+    config: Any
+    resolved: dict
+    overrides: list[str]
+    summary: dict | None
+
+
+def open_run(run_dir: str | Path, *, trust: bool | None = None) -> ForeignRun:
+    """Open a finished run from anywhere through every check of this module."""
+    root = Path(run_dir)
+    info = check_finished(root)
+    config = saved_config(root, trust=trust)
+    return ForeignRun(root=root, info=info, config=config,
+                      resolved=resolve_saved(config, source=str(root / ".hydra" / "config.yaml")),
+                      overrides=saved_overrides(root, trust=trust), summary=saved_summary(root))
+
+
+def local_data_dir() -> str:
+    """Where this machine keeps datasets (train.yaml's default): never the directory a foreign config names."""
+    return os.environ.get("OVERPARAM_DATA_DIR") or str(Path.home() / ".cache" / "overparam")
+
+
+def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None, data_dir: str | None = None):
     """(model, saved config) of a finished run; masks in the weights make a sparsified model.
 
-    `data` (a DataBundle) gives input shape and class count; without it the run's dataset is loaded.
+    `data` (a DataBundle) gives input shape and class count; without it the run's dataset is loaded
+    from `data_dir` (default: this machine's, `local_data_dir()`; never the saved config's paths).
     """
     import torch
 
@@ -67,20 +403,19 @@ def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None):
 
     ref = ref if isinstance(ref, RunRef) else RunRef.parse(str(ref))
     info = check_finished(ref.root)
-    cfg = saved_config(ref.root)
-    # A run whose weights have another architecture than its own config names (a merge of other
-    # runs) records theirs in run.json: `weights_config` = {"model": ..., "dataset": ...}.
-    for key, value in (info.get("weights_config") or {}).items():
-        cfg[key] = value
+    cfg = weights_config(ref.root, info)
     if not ref.weights.is_file():
         raise UserError(f"{ref.root} has no weights at {ref.weights.relative_to(ref.root)}")
-    state = load_state(ref.weights)
+    try:
+        state = load_state(ref.weights)
+    except RecursionError:  # a checkpoint's metadata skeleton nested without end
+        raise UserError(f"corrupt checkpoint {ref.weights}: metadata nested too deeply") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{ref.weights} is not a model state_dict")
     if data is None:
         from overparam.data import load_dataset
 
-        data = load_dataset(cfg.dataset, cfg.paths.data_dir, seed=int(cfg.seed), device="cpu")
+        data = load_dataset(cfg.dataset, data_dir or local_data_dir(), seed=int(cfg.seed), device="cpu")
     model = build_model(cfg.model, data.input_shape, data.num_classes, seed=int(cfg.seed))
     if any(key.endswith(".weight_mask") for key in state):
         masked_layers = [key[: -len(".weight_mask")] for key in state if key.endswith(".weight_mask")]

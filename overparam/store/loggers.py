@@ -76,9 +76,9 @@ def build_loggers(logger_cfg, run_dir: str, output_dir: str | None = None, confi
     """The loggers a `logger` config asks for (none when it is null)."""
     if not logger_cfg:
         return []
-    from hydra.utils import get_class
+    from overparam.components import resolve
 
-    cls = get_class(logger_cfg["_target_"])
+    cls = resolve("logger", logger_cfg)
     options = {k: v for k, v in logger_cfg.items() if k not in ("_target_", "name")}
     logger = cls(run_dir=run_dir, output_dir=output_dir, **options)
     if config is not None:

@@ -94,17 +94,19 @@ def test_hydra_yaml_and_run_json_give_the_same_flat_config(tmp_path):
 
 def test_the_fallback_uses_pyyaml_safe_c_loader():
     expected = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
-    assert index._YamlLoader is expected
+    from overparam.store.load import yaml_loader
+
+    assert yaml_loader() is expected
     # Safe: a tag that would build a Python object is refused, not run.
     with pytest.raises(yaml.YAMLError):
-        yaml.load("!!python/object/apply:os.system ['true']", Loader=index._YamlLoader)
+        yaml.load("!!python/object/apply:os.system ['true']", Loader=yaml_loader())
 
 
 @pytest.mark.parametrize("text, problem", [
     ("seed: 0\nmodel: [mlp,\n", "not valid YAML at line 3"),
     ("seed: 0\n  sparsity: 0.5\n", "not valid YAML at line 2"),
     ("- a\n- b\n", "is not a config (a YAML mapping); it holds a list"),
-    ("!!python/object/apply:os.system ['true']\n", "not valid YAML at line 1"),
+    ("!!python/object/apply:os.system ['true']\n", "has the YAML tag tag:yaml.org,2002:python/object/apply:os.system"),
 ])
 def test_a_malformed_config_yaml_is_one_clear_line(tmp_path, capsys, text, problem):
     run = make_run(tmp_path / "sweep" / "0", base_config(), {"test_accuracy": 0.5}, config_in_run_json=False)

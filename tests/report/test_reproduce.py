@@ -15,7 +15,7 @@ from overparam.report.compare import compare_summaries, flatten_summary
 TINY = ["train.epochs=null", "train.steps=6", "train.eval_every=3", "model.widths=[16]", "seed=3"]
 
 
-def _in_process_train(args: list[str]) -> int:
+def _in_process_train(args: list[str], trust: bool = False) -> int:
     """Stand-in for the `runner train` subprocess: the same composition and recipe, in this process."""
     from omegaconf import OmegaConf
 

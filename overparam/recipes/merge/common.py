@@ -128,13 +128,10 @@ def _describe_difference(a: dict, b: dict, prefix: str = "") -> str:
 
 
 def weights_config(run_dir):
-    """A run's saved config, with the architecture its weights really have (run.json `weights_config`)."""
-    from overparam.store.atomic import read_json
+    """A run's saved config, with the architecture its weights really have (run.json `weights_config`), checked."""
+    from overparam.store.load import weights_config as checked
 
-    cfg = saved_config(run_dir)
-    for key, value in ((read_json(Path(run_dir) / "run.json") or {}).get("weights_config") or {}).items():
-        cfg[key] = value
-    return cfg
+    return checked(run_dir)
 
 
 def check_ingredients(refs: list[RunRef], *, key: str = "ingredients", same_masks: bool = True,

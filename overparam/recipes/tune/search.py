@@ -14,7 +14,6 @@ with the per-seed and mean figures: the numbers to report.
 
 from __future__ import annotations
 
-import importlib
 import statistics
 import sys
 from pathlib import Path
@@ -23,19 +22,23 @@ from overparam.errors import UserError
 
 
 def inner_target(cfg) -> str:
-    """The searched method's own recipe (`method._target_` of configs/method/<method.name>.yaml)."""
-    from omegaconf import OmegaConf
-
-    from overparam.cli.paths import config_dir
+    """The searched method's own recipe path, looked up by `method.name` in the method registry."""
+    from overparam.components import REGISTRIES, dotted
 
     name = (cfg.get("method") or {}).get("name")
-    path = config_dir() / "method" / f"{name}.yaml"
-    if not path.is_file():
-        raise UserError(f"hparams_search: method {name!r} has no configs/method/{name}.yaml")
-    target = OmegaConf.load(path).method._target_
-    if target == f"{__name__}.run":
+    if name == "search":
         raise UserError("hparams_search: the searched method cannot be the search itself")
-    return target
+    if name not in REGISTRIES["method"]:
+        raise UserError(f"hparams_search: method {name!r} is not registered; choose one of: "
+                        f"{', '.join(sorted(REGISTRIES['method']))}")
+    return dotted(REGISTRIES["method"][name])
+
+
+def inner_recipe(cfg):
+    """The searched method's recipe (a registered callable)."""
+    from overparam.components import resolve
+
+    return resolve("method", {"_target_": inner_target(cfg)}, trust=False)
 
 
 def _seeds(cfg, key: str) -> list[int]:
@@ -51,20 +54,19 @@ def validate(cfg: dict) -> None:
     overlap = sorted(set(tuning) & set(evaluation))
     if overlap:
         raise UserError(f"search.tuning_seeds and search.eval_seeds share {overlap}: evaluate on unseen seeds")
-    module = importlib.import_module(inner_target(cfg).rsplit(".", 1)[0])
+    module = sys.modules[inner_recipe(cfg).__module__]
     if hasattr(module, "validate"):
         module.validate(cfg)
 
 
 def run(cfg, run) -> dict:
     """One trial: the method on every tuning seed; the summary holds the means (the objective among them)."""
-    from hydra.utils import get_method
     from omegaconf import OmegaConf
 
     from overparam.store import Run
     from overparam.store.atomic import atomic_write_text
 
-    recipe = get_method(inner_target(cfg))
+    recipe = inner_recipe(cfg)
     rows = []
     for seed in _seeds(cfg, "tuning_seeds"):
         container = OmegaConf.to_container(cfg, resolve=True)
@@ -97,10 +99,16 @@ def evaluate_best(sweep_dir: str | Path) -> dict:
     trials = sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml"))
     if not results_path.is_file() or not trials:
         raise UserError(f"{sweep_dir} is not a finished Optuna sweep (no optimization_results.yaml or trial dirs)")
-    best = OmegaConf.to_container(OmegaConf.load(results_path))
+    from overparam.store.load import check_saved_overrides, read_yaml, saved_config, saved_overrides
+
+    best = read_yaml(results_path)
+    if not isinstance(best, dict) or not isinstance(best.get("best_params"), dict):
+        raise UserError(f"{results_path}: not an Optuna result (no best_params mapping)")
+    # The best parameters become overrides: checked like any saved override.
+    check_saved_overrides([f"{key}={value}" for key, value in best["best_params"].items()], source=str(results_path))
     # Any trial's saved config and command-line overrides: they differ only in the searched keys.
-    trial_cfg = OmegaConf.load(trials[0] / ".hydra" / "config.yaml")
-    trial_overrides = OmegaConf.load(trials[0] / ".hydra" / "overrides.yaml")
+    trial_cfg = saved_config(trials[0])
+    trial_overrides = saved_overrides(trials[0])
     eval_seeds = [int(s) for s in trial_cfg.search.eval_seeds]
     searched = set(best["best_params"])
     # Drop what the search itself set: its preset (and the search.* keys only it defines), the seed.

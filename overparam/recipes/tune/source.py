@@ -24,14 +24,14 @@ def model_config(spec, default):
     if spec is None:
         return default
     if isinstance(spec, str):
-        from overparam.cli.paths import config_dir
+        from overparam.cli.paths import config_dir, group_options
 
         path = config_dir() / "model" / f"{spec}.yaml"
-        if not path.is_file():
-            from overparam.cli.paths import group_options
-
+        if spec not in group_options("model") or not path.is_file():  # a name, never a path
             raise UserError(f"model {spec!r} is not in configs/model; choose one of: {', '.join(group_options('model'))}")
-        return OmegaConf.load(path)
+        from overparam.store.load import read_yaml
+
+        return OmegaConf.create(read_yaml(path))
     if isinstance(spec, (dict, DictConfig)):
         merged = OmegaConf.merge(default, spec) if spec.get("_target_") is None else OmegaConf.create(spec)
         return merged
@@ -60,7 +60,8 @@ def load_from_run(ref: str, setup) -> nn.Module:
     parsed = RunRef.parse(str(ref))
     source_cfg = saved_config(parsed.root)
     same_data = source_cfg.get("dataset", {}).get("name") == setup.cfg.dataset.name
-    model, _ = load_run_model(parsed, device=setup.device, data=setup.data if same_data else None)
+    model, _ = load_run_model(parsed, device=setup.device, data=setup.data if same_data else None,
+                              data_dir=(setup.cfg.get("paths") or {}).get("data_dir"))
     head = output_head(model)
     if head.out_features != setup.data.num_classes:
         replace_head(model, setup.data.num_classes, seed=int(setup.cfg.seed))
