@@ -65,4 +65,10 @@ def main(argv: list[str]) -> int:
             print()
     if len(groups) > 1:
         print("(* = default; pick with group=option, e.g. runner train method=imp)")
+    if groups == ("hardware",):
+        from overparam import hardware
+
+        threads, why = hardware.default_threads()
+        print(f"\ndefault threads here now: {threads} ({why}; hardware.threads=N fixes it)")
+        print("\n".join(hardware.describe_measurements()))
     return 0
