@@ -180,6 +180,9 @@ def write_crossover(rows: list[dict], path: Path) -> None:
     keys = {(e["shape"], e["mode"], e["implementation"]) for e in new}
     data["entries"] = [e for e in data["entries"] if (e["shape"], e["mode"], e["implementation"]) not in keys] + new
     path.write_text(json.dumps(data, indent=1) + "\n")
+    from overparam.kernels.dispatch import load_crossover
+
+    load_crossover.cache_clear()   # the per-step part below decides from what was just written
 
 
 def main() -> None:

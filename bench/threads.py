@@ -5,8 +5,9 @@
 
 Each cell trains a model for a few SGD steps (synthetic batch, same work) in a fresh Python process,
 so the OpenMP runtime starts with that setting's environment:
-- `default`   what `runner train` does now: passive OpenMP waits and `overparam.hardware`'s
-              thread choice (allowed cores, free cores, tiny models on one thread);
+- `default`   what `runner train` does now with the CPU default (hardware.deterministic=true):
+              passive OpenMP waits, the allowed cores, tiny models on one thread;
+- `adaptive`  the same with hardware.deterministic=false: the cores free now (threads column);
 - `old`       PyTorch's own default: one thread per core, OpenMP workers spinning between ops;
 - `1`, `2`    fixed counts (passive waits, as `hardware.threads=N` now runs).
 Busy cores are Python processes spinning in a loop, started before and stopped after each block.
@@ -48,8 +49,8 @@ else:
 torch.manual_seed(0)
 model = build(shape, 10)
 batch = 60
-if setting == "default":
-    threads, why = hardware.default_threads(None)
+if setting in ("default", "adaptive"):
+    threads, why = hardware.default_threads(None, adaptive=setting == "adaptive")
     from overparam.engine.fit import forward_macs
     threads = hardware.threads_for_model(threads, forward_macs(model, shape) * batch)
     torch.set_num_threads(threads)
@@ -69,7 +70,7 @@ for _ in range(steps):
 print(json.dumps({{"seconds": (time.perf_counter() - tick) / steps, "threads": torch.get_num_threads()}}))
 """
 
-STEPS = {"lenet": 200, "conv4": 4}
+STEPS = {"lenet": 100, "conv4": 2}
 
 
 def spin() -> subprocess.Popen:
@@ -90,10 +91,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    settings = ["default", "old", *[str(n) for n in range(1, cores + 1)]]
+    settings = ["default", "adaptive", "old", *[str(n) for n in range(1, cores + 1)]]
     print(f"{cores} cores; seconds per SGD step (median of {args.rounds} interleaved rounds), batch 60")
     print(f"{'model':<6} {'busy':>4} " + " ".join(f"{s:>9}" for s in settings)
-          + f" {'threads':>7} {'default/best':>12} {'old/best':>8}  load")
+          + f" {'adaptive threads':>16} {'default/best':>12} {'adaptive/best':>13} {'old/best':>8}  load")
     shuffler = random.Random(0)
     for model in args.models.split(","):
         for busy in (int(b) for b in args.busy.split(",")):
@@ -106,7 +107,7 @@ def main() -> None:
                     for setting in shuffler.sample(settings, len(settings)):
                         result = run_child(setting, model, STEPS[model])
                         times[setting].append(result["seconds"])
-                        if setting == "default":
+                        if setting == "adaptive":
                             chosen.append(result["threads"])
             finally:
                 for process in spinners:
@@ -116,7 +117,8 @@ def main() -> None:
             median = {s: statistics.median(v) for s, v in times.items()}
             best = min(median[s] for s in settings if s.isdigit())
             print(f"{model:<6} {busy:>4} " + " ".join(f"{1e3 * median[s]:>7.1f}ms" for s in settings)
-                  + f" {'/'.join(map(str, chosen)):>7} {median['default'] / best:>12.2f} {median['old'] / best:>8.2f}"
+                  + f" {'/'.join(map(str, chosen)):>16} {median['default'] / best:>12.2f}"
+                  f" {median['adaptive'] / best:>13.2f} {median['old'] / best:>8.2f}"
                   f"  {load}", flush=True)
 
 

@@ -3,11 +3,12 @@
 Kept free of torch (and of everything heavy): `runner ls hardware` reads the measurements through
 it, and the CLI calls `quiet_openmp()` before torch is imported.
 
-Threads (`default_threads`): a run gets the cores it may use (CPU affinity, `SLURM_CPUS_PER_TASK`),
-less the ones other processes keep busy right now (from /proc/stat: idle time of those cores over
-the last moments, plus the time this process itself used), at least one. On a shared workstation
-or a cluster node this keeps a run from starting one thread per core and then waiting on the
-busiest one at every step.
+Threads (`default_threads`): a run gets the cores it may use (CPU affinity, `SLURM_CPUS_PER_TASK`);
+with `adaptive` (hardware.deterministic=false) less the ones other processes keep busy right now
+(from /proc/stat: idle time of those cores over the last moments, plus the time this process
+itself used), at least one. On a shared workstation or a cluster node this keeps a run from
+starting one thread per core and then waiting on the busiest one at every step. OpenMP waits are
+passive (`quiet_openmp`), and tiny models train on one thread (`threads_for_model`).
 
 Measurements (`calibration_path`): `auto` measures the crossover between dense and sparse kernels
 briefly at first use on a machine it has not seen (`overparam.kernels.calibrate`) and keeps the
@@ -104,11 +105,18 @@ def free_cores(min_window: float = 0.05) -> float | None:
     return max(0.0, min(float(cores), free))
 
 
-def default_threads(explicit: int | None = None) -> tuple[int, str]:
-    """(intra-op threads, why) for a run: `explicit` when given, else the allowed cores that are free now."""
+def default_threads(explicit: int | None = None, adaptive: bool = True) -> tuple[int, str]:
+    """(intra-op threads, why) for a run: `explicit` when given, else the allowed cores (that are free now).
+
+    `adaptive=False` leaves the load out: the count then depends only on the allocation, so a run
+    and its resumption (or a rerun) use the same count and get bit-identical numbers
+    (`hardware.deterministic`; PyTorch's reductions split work by thread count).
+    """
     if explicit:
         return int(explicit), "hardware.threads"
     cores = allowed_cores()
+    if not adaptive:
+        return cores, f"{cores} allowed cores"
     free = free_cores()
     if free is None:
         return cores, f"{cores} allowed cores"

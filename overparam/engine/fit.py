@@ -70,9 +70,9 @@ def setup_hardware(hardware) -> str:
     """Apply threads/determinism settings; return the device string (clear error if unavailable).
 
     Threads: `hardware.threads` when set; else the cores this process may use (affinity,
-    SLURM_CPUS_PER_TASK) that other processes leave free now, never more than PyTorch's own
-    default or a parallel launcher's share (`overparam.hardware.default_threads`). `fit` then runs
-    tiny models on one thread.
+    SLURM_CPUS_PER_TASK), with hardware.deterministic=false only those other processes leave free
+    now, never more than PyTorch's own default or a parallel launcher's share
+    (`overparam.hardware.default_threads`). `fit` then runs tiny models on one thread.
     """
     global _chosen_threads
     from overparam import hardware as machine
@@ -86,7 +86,8 @@ def setup_hardware(hardware) -> str:
         _chosen_threads = None
     else:
         if _chosen_threads is None:
-            chosen, _why = machine.default_threads(None)
+            # Bit-identical reruns need the same count every time: the load only counts when they are not asked for.
+            chosen, _why = machine.default_threads(None, adaptive=not hardware.get("deterministic"))
             _chosen_threads = max(1, min(chosen, torch.get_num_threads()))
         torch.set_num_threads(_chosen_threads)
     if hardware.get("deterministic") and device.startswith("cuda"):

@@ -33,6 +33,12 @@ def test_default_threads_counts_the_free_cores(monkeypatch, free, expected):
     assert hardware.default_threads(3) == (3, "hardware.threads")
 
 
+def test_without_adaptive_the_load_does_not_count(monkeypatch):
+    monkeypatch.setattr(hardware, "allowed_cores", lambda: 4)
+    monkeypatch.setattr(hardware, "free_cores", lambda: pytest.fail("sampled the load"))
+    assert hardware.default_threads(None, adaptive=False)[0] == 4
+
+
 def test_unknown_load_uses_every_allowed_core(monkeypatch):
     monkeypatch.setattr(hardware, "allowed_cores", lambda: 3)
     monkeypatch.setattr(hardware, "free_cores", lambda: None)
@@ -80,10 +86,16 @@ def test_tiny_models_train_on_one_thread():
 def test_setup_hardware_applies_the_default_once(monkeypatch):
     saved = torch.get_num_threads()
     monkeypatch.setattr(fit_module, "_chosen_threads", None)
-    monkeypatch.setattr(hardware, "default_threads", lambda explicit: (1, "test"))
+    asked = []
+    monkeypatch.setattr(hardware, "default_threads", lambda explicit, adaptive: asked.append(adaptive) or (1, "test"))
     try:
-        fit_module.setup_hardware({"device": "cpu", "threads": None})
+        fit_module.setup_hardware({"device": "cpu", "threads": None, "deterministic": True})
         assert torch.get_num_threads() == 1 and fit_module._chosen_threads == 1
+        # bit-identical reruns (the CPU default) leave the load out of the count
+        assert asked == [False]
+        monkeypatch.setattr(fit_module, "_chosen_threads", None)
+        fit_module.setup_hardware({"device": "cpu", "threads": None, "deterministic": False})
+        assert asked == [False, True]
         fit_module.setup_hardware({"device": "cpu", "threads": 2})
         assert torch.get_num_threads() == 2
     finally:
