@@ -68,7 +68,9 @@ def main(argv: list[str]) -> int:
     if groups == ("hardware",):
         from overparam import hardware
 
-        threads, why = hardware.default_threads()
-        print(f"\ndefault threads here now: {threads} ({why}; hardware.threads=N fixes it)")
+        fixed, _ = hardware.default_threads(adaptive=False)
+        free, why = hardware.default_threads(adaptive=True)
+        print(f"\ndefault threads here: {fixed} (allowed cores; tiny models 1), {free} with "
+              f"hardware.deterministic=false ({why}); hardware.threads=N fixes the count")
         print("\n".join(hardware.describe_measurements()))
     return 0

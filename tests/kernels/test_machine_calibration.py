@@ -93,4 +93,4 @@ def test_runner_ls_hardware_shows_the_measurements_without_torch(cache):
     assert "no torch" in out.stdout
     assert str(path) in out.stdout and "Test CPU, 1 threads" in out.stdout
     assert "conv   train conv64_16x16   4096x576->64       0.87" in out.stdout
-    assert "default threads here now:" in out.stdout
+    assert "default threads here:" in out.stdout and "hardware.deterministic=false" in out.stdout
