@@ -7,6 +7,8 @@ Gradients with respect to the weight are exactly zero where the mask is zero.
 - `sparse`  CSR at the mask's nonzeros on CPU, 2:4 semi-structured on CUDA (`sparse.py`).
 - `auto`    `sparse` where the measured crossover says it is faster, else `torch` (`dispatch.py`).
 Derived mask data (tile liveness, CSR structure) is built once per mask change (`cache.py`).
+Convolutions have their own entry point with the same backends, `conv.masked_conv` (`sparse`: a
+direct CSR convolution on the CPU; `triton` has no convolution kernel and runs the reference).
 """
 
 from __future__ import annotations
