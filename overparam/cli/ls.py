@@ -70,4 +70,12 @@ def main(argv: list[str]) -> int:
             print()
     if len(groups) > 1:
         print("(* = default; pick with group=option, e.g. runner train method=imp)")
+    if groups == ("hardware",):
+        from overparam import hardware
+
+        fixed, _ = hardware.default_threads(adaptive=False)
+        free, why = hardware.default_threads(adaptive=True)
+        print(f"\ndefault threads here: {fixed} (allowed cores; tiny models 1), {free} with "
+              f"hardware.deterministic=false ({why}); hardware.threads=N fixes the count")
+        print("\n".join(hardware.describe_measurements()))
     return 0

@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     import importlib
 
     from overparam.errors import UserError
+    from overparam.hardware import quiet_openmp
+
+    # Before torch loads its OpenMP runtime: workers wait passively instead of spinning on shared cores.
+    quiet_openmp()
 
     try:
         module = importlib.import_module(COMMANDS[command])

@@ -48,14 +48,49 @@ class FitResult:
         return out
 
 
+# Intra-op threads chosen for this process when hardware.threads is unset (see setup_hardware).
+_chosen_threads: int | None = None
+
+
+def forward_macs(model: torch.nn.Module, input_shape) -> int:
+    """Multiply-adds of one example's forward, bounded above: a conv's taps times its input's positions."""
+    positions = 1
+    for size in tuple(input_shape)[1:]:
+        positions *= int(size)
+    total = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear):
+            total += weight.numel()
+        elif isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
+            total += weight.numel() * positions
+    return total
+
+
 def setup_hardware(hardware) -> str:
-    """Apply threads/determinism settings; return the device string (clear error if unavailable)."""
+    """Apply threads/determinism settings; return the device string (clear error if unavailable).
+
+    Threads: `hardware.threads` when set; else the cores this process may use (affinity,
+    SLURM_CPUS_PER_TASK), with hardware.deterministic=false only those other processes leave free
+    now, never more than PyTorch's own default or a parallel launcher's share
+    (`overparam.hardware.default_threads`). `fit` then runs tiny models on one thread.
+    """
+    global _chosen_threads
+    from overparam import hardware as machine
+
     device = str(hardware.get("device", "cpu"))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"hardware.device={device} but no CUDA GPU is available here; use hardware=cpu")
     threads = hardware.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
+        _chosen_threads = None
+    else:
+        if _chosen_threads is None:
+            # Bit-identical reruns need the same count every time: the load only counts when they are not asked for.
+            chosen, _why = machine.default_threads(None, adaptive=not hardware.get("deterministic"))
+            _chosen_threads = max(1, min(chosen, torch.get_num_threads()))
+        torch.set_num_threads(_chosen_threads)
     if hardware.get("deterministic") and device.startswith("cuda"):
         # PyTorch's CPU kernels are already deterministic at a fixed thread count (the tests
         # check bit-identical CPU runs); the switch costs seconds of start-up, so CUDA only.
@@ -188,6 +223,11 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     grad_clip = train.get("grad_clip")
     stop_on_nonfinite = bool(train.get("stop_on_nonfinite", True))
 
+    if not hardware.get("threads") and _chosen_threads is not None:
+        from overparam import hardware as machine
+
+        torch.set_num_threads(machine.threads_for_model(
+            _chosen_threads, forward_macs(model, data.input_shape) * int(train["batch_size"])))
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     optimizer = build_optimizer(trainable, optim)
     scaler = torch.amp.GradScaler(device.split(":")[0]) if precision == "fp16" else None

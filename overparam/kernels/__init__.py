@@ -7,6 +7,8 @@ Gradients with respect to the weight are exactly zero where the mask is zero.
 - `sparse`  CSR at the mask's nonzeros on CPU, 2:4 semi-structured on CUDA (`sparse.py`).
 - `auto`    `sparse` where the measured crossover says it is faster, else `torch` (`dispatch.py`).
 Derived mask data (tile liveness, CSR structure) is built once per mask change (`cache.py`).
+Convolutions have their own entry point with the same backends, `conv.masked_conv` (`sparse`: a
+direct CSR convolution on the CPU; `triton` has no convolution kernel and runs the reference).
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ def available_backends(device_type: str = "cpu") -> list[str]:
     return [b for b in BACKENDS if b != "auto" and backend_unavailable_reason(b, device_type) is None]
 
 
-def set_default_backend(backend: str) -> None:
+def set_default_backend(backend: str, device_type: str | None = None) -> None:
     """Backend used by masked layers whose own `backend` is None (`hardware.kernel` sets this).
 
-    `triton` is refused (UserError) when it can run on neither a GPU nor the CPU interpreter here.
+    `triton` is refused (UserError) where it cannot run on `device_type` (default: any device here).
+    On a CPU that means without TRITON_INTERPRET=1: the interpreter runs a training step in seconds,
+    so it runs only when the user turned it on explicitly.
     """
     global _default_backend
     if backend not in BACKENDS:
@@ -49,9 +53,18 @@ def set_default_backend(backend: str) -> None:
     if backend == "triton":
         from overparam.errors import UserError
 
-        reasons = {device: backend_unavailable_reason("triton", device) for device in ("cuda", "cpu")}
+        devices = (device_type,) if device_type else ("cuda", "cpu")
+        reasons = {device: backend_unavailable_reason("triton", device) for device in devices}
         if all(reasons.values()):
-            raise UserError(f"hardware.kernel=triton is unavailable here: {reasons['cuda']}; {reasons['cpu']}")
+            if device_type in (None, "cpu") and not torch.cuda.is_available():
+                raise UserError("hardware.kernel=triton needs a CUDA GPU and none is here; on a CPU use "
+                                "hardware.kernel=sparse or auto (set TRITON_INTERPRET=1 to run triton's slow "
+                                "CPU interpreter on purpose)")
+            if device_type == "cpu" and not backend_unavailable_reason("triton", "cuda"):
+                raise UserError("hardware.kernel=triton runs on the GPU, but hardware.device=cpu; use hardware=cuda, "
+                                "or hardware.kernel=sparse or auto on the CPU")
+            raise UserError(f"hardware.kernel=triton is unavailable here: {'; '.join(reasons.values())}; use "
+                            "hardware.kernel=sparse or auto")
     _default_backend = backend
 
 

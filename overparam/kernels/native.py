@@ -1,7 +1,7 @@
 """CPU kernels for the `sparse` backend, compiled on first use with the system C compiler.
 
 PyTorch's CSR matmul on CPU (MKL) runs at a small fraction of its dense GEMM speed on these
-shapes, too slow to make 90% sparsity pay. These three loops keep a 64-wide batch slice of the
+shapes, too slow to make 90% sparsity pay. These loops keep a 64-wide batch slice of the
 output in vector registers and stream the weight's nonzeros, so their cost is proportional to the
 number of nonzeros. The shared library is built once per source/compiler/CPU into a cache folder
 (`OVERPARAM_KERNEL_CACHE`, default `~/.cache/overparam/kernels`); where no compiler works the
@@ -100,6 +100,117 @@ void overparam_sddmm_f32(int64_t nrows, int64_t ldx, const int64_t *crow, const 
         }
     }
 }
+
+/* Direct sparse convolution (no im2col): xp is the zero-padded input (B, C, Hp, Wp), out (B, O, Ho, Wo).
+   A nonzero p of output channel i sits at input channel c and tap (kh, kw); off[p] = (c*Hp + kh*dh)*Wp + kw*dw
+   is where its receptive field starts in one image, so output row h reads xp[b][off[p] + h*sh*Wp + w*sw].
+   The forward keeps a 16- (or 8-) wide piece of an output row in a register across all of the row's
+   nonzeros; the two gradients stream the same taps. */
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+
+void overparam_conv_fwd_f32(int64_t B, int64_t C, int64_t Hp, int64_t Wp, const float *xp, int64_t O, int64_t Ho,
+                            int64_t Wo, int64_t sh, int64_t sw, const int64_t *crow, const int64_t *cols,
+                            const int64_t *off, const float *w, int64_t K, const float *bias, float *out) {
+    #pragma omp parallel for collapse(2) schedule(static) if (crow[O] * B * Ho * Wo > 65536)
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t i = 0; i < O; i++) {
+            const float *xb = xp + b * C * Hp * Wp;
+            float *o = out + (b * O + i) * Ho * Wo;
+            const int64_t start = crow[i], n = crow[i + 1] - crow[i];
+            const float bv = bias ? bias[i] : 0.0f;
+            const int64_t *offs = off + start;
+            float vals[n > 0 ? n : 1];
+            for (int64_t p = 0; p < n; p++) vals[p] = w[i * K + cols[start + p]];
+            for (int64_t h = 0; h < Ho; h++) {
+                const float *xr = xb + h * sh * Wp;
+                float *orow = o + h * Wo;
+                int64_t w0 = 0;
+                if (sw == 1) {
+                    for (; w0 + 16 <= Wo; w0 += 16) {
+                        v16 a = {0};
+                        for (int64_t p = 0; p < n; p++) a += vals[p] * LD(xr + offs[p] + w0);
+                        for (int t = 0; t < 16; t++) orow[w0 + t] = a[t] + bv;
+                    }
+                    for (; w0 + 8 <= Wo; w0 += 8) {
+                        v8u a = {0};
+                        for (int64_t p = 0; p < n; p++) a += vals[p] * *(const v8u *)(xr + offs[p] + w0);
+                        for (int t = 0; t < 8; t++) orow[w0 + t] = a[t] + bv;
+                    }
+                }
+                for (; w0 < Wo; w0++) {
+                    float a = 0.0f;
+                    for (int64_t p = 0; p < n; p++) a += vals[p] * xr[offs[p] + w0 * sw];
+                    orow[w0] = a + bv;
+                }
+            }
+        }
+    }
+}
+
+/* gxp (B, C, Hp, Wp), zeroed by the caller: the gradient of the padded input. */
+void overparam_conv_grad_input_f32(int64_t B, int64_t C, int64_t Hp, int64_t Wp, float *gxp, int64_t O, int64_t Ho,
+                                   int64_t Wo, int64_t sh, int64_t sw, const int64_t *crow, const int64_t *cols,
+                                   const int64_t *off, const float *w, int64_t K, const float *g) {
+    #pragma omp parallel for schedule(static) if (crow[O] * B * Ho * Wo > 65536)
+    for (int64_t b = 0; b < B; b++) {
+        float *gb = gxp + b * C * Hp * Wp;
+        for (int64_t i = 0; i < O; i++) {
+            const float *gi = g + (b * O + i) * Ho * Wo;
+            for (int64_t p = crow[i]; p < crow[i + 1]; p++) {
+                const float v = w[i * K + cols[p]];
+                float *base = gb + off[p];
+                for (int64_t h = 0; h < Ho; h++) {
+                    float *restrict dst = base + h * sh * Wp;
+                    const float *restrict src = gi + h * Wo;
+                    if (sw == 1) {
+                        for (int64_t x = 0; x < Wo; x++) dst[x] += v * src[x];
+                    } else {
+                        for (int64_t x = 0; x < Wo; x++) dst[x * sw] += v * src[x];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* gw (O, K), zeroed by the caller: gw[i, cols[p]] = sum over b, h, w of g[b,i,h,w] * (shifted xp) at nonzeros only.
+   Images one after another (each image's input stays in cache), output channels in parallel. */
+void overparam_conv_grad_weight_f32(int64_t B, int64_t C, int64_t Hp, int64_t Wp, const float *xp, int64_t O,
+                                    int64_t Ho, int64_t Wo, int64_t sh, int64_t sw, const int64_t *crow,
+                                    const int64_t *cols, const int64_t *off, const float *g, float *gw, int64_t K) {
+    for (int64_t b = 0; b < B; b++) {
+        const float *xb = xp + b * C * Hp * Wp;
+        #pragma omp parallel for schedule(static) if (crow[O] * Ho * Wo > 65536)
+        for (int64_t i = 0; i < O; i++) {
+            const float *gi = g + (b * O + i) * Ho * Wo;
+            const int64_t end = crow[i + 1];
+            const int64_t vec = sw == 1 ? Wo - Wo % 16 : 0;
+            for (int64_t p = crow[i]; p < end; p += 4) {
+                /* four taps at a time share every load of the output gradient */
+                const int64_t n = end - p < 4 ? end - p : 4;
+                const float *base[4];
+                for (int q = 0; q < 4; q++) base[q] = xb + off[q < n ? p + q : p];
+                v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                for (int64_t h = 0; h < Ho; h++) {
+                    const float *gr = gi + h * Wo;
+                    const int64_t row = h * sh * Wp;
+                    const float *x0 = base[0] + row, *x1 = base[1] + row, *x2 = base[2] + row, *x3 = base[3] + row;
+                    for (int64_t x = 0; x < vec; x += 16) {
+                        const v16 gv = LD(gr + x);
+                        a0 += gv * LD(x0 + x); a1 += gv * LD(x1 + x); a2 += gv * LD(x2 + x); a3 += gv * LD(x3 + x);
+                    }
+                    for (int64_t x = vec; x < Wo; x++) {
+                        const float gv = gr[x];
+                        s[0] += gv * x0[x * sw]; s[1] += gv * x1[x * sw]; s[2] += gv * x2[x * sw]; s[3] += gv * x3[x * sw];
+                    }
+                }
+                const float sums[4] = {hsum(a0) + s[0], hsum(a1) + s[1], hsum(a2) + s[2], hsum(a3) + s[3]};
+                for (int q = 0; q < n; q++) gw[i * K + cols[p + q]] += sums[q];
+            }
+        }
+    }
+}
 """
 
 _FLAG_SETS = (
@@ -175,6 +286,13 @@ def library() -> ctypes.CDLL | None:
             lib.overparam_spmm_t_f32.restype = None
             lib.overparam_sddmm_f32.argtypes = [index, index, pointer, pointer, pointer, pointer, pointer, index]
             lib.overparam_sddmm_f32.restype = None
+            conv_args = [index] * 4 + [pointer] + [index] * 5 + [pointer] * 4 + [index]
+            lib.overparam_conv_fwd_f32.argtypes = conv_args + [pointer, pointer]
+            lib.overparam_conv_fwd_f32.restype = None
+            lib.overparam_conv_grad_input_f32.argtypes = conv_args + [pointer]
+            lib.overparam_conv_grad_input_f32.restype = None
+            lib.overparam_conv_grad_weight_f32.argtypes = conv_args[:-2] + [pointer, pointer, index]
+            lib.overparam_conv_grad_weight_f32.restype = None
             _library = lib
             return lib
         _load_error = "; ".join(errors)

@@ -56,6 +56,8 @@ def _csr(crow, cols, values, shape) -> torch.Tensor:
 
 
 def _build_structure(mask: torch.Tensor) -> CSRStructure:
+    # A convolution's (out, in, kh, kw) mask is the (out, in*kh*kw) matrix of its im2col product.
+    mask = mask.reshape(mask.shape[0], -1)
     out_features, in_features = mask.shape
     nonzero = mask.reshape(-1).nonzero().squeeze(1)          # row-major order == CSR order of W
     rows = nonzero // in_features

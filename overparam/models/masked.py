@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from overparam.kernels import masked_matmul
+from overparam.kernels.conv import masked_conv
 
 
 class _MaskMixin:
@@ -60,26 +61,33 @@ class MaskedLinear(_MaskMixin, nn.Linear):
         return masked_matmul(x, self.weight, self.weight_mask, self.bias, backend=self.backend)
 
 
-class MaskedConv2d(_MaskMixin, nn.Conv2d):
+class _MaskedConv(_MaskMixin):
+    """Convolution through `masked_conv`: the backend (`hardware.kernel`) may compute only at the mask's nonzeros."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            # Non-zero padding modes pad first and convolve unpadded, as nn.Conv*d does.
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return masked_conv(x, self.weight, self.weight_mask, self.bias, self.stride, padding, self.dilation,
+                           self.groups, backend=self.backend)
+
+
+class MaskedConv2d(_MaskedConv, nn.Conv2d):
     """nn.Conv2d convolving with `weight * weight_mask`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_mask()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.weight_mask, self.bias)
 
-
-class MaskedConv1d(_MaskMixin, nn.Conv1d):
+class MaskedConv1d(_MaskedConv, nn.Conv1d):
     """nn.Conv1d convolving with `weight * weight_mask`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._init_mask()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.weight_mask, self.bias)
 
 
 MASKED_TWINS = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d, nn.Conv1d: MaskedConv1d}

@@ -37,7 +37,7 @@ def prepare(cfg) -> Setup:
     """Apply the hardware settings and load the dataset onto the device."""
     device = setup_hardware(cfg.hardware)
     # hardware.kernel picks the masked-matmul backend of every masked layer in this run.
-    set_default_backend(str(cfg.hardware.get("kernel") or "auto"))
+    set_default_backend(str(cfg.hardware.get("kernel") or "auto"), device_type=device.split(":")[0])
     data = load_dataset(cfg.dataset, cfg.paths.data_dir, seed=int(cfg.seed), device=device)
     return Setup(cfg=cfg, device=device, data=data)
 

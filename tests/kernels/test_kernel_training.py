@@ -187,8 +187,10 @@ def test_triton_reports_itself_unavailable_without_gpu_or_interpreter(monkeypatc
     assert "TRITON_INTERPRET" in triton_kernels.unavailable_reason("cpu")
     assert triton_kernels.unavailable_reason("cuda") == "no CUDA device"
     assert "triton" not in kernels.available_backends("cpu")
-    with pytest.raises(UserError, match="hardware.kernel=triton is unavailable"):
+    with pytest.raises(UserError, match="triton needs a CUDA GPU.*hardware.kernel=sparse or auto.*TRITON_INTERPRET=1"):
         kernels.set_default_backend("triton")
+    with pytest.raises(UserError, match="hardware.kernel=sparse or auto"):
+        kernels.set_default_backend("triton", device_type="cpu")
     with pytest.raises(RuntimeError, match="triton backend is unavailable"):
         masked_matmul(torch.randn(2, 8), torch.randn(4, 8), torch.ones(4, 8), backend="triton")
     monkeypatch.setattr(triton_kernels, "_IMPORT_ERROR", "triton cannot be imported (test)")
@@ -214,3 +216,22 @@ def test_cache_entries_die_with_their_mask(backend):
     del layer
     gc.collect()
     assert len(mask_cache) == before
+
+
+def test_runner_refuses_triton_without_a_gpu_unless_the_interpreter_is_asked_for(tmp_path):
+    """No GPU and no TRITON_INTERPRET: one line pointing to sparse/auto, exit 2, no run directory."""
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: hardware.kernel=triton runs there")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run_dir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "overparam.cli.main", "train", "hardware.kernel=triton",
+                          "train.epochs=null", "train.steps=1", f"hydra.run.dir={run_dir}"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "hardware.kernel=sparse or auto" in lines[0] and "TRITON_INTERPRET=1" in lines[0]
+    assert not run_dir.exists()

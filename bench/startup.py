@@ -1,0 +1,70 @@
+"""Fixed cost of one `runner train` run: where the seconds of a 1-step run go (not a test).
+
+    python bench/startup.py               # 3 interleaved rounds
+    python bench/startup.py --rounds 5
+
+Each row is a fresh Python process, timed from outside (wall seconds, median and min over rounds,
+rounds interleaved so a burst of load hits every row alike):
+- `python`            the interpreter alone;
+- `import torch`      torch;
+- `+ torch._dynamo`   torch, then torch._dynamo: every torch.optim `step()` imports it
+                      (`_use_grad_for_differentiable`), so every training run pays it;
+- `+ hydra compose`   torch and Hydra's compose API with this project's config tree;
+- `runner train`      a 1-step run (default model and dataset, hardware.threads=1).
+`run - imports` = what a run costs beyond torch, torch._dynamo and Hydra. The machine is shared:
+the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ROWS = {
+    "python": ["-c", "pass"],
+    "import torch": ["-c", "import torch"],
+    "+ torch._dynamo": ["-c", "import torch, torch._dynamo"],
+    "+ hydra compose": ["-c", "import torch, torch._dynamo\n"
+                              "from hydra import compose, initialize_config_dir\n"
+                              f"with initialize_config_dir(config_dir={str(ROOT / 'configs')!r}, version_base='1.3'):\n"
+                              "    compose('train')"],
+    "runner train": ["-m", "overparam.cli.main", "train", "train.epochs=null", "train.steps=1",
+                     "train.eval_every=1", "hardware.threads=1"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    times = {name: [] for name in ROWS}
+    shuffler = random.Random(0)
+    with tempfile.TemporaryDirectory() as work:
+        env.setdefault("OVERPARAM_CACHE_DIR", os.path.join(work, "cache"))
+        for _ in range(args.rounds):
+            for name in shuffler.sample(list(ROWS), len(ROWS)):
+                tick = time.perf_counter()
+                subprocess.run([sys.executable, *ROWS[name]], cwd=work, env=env, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - tick)
+    print(f"wall seconds per fresh process ({args.rounds} interleaved rounds); load average "
+          f"{open('/proc/loadavg').read().split()[0]}")
+    print(f"{'':<18} {'median':>7} {'min':>7}")
+    for name, values in times.items():
+        print(f"{name:<18} {statistics.median(values):>7.2f} {min(values):>7.2f}")
+    beyond = statistics.median(times["runner train"]) - statistics.median(times["+ hydra compose"])
+    print(f"{'run - imports':<18} {beyond:>7.2f}      (goal: <= 1 s)")
+
+
+if __name__ == "__main__":
+    main()
