@@ -212,7 +212,7 @@ def installed_group_options(group: str) -> set[str]:
         node = node.get(part, {}) if isinstance(node, dict) else {}
     options = {name[: -len(".yaml")] for name in node if isinstance(name, str) and name.endswith(".yaml")}
     try:
-        from overparam.cli.paths import config_dir
+        from overparam.configtree import config_dir
 
         options |= {p.stem for p in (config_dir() / group).glob("*.yaml")}
     except FileNotFoundError:

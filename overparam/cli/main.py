@@ -15,6 +15,7 @@ commands:
   reproduce   re-run a saved run or sweep and compare every summary metric
   cache       the level cache under outputs/.cache: `cache ls`, `cache clean`
   export      a run's weights (or one pruning level's) as a plain safetensors state dict
+  search      re-run an Optuna sweep's best configuration on its eval seeds
 
   runner <command> --help   shows each command's options
 examples:
@@ -31,6 +32,7 @@ COMMANDS = {
     "reproduce": "overparam.cli.reproduce",
     "export": "overparam.cli.export",
     "cache": "overparam.cli.cache",
+    "search": "overparam.cli.search",
 }
 
 

@@ -1,29 +1,3 @@
-"""Where the config tree lives (the repository's `configs/`, or a copy packaged with overparam)."""
+"""The config tree's location for the CLI (see overparam.configtree)."""
 
-from __future__ import annotations
-
-import os
-from pathlib import Path
-
-
-def config_dir() -> Path:
-    """Absolute path of the config tree (`OVERPARAM_CONFIG_DIR` overrides it)."""
-    override = os.environ.get("OVERPARAM_CONFIG_DIR")
-    if override:
-        return Path(override).resolve()
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package.parent / "configs", package / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError("overparam's configs/ folder was not found beside the package")
-
-
-GROUPS = ("method", "model", "dataset", "hardware", "experiment", "logger", "hparams_search", "prune")
-
-
-def group_options(group: str) -> list[str]:
-    """Options of a config group: the YAML file names in configs/<group>/."""
-    folder = config_dir() / group
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+from overparam.configtree import GROUPS, config_dir, group_options  # noqa: F401

@@ -265,7 +265,7 @@ PLACE_PREFIXES = ("paths.", "logger.", "logger/")
 
 def local_places() -> dict:
     """The user's own `paths` (configs/train.yaml's, unresolved) and no logger: what a reproduction runs with."""
-    from overparam.cli.paths import config_dir
+    from overparam.configtree import config_dir
 
     train = read_yaml(config_dir() / "train.yaml") or {}
     return {"paths": dict(train.get("paths") or {}), "logger": None}

@@ -302,8 +302,8 @@ def test_a_foreign_primary_config_is_checked(finished_run, tmp_path, capsys):
 
 
 def test_search_evaluation_reads_its_sweep_as_data(finished_run, tmp_path, capsys):
-    """`python -m overparam.recipes.tune.search <sweep>` re-runs best_params: checked like saved overrides."""
-    from overparam.recipes.tune.search import main as search_main
+    """`runner search <sweep>` re-runs best_params: checked like saved overrides."""
+    from overparam.cli.search import main as search_main
 
     scene = Scene(tmp_path, finished_run)
     sweep = scene.runs / "sweep"
@@ -314,7 +314,7 @@ def test_search_evaluation_reads_its_sweep_as_data(finished_run, tmp_path, capsy
     capsys.readouterr()
     assert search_main([str(sweep)]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("search: error: ") and "refused" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("runner search: error: ") and "refused" in lines[0], lines
     assert tree_digest(scene.runs) == before and not (sweep / "eval").exists()
 
 

@@ -14,7 +14,7 @@ from overparam.errors import UserError
 def test_optuna_search_runs_three_trials_and_reevaluates_on_eval_seeds(tmp_path):
     from omegaconf import OmegaConf
 
-    from overparam.recipes.tune.search import evaluate_best
+    from overparam.cli.search import evaluate_best
 
     sweep = tmp_path / "sweep"
     command = ["runner", "train", "-m", "hparams_search=lr_wd", "hydra.sweeper.n_trials=3",

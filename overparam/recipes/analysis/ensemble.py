@@ -9,7 +9,7 @@ Ingredients are found, checked and evaluated on the same val/test splits as the 
 
 from __future__ import annotations
 
-from overparam.cli.validate import choice
+from overparam.checks import choice
 from overparam.recipes.merge import common
 
 AVERAGES = ("probs", "logits")

@@ -29,7 +29,7 @@ NON_HYPERPARAMETERS = ("paths.", "logger.", "hydra.", "claims", "report.", "seed
 
 def validate(cfg: dict) -> None:
     """Ingredients resolve to at least two finished runs with weights; the measure settings are sane."""
-    from overparam.cli.validate import number
+    from overparam.checks import number
 
     number(cfg, "measures.margin_percentile", low=0.0, high=100.0, low_open=True)
     number(cfg, "measures.pacbayes_samples", low=1, integer=True)

@@ -10,7 +10,7 @@ and falls again beyond it (Belkin et al. 2019; Nakkiran et al. 2020; Mei & Monta
 
 from __future__ import annotations
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.errors import UserError
 
 

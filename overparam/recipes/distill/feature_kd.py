@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overparam.cli.validate import choice, number
+from overparam.checks import choice, number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError

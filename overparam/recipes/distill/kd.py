@@ -9,7 +9,7 @@ while distilling (IMP's levels, each trained on this loss).
 
 from __future__ import annotations
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError

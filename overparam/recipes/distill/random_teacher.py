@@ -12,7 +12,7 @@ import copy
 
 import torch
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.recipes.common import model_summary, prepare

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.engine import fit
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.kd import distill

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.recipes.merge import task_arithmetic
 from overparam.recipes.merge.sparsify import outliers
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.uniform_soup import soup_summary

@@ -7,7 +7,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.recipes.merge import task_arithmetic
 from overparam.recipes.merge.sparsify import random_drop
 

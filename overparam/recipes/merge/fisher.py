@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from overparam.cli.validate import choice, number
+from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 

@@ -7,7 +7,7 @@ scores below its best ingredient on val.
 
 from __future__ import annotations
 
-from overparam.cli.validate import choice
+from overparam.checks import choice
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.uniform_soup import soup_summary

@@ -9,7 +9,7 @@ that checkpoint, with different data orders: the instability analysis behind lat
 
 from __future__ import annotations
 
-from overparam.cli.validate import choice, number
+from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.store.load import RunRef

@@ -8,7 +8,7 @@ beside the aligned one.
 
 from __future__ import annotations
 
-from overparam.cli.validate import choice, number
+from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 

@@ -13,7 +13,7 @@ the checkpoint `phase_<p>_copy_<c>`: a killed run resumes at the first copy not 
 
 from __future__ import annotations
 
-from overparam.cli.validate import choice, number
+from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 

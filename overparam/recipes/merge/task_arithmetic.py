@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.recipes.merge import common
 
 PARAMS = "task_arithmetic"

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.recipes.merge import common
 from overparam.recipes.merge.sparsify import elect_sign, magnitude
 from overparam.recipes.merge.task_arithmetic import run_task_vector_merge

@@ -11,7 +11,7 @@ from overparam.recipes.prune import common
 
 def validate_at_init(cfg: dict, *, scope: bool = True) -> None:
     """Checks of the keys every pruning-at-init method has: prune.scope, prune.output_rate (0..1)."""
-    from overparam.cli.validate import choice, number
+    from overparam.checks import choice, number
 
     if scope:
         choice(cfg, "prune.scope", common.SCOPES)

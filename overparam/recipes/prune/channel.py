@@ -26,7 +26,7 @@ from overparam.recipes.prune import common
 
 def validate(cfg: dict) -> None:
     """channel's keys: channel.scope, channel.shrink (bool)."""
-    from overparam.cli.validate import choice
+    from overparam.checks import choice
 
     choice(cfg, "channel.scope", common.SCOPES)
     if not isinstance(common.get(cfg, "channel.shrink"), bool):

@@ -19,7 +19,7 @@ from torch import nn
 
 from overparam.errors import UserError
 
-from overparam.cli.validate import get  # dotted-key reads, shared with the global checks
+from overparam.checks import get# dotted-key reads, shared with the global checks
 
 SCOPES = ("global", "layerwise")
 DISTRIBUTIONS = ("uniform", "erk")
@@ -32,7 +32,7 @@ REWIND_PATTERN = re.compile(r"^(init|none|(\d+)(it|ep))$")
 
 def validate_prune_block(cfg: dict, *, rate: bool = True) -> None:
     """Checks of the shared `prune.*` keys: rate in (0, 1), scope, output_rate."""
-    from overparam.cli.validate import choice, number
+    from overparam.checks import choice, number
 
     if rate:
         number(cfg, "prune.rate", low=0.0, high=1.0, low_open=True, high_open=True)
@@ -56,7 +56,7 @@ def parse_rewind(text: Any) -> tuple[str, int]:
 
 def validate_rewind(cfg: dict) -> None:
     """rewind syntax, retrain.lr_schedule, and a rewind point inside training when that is knowable now."""
-    from overparam.cli.validate import choice
+    from overparam.checks import choice
 
     kind, amount = parse_rewind(get(cfg, "rewind"))
     choice(cfg, "retrain.lr_schedule", ("ft", "lrw", "clr"))

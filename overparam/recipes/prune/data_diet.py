@@ -21,7 +21,7 @@ SCORES = ("el2n", "grand", "random")
 
 def validate(cfg: dict) -> None:
     """data_diet's keys: diet.keep in (0, 1], diet.score, diet.seeds >= 1, diet.epochs > 0."""
-    from overparam.cli.validate import choice, number
+    from overparam.checks import choice, number
 
     number(cfg, "diet.keep", low=0.0, high=1.0, low_open=True)
     choice(cfg, "diet.score", SCORES)

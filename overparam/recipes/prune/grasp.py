@@ -16,7 +16,7 @@ from overparam.recipes.prune.at_init import run_at_init, score_batch, scored_mas
 
 def validate(cfg: dict) -> None:
     """grasp's keys: prune.scope, prune.output_rate, prune.score_batches >= 1, prune.temperature > 0."""
-    from overparam.cli.validate import number
+    from overparam.checks import number
 
     validate_at_init(cfg)
     number(cfg, "prune.score_batches", low=1, integer=True)

@@ -38,7 +38,7 @@ RETRAIN_SCHEDULES = ("ft", "lrw", "clr")
 
 def validate(cfg: dict) -> None:
     """imp's own keys: prune.rate in (0, 1), scope, output_rate, rewind syntax, retraining, control."""
-    from overparam.cli.validate import choice
+    from overparam.checks import choice
 
     common.validate_prune_block(cfg)
     common.validate_rewind(cfg)

@@ -22,7 +22,7 @@ SCHEDULES = ("oneshot", "gradual")
 
 def validate(cfg: dict) -> None:
     """nm's keys: 1 <= nm.n < nm.m, schedule, gradual_fraction; `sparsity` is 0 or 1 - n/m."""
-    from overparam.cli.validate import choice, number
+    from overparam.checks import choice, number
 
     number(cfg, "nm.m", low=2, integer=True)
     number(cfg, "nm.n", low=1, integer=True)

@@ -11,7 +11,7 @@ from overparam.recipes.prune import common
 
 def validate(cfg: dict) -> None:
     """oneshot's keys: scope, output_rate, rewind syntax, retraining schedule."""
-    from overparam.cli.validate import number
+    from overparam.checks import number
 
     common.validate_prune_block(cfg, rate=False)
     number(cfg, "prune.output_rate", low=0.0, high=1.0, optional=True)

@@ -14,7 +14,7 @@ from overparam.recipes.prune.at_init import run_at_init, validate_at_init
 
 def validate(cfg: dict) -> None:
     """random_prune's keys: prune.distribution (uniform | erk), prune.output_rate."""
-    from overparam.cli.validate import choice
+    from overparam.checks import choice
 
     validate_at_init(cfg, scope=False)
     choice(cfg, "prune.distribution", common.DISTRIBUTIONS)

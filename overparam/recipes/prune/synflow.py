@@ -18,7 +18,7 @@ from overparam.recipes.prune.at_init import run_at_init, validate_at_init
 
 def validate(cfg: dict) -> None:
     """synflow's keys: prune.scope, prune.output_rate, prune.rounds >= 1."""
-    from overparam.cli.validate import number
+    from overparam.checks import number
 
     validate_at_init(cfg)
     number(cfg, "prune.rounds", low=1, integer=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from overparam.cli.validate import choice
+from overparam.checks import choice
 from overparam.engine import fit
 from overparam.engine.evaluate import evaluate_splits
 from overparam.errors import UserError

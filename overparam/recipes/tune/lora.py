@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.models.counting import trainable_summary

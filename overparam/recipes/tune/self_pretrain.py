@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from overparam.cli.validate import number
+from overparam.checks import number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError

@@ -24,7 +24,7 @@ def model_config(spec, default):
     if spec is None:
         return default
     if isinstance(spec, str):
-        from overparam.cli.paths import config_dir, group_options
+        from overparam.configtree import config_dir, group_options
 
         path = config_dir() / "model" / f"{spec}.yaml"
         if spec not in group_options("model") or not path.is_file():  # a name, never a path
