@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=20", "train.eval_every=20", "train.batch_size=64"]
+from tiny_runs import TINY
 
 
 @pytest.fixture(scope="session")

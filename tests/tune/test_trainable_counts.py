@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY
+from tiny_runs import TINY
 
 from overparam.cli.train import train_in_process
 from overparam.models.counting import effective_count, trainable_summary

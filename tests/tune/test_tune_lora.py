@@ -74,7 +74,7 @@ def test_targets_choose_layers_and_merging_a_masked_layer_keeps_its_outputs():
 
 
 def test_lora_run_end_to_end_merges_and_saves_a_loadable_model(tmp_path, dense_run):
-    from conftest import TINY
+    from tiny_runs import TINY
 
     from overparam.cli.train import train_in_process
     from overparam.store.load import load_run_model

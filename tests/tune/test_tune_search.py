@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import TINY
+from tiny_runs import TINY
 
 from overparam.errors import UserError
 
