@@ -110,6 +110,10 @@ def test_different_masks_are_refused_for_a_sparse_merge(ingredients, tmp_path, c
                    f"ingredients=[{ingredients['masked_a']},{ingredients['masked_other']}]", f"hydra.run.dir={out}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "mask fc0.weight_mask" in err and len(err.splitlines()) == 1, err
+    # The refusal names the routes that work: copies of one ticket -> soup -> kd, or an ensemble.
+    for route in ("method=finetune from=<imp run>@level_<L>", "student.from=<imp run>@level_<L>",
+                  "method=ensemble", "experiment=ticket_soup_distill"):
+        assert route in err, route
     assert not out.exists()
 
 
