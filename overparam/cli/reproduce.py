@@ -389,11 +389,29 @@ def reproduce_preset(name: str, extra: list[str], *, out: str | None, trust: boo
     if not new_root.exists():
         print(f"runner reproduce: the sweep exited with code {code} and wrote nothing", file=sys.stderr)
         return 1
-    return report_sweep(new_root, claims, jobs_ok=code == 0)
+    return report_sweep(new_root, claims, jobs_ok=code == 0, sources=source_runs(composed))
 
 
-def report_sweep(root: Path, claims: list[dict], *, jobs_ok: bool = True) -> int:
-    """Table (table.md), figure (figure.png) and claim results (claims.md) of a finished sweep; exit code."""
+def source_runs(composed: dict) -> list[Path]:
+    """Run directories a preset builds on (`from`, `teacher.from`, `student.from`): its claims may read them
+    too (ticket_soup_distill compares the soup it distills from with the soup's own ingredients)."""
+    from overparam.cli.validate import get
+    from overparam.store.load import RUN_KEYS, RunRef
+
+    roots: list[Path] = []
+    for key in RUN_KEYS:
+        value = get(composed, key)
+        if value not in (None, ""):
+            root = RunRef.parse(str(value)).root
+            if root not in roots:
+                roots.append(root)
+    return roots
+
+
+def report_sweep(root: Path, claims: list[dict], *, jobs_ok: bool = True, sources: list[Path] = ()) -> int:
+    """Table (table.md), figure (figure.png) and claim results (claims.md) of a finished sweep; exit code.
+
+    `sources`: finished runs the sweep built on, indexed beside it for the table and the claims."""
     from overparam.report import plots
     from overparam.report.aggregate import build_table, stderr_warn
     from overparam.report.claims import evaluate_claims
@@ -401,7 +419,7 @@ def report_sweep(root: Path, claims: list[dict], *, jobs_ok: bool = True) -> int
     from overparam.report.index import index_runs, records_of
     from overparam.store.atomic import atomic_write_text
 
-    records = records_of(index_runs([root]))
+    records = records_of(index_runs([root, *sources]))
     table = build_table(records, warn=stderr_warn)
     text = render(table, "md")
     atomic_write_text(root / "table.md", text)

@@ -116,8 +116,52 @@ def compose_checked(overrides: list[str], *, primary: tuple[str, str] | None = N
     check_resolvers({"hydra": hydra_section}, source="the composed config", hydra_only=True)
     check_config({"hydra": hydra_section}, trust=trust, source="the composed config")
     check_config(container, trust=trust, source="the composed config")
+    check_added_keys(overrides, container)
     validate(container, trust=trust)
     return container
+
+
+# Sections whose keys are handed to their component as keyword arguments (the component refuses a
+# name it does not take); a key added anywhere else has no reader.
+FORWARDED_SECTIONS = ("model", "dataset", "logger")
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        keys.extend(_dotted_keys(value, dotted + "."))
+    return keys
+
+
+def check_added_keys(overrides: list[str], container: dict) -> None:
+    """Refuse a `+key=value` that no part of the composed run reads (it would be silently ignored).
+
+    A config group (`+prune=imp`), the `hydra` section, and keys of the sections forwarded to their
+    component (model, dataset, logger) are read; any other new key is not: `method=kd +from=<run>`
+    would otherwise train a fresh student and ignore the run.
+    """
+    import difflib
+
+    for override in overrides:
+        if not override.startswith("+") or override.startswith("++"):
+            continue
+        key = override[1:].partition("=")[0]
+        top = key.split(".")[0].split("@")[0].split("/")[0]
+        if top == "hydra" or (config_dir() / top).is_dir() and "." not in key:
+            continue
+        if top in FORWARDED_SECTIONS and isinstance(container.get(top), dict):
+            continue
+        leaf = key.split(".")[-1]
+        existing = [k for k in _dotted_keys(container) if k != key and not k.startswith(key + ".")]
+        known = [k for k in existing if k.split(".")[-1] == leaf]
+        known = known or difflib.get_close_matches(key, existing, n=3)
+        method = (container.get("method") or {}).get("name", "?")
+        hint = f"; did you mean {' or '.join(known[:3])}?" if known else ""
+        raise UserError(f"+{key} adds a key that nothing in this run (method={method}) reads{hint}")
 
 
 def _friendly_compose_error(exc: Exception) -> str:

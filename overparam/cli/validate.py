@@ -25,6 +25,7 @@ def validate(cfg: dict, trust: bool | None = None) -> None:
     number(cfg, "train.eval_every_epochs", low=0, low_open=True, optional=True)
     number(cfg, "train.checkpoint_every", low=1, integer=True, optional=True)
     number(cfg, "train.checkpoint_seconds", low=0.0, optional=True)
+    number(cfg, "train.snapshot_every", low=1, integer=True, optional=True)
     number(cfg, "train.grad_clip", low=0, low_open=True, optional=True)
     choice(cfg, "optim.name", OPTIMIZERS)
     number(cfg, "optim.lr", low=0.0)

@@ -219,6 +219,9 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     # actually written (a step count, or wall time) never changes the numbers.
     checkpoint_every = int(train.get("checkpoint_every") or 0)
     checkpoint_seconds = float(train.get("checkpoint_seconds") or 0.0)
+    # Weight snapshots (kept, unlike resume points) for checkpoint averaging: checkpoints/step_<N>
+    # (level_<L>_step_<N> inside a level), the model's state_dict alone.
+    snapshot_every = int(train.get("snapshot_every") or 0)
     last_checkpoint_time = time.perf_counter()
     grad_clip = train.get("grad_clip")
     stop_on_nonfinite = bool(train.get("stop_on_nonfinite", True))
@@ -353,6 +356,9 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
             running_loss += loss.detach().float()
             running_count += 1
             progress.update(step)
+            if snapshot_every and run is not None and step % snapshot_every == 0:
+                prefix = "" if level is None else f"level_{level}_"
+                run.save_checkpoint(f"{prefix}step_{step}", {k: v.detach() for k, v in model.state_dict().items()})
             if step % eval_every == 0 or step == total:
                 mean_loss = float(running_loss) / max(running_count, 1)
                 if stop_on_nonfinite and not math.isfinite(mean_loss):

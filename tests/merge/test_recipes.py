@@ -110,6 +110,10 @@ def test_different_masks_are_refused_for_a_sparse_merge(ingredients, tmp_path, c
                    f"ingredients=[{ingredients['masked_a']},{ingredients['masked_other']}]", f"hydra.run.dir={out}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "mask fc0.weight_mask" in err and len(err.splitlines()) == 1, err
+    # The refusal names the routes that work: copies of one ticket -> soup -> kd, or an ensemble.
+    for route in ("method=finetune from=<imp run>@level_<L>", "student.from=<imp run>@level_<L>",
+                  "method=ensemble", "experiment=ticket_soup_distill"):
+        assert route in err, route
     assert not out.exists()
 
 
@@ -167,3 +171,25 @@ def test_lmc_from_a_checkpoint_trains_two_copies_with_different_data_orders(ingr
     # The run's model is the path's midpoint.
     midpoint = ((copies[0]["fc0.weight"].double() + copies[1]["fc0.weight"].double()) / 2).float()
     torch.testing.assert_close(_weights(tmp_path / "lmc")["fc0.weight"], midpoint)
+
+
+def test_snapshot_every_feeds_checkpoint_average_last_k(tmp_path):
+    """A run with train.snapshot_every keeps step snapshots; last=K averages exactly the last K of them."""
+    from overparam.store.checkpoint import load_state
+
+    trained = tmp_path / "trained"
+    train_in_process(["model.widths=[16]", "train.epochs=null", "train.steps=12", "train.eval_every=12",
+                      "train.batch_size=64", "train.snapshot_every=4"], trained)
+    names = sorted(p.name for p in (trained / "checkpoints").glob("step_*.safetensors"))
+    assert names == ["step_12.safetensors", "step_4.safetensors", "step_8.safetensors"]
+    snaps = {step: load_state(trained / "checkpoints" / f"step_{step}.safetensors") for step in (4, 8, 12)}
+    # The last snapshot is the final model; earlier ones differ (training moved the weights).
+    torch.testing.assert_close(snaps[12]["fc0.weight"], _weights(trained)["fc0.weight"])
+    assert not torch.equal(snaps[4]["fc0.weight"], snaps[8]["fc0.weight"])
+    summary = train_in_process(["method=checkpoint_average", f"ingredients={trained}", "checkpoint_average.last=2"],
+                               tmp_path / "average")
+    assert [row["name"].rsplit("@", 1)[1] for row in summary["rows"][1:]] == ["step_8", "step_12"]
+    averaged = _weights(tmp_path / "average")
+    assert len(averaged) >= 4
+    for key in averaged:
+        torch.testing.assert_close(averaged[key], (snaps[8][key] + snaps[12][key]) / 2)

@@ -229,3 +229,30 @@ def test_el2n_and_grand_rank_a_misfit_example_highest():
     y = torch.tensor([0, 1, 0])  # the last example is labelled against the model's confident prediction
     assert int(el2n(model, x, y, 3).argmax()) == 2
     assert int(grand(model, x, y).argmax()) == 2
+
+
+def _mlp_with_a_quiet_layer():
+    """The default MLP (256, 256) on MNIST-1D's 40 inputs, its second layer's weights 100x smaller:
+    global L1 ranking then prefers every first-layer unit to any second-layer one."""
+    from overparam.models.zoo import mlp
+
+    model = common.make_prunable(mlp((40,), 10, widths=[256, 256]), exclude_output=False)
+    with torch.no_grad():
+        model.fc1.weight.mul_(0.01)
+    return model
+
+
+def test_channel_default_keeps_every_layer_wide():
+    from overparam.cli.train import compose_checked
+    from overparam.recipes.prune import channel
+
+    cfg = compose_checked(["method=channel", "sparsity=0.5"])["channel"]
+    assert cfg["scope"] == "layerwise" and cfg["min_fraction"] == 0.25
+    keep = channel.channel_keep(_mlp_with_a_quiet_layer(), 0.5, cfg["scope"], cfg["min_fraction"])
+    assert {name: int(k.sum()) for name, k in keep.items()} == {"fc0": 128, "fc1": 128}
+    # Global ranking with the default floor keeps a quarter of the quiet layer, and still removes half in all.
+    keep = channel.channel_keep(_mlp_with_a_quiet_layer(), 0.5, "global", cfg["min_fraction"])
+    assert {name: int(k.sum()) for name, k in keep.items()} == {"fc0": 192, "fc1": 64}
+    # Without a floor, global ranking collapses the quiet layer to one unit (what the floor prevents).
+    keep = channel.channel_keep(_mlp_with_a_quiet_layer(), 0.5, "global", 0.0)
+    assert {name: int(k.sum()) for name, k in keep.items()} == {"fc0": 255, "fc1": 1}

@@ -1,45 +1,123 @@
 """`method=random_teacher`: "Random Teachers are Good Teachers" (Sarnthein et al. 2023).
 
-A teacher at random initialization is distilled into a student of the same architecture on the
-inputs alone (no labels): the student matches the teacher's softened embedding (the input of the
-classifier layer). Both are then linear-probed on the labels (body frozen, a fresh head trained);
-the paper's finding is that the student's probe accuracy is clearly above the teacher's.
+A teacher at random initialization, never updated, is distilled into a student of the same
+architecture on the inputs alone (no labels), DINO-style: both carry a projection head on their
+embedding (the input of the classifier layer), an MLP (GELU) -> an L2-normalized bottleneck -> a
+weight-normalized linear layer (unit-norm rows) to a high-dimensional softmax output; the student
+minimizes the cross-entropy H(softmax((t - c) / tau_t), softmax(s / tau_s)). Both bodies are then
+linear-probed on the labels (body frozen, a fresh head trained); the paper's finding is that the
+student's probe is above the teacher's.
+
+The defaults follow the authors' code for the random-teacher experiments (safelix/dinopl,
+configs/cifar10_distillation_v2.json): teacher and student temperature 1, no centering, one view
+(no multi-crop), teacher frozen ("no_update"), AdamW lr 1e-3 without weight decay, output 65536
+behind a 2048-2048 MLP and a 256-d bottleneck. DINO's sharpening (tau_t=0.04 < tau_s=0.1), its
+centering (momentum 0.9) and two augmented views with opposite pairing are knobs here
+(`teacher_temperature`, `student_temperature`, `center_momentum`, `views`, `shift`, `noise`);
+the head is narrower by default (512-512, 64, 4096 outputs) to fit 2 CPU cores.
+Locality: `student_init_noise` starts the student at the teacher (body and head) plus noise of
+that size relative to each tensor's std; null = an independent initialization.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from overparam.checks import number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
+from overparam.errors import UserError
 from overparam.recipes.common import model_summary, prepare
-from overparam.recipes.distill.losses import WeightedTerms, kd_term
+from overparam.recipes.distill.losses import WeightedTerms
 from overparam.recipes.tune.source import cached_phase, frozen, output_head, replace_head, steps_between_logs
 
 
 def validate(cfg: dict) -> None:
-    """Temperatures > 0, noise >= 0, probe_epochs > 0."""
-    number(cfg, "random_teacher.temperature", low=0.0, low_open=True)
+    """Temperatures > 0, head sizes >= 1, momentum in [0, 1), views 1 or 2, noise/shift >= 0, probe_epochs > 0."""
+    for key in ("teacher_temperature", "student_temperature"):
+        number(cfg, f"random_teacher.{key}", low=0.0, low_open=True)
+    for key in ("out_dim", "bottleneck"):
+        number(cfg, f"random_teacher.{key}", low=1, integer=True)
+    hidden = (cfg.get("random_teacher") or {}).get("hidden")
+    if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
+                                               for h in hidden):
+        raise UserError(f"random_teacher.hidden={hidden!r} must be a list of positive integers (widths)")
+    number(cfg, "random_teacher.center_momentum", low=0.0, high=1.0, high_open=True, optional=True)
+    number(cfg, "random_teacher.views", low=1, high=2, integer=True)
+    number(cfg, "random_teacher.shift", low=0, integer=True)
     number(cfg, "random_teacher.noise", low=0.0)
     number(cfg, "random_teacher.student_init_noise", low=0.0, optional=True)
     number(cfg, "random_teacher.probe_epochs", low=0.0, low_open=True)
 
 
-class HeadInput:
-    """The embedding a model feeds its classifier layer, taken with a forward pre-hook."""
+class ProjectionHead(nn.Module):
+    """DINO's head: MLP (GELU) -> L2-normalized bottleneck -> weight-normalized linear (rows of norm 1)."""
 
-    def __init__(self, model):
-        self.value = None
-        self.handle = output_head(model).register_forward_pre_hook(self._save)
+    def __init__(self, embed_dim: int, hidden: list[int], bottleneck: int, out_dim: int):
+        super().__init__()
+        dims = [embed_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), nn.GELU()]
+        layers.append(nn.Linear(dims[-1], bottleneck))
+        self.mlp = nn.Sequential(*layers)
+        for module in self.mlp:
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        self.last = nn.Parameter(torch.empty(out_dim, bottleneck))
+        nn.init.uniform_(self.last, -1 / math.sqrt(bottleneck), 1 / math.sqrt(bottleneck))
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(embedding), dim=-1) @ F.normalize(self.last, dim=-1).T
+
+
+class WithProjection(nn.Module):
+    """A body and its projection head as one module, so resume points hold both; forward = the body's."""
+
+    def __init__(self, body: nn.Module, head: ProjectionHead):
+        super().__init__()
+        self.body = body
+        self.projection = head
+        self.embedding = None
+        self._hook = output_head(body).register_forward_pre_hook(self._save)
 
     def _save(self, module, inputs):
-        self.value = inputs[0]
+        self.embedding = inputs[0]
+
+    def forward(self, x):
+        return self.body(x)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """Projection-head outputs of a batch (before temperature and centering)."""
+        self.body(x)
+        return self.projection(self.embedding.flatten(1))
 
     def close(self) -> None:
-        self.handle.remove()
+        self._hook.remove()
+
+
+def augment(x: torch.Tensor, shift: int, noise: float) -> torch.Tensor:
+    """A random view of a batch of 1-D signals (or any tensor along its last axis): a translation by up to
+    `shift` positions (edge values repeated) and Gaussian noise of std `noise` (both 0: `x` itself)."""
+    if shift:
+        length = x.shape[-1]
+        offsets = torch.randint(-shift, shift + 1, (x.shape[0],) + (1,) * (x.dim() - 1), device=x.device)
+        index = (torch.arange(length, device=x.device) - offsets).clamp(0, length - 1).expand_as(x)
+        x = torch.gather(x, -1, index)
+    if noise > 0:
+        x = x + noise * torch.randn_like(x)
+    return x
+
+
+def dino_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the student's softmax against the teacher's, mean over the batch."""
+    return -(teacher_probs * F.log_softmax(student_logits.float(), dim=-1)).sum(dim=-1).mean()
 
 
 def linear_probe(body, setup, seed: int, probe_epochs: float) -> dict:
@@ -64,39 +142,70 @@ def perturbed_copy(model, relative_noise: float, seed: int):
     return copy_.train()
 
 
+def _embed_dim(body, setup) -> int:
+    layer = output_head(body)
+    return int(layer.in_features if isinstance(layer, nn.Linear) else layer.in_channels)
+
+
+def build_pair(setup, options, seed: int) -> tuple[WithProjection, WithProjection]:
+    """(teacher, student): bodies of the run's model with projection heads; locality as configured."""
+    def head(at_seed: int, body) -> ProjectionHead:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(at_seed)
+            return ProjectionHead(_embed_dim(body, setup), list(options.hidden), int(options.bottleneck),
+                                  int(options.out_dim)).to(setup.device)
+
+    teacher_body = setup.new_model(seed + 1)
+    teacher = WithProjection(teacher_body, head(seed + 1, teacher_body))
+    frozen(teacher)
+    if options.get("student_init_noise") is not None:
+        start = perturbed_copy(nn.ModuleDict({"body": teacher.body, "projection": teacher.projection}),
+                               float(options.student_init_noise), seed)
+        student = WithProjection(start["body"], start["projection"])
+    else:
+        body = setup.new_model(seed)
+        student = WithProjection(body, head(seed, body))
+    return teacher, student.train()
+
+
 def run(cfg, run) -> dict:
-    """Distill a random teacher into a student on unlabeled inputs; probe both on the labels."""
+    """Distill a random teacher into a student on unlabeled inputs (DINO-style); probe both on the labels."""
     setup = prepare(cfg)
     options = cfg.random_teacher
     seed = int(cfg.seed)
-    teacher = frozen(setup.new_model(seed + 1))
-    if options.get("student_init_noise") is not None:
-        student = perturbed_copy(teacher, float(options.student_init_noise), seed)
-    else:
-        student = setup.new_model(seed)
-    temperature = float(options.temperature)
-    noise = float(options.noise)
+    teacher, student = build_pair(setup, options, seed)
+    teacher_temperature = float(options.teacher_temperature)
+    student_temperature = float(options.student_temperature)
+    momentum = options.get("center_momentum")
+    views, shift, noise = int(options.views), int(options.shift), float(options.noise)
+    center = torch.zeros(int(options.out_dim), device=setup.device)
     terms = WeightedTerms({"distill": 1.0})
-    teacher_embedding, student_embedding = HeadInput(teacher), HeadInput(student)
 
     def loss_fn(model, x, y, step):  # the labels y are never used
+        nonlocal center
+        crops = [augment(x, shift, noise) for _ in range(views)]
         with torch.no_grad():
-            teacher(x)
-        view = x + noise * torch.randn_like(x) if noise > 0 else x
-        model(view)
-        return terms.combine({"distill": kd_term(student_embedding.value, teacher_embedding.value, temperature)})
+            targets = [teacher.project(crop) for crop in crops]
+            probs = [F.softmax((t - center) / teacher_temperature, dim=-1) for t in targets]
+            if momentum is not None:  # updated after use, as DINO's head does
+                center = center * float(momentum) + torch.cat(targets).mean(dim=0) * (1 - float(momentum))
+        predictions = [model.project(crop) / student_temperature for crop in crops]
+        # One view: the same view for both; two views: opposite pairing (DINO's default).
+        pairs = [(0, 0)] if views == 1 else [(0, 1), (1, 0)]
+        loss = sum(dino_loss(predictions[s], probs[t]) for t, s in pairs) / len(pairs)
+        return terms.combine({"distill": loss})
 
     kwargs = setup.fit_kwargs()
     total, _ = total_steps(kwargs["train"], len(setup.data.train_x))
     hook = terms.hook(run, steps_between_logs(kwargs["train"], len(setup.data.train_x)), total)
-    # fit's val/test rows during this phase score the untrained head; the probes below are the result.
+    # fit's val/test rows during this phase score the body's untrained classifier; the probes below are the result.
     result = fit(student, setup.data, run, tag="distill", label="distill", loss_fn=loss_fn, step_hook=hook, **kwargs)
-    teacher_embedding.close()
-    student_embedding.close()
-    run.save_checkpoint("model", student.state_dict())
+    teacher.close()
+    student.close()
+    run.save_checkpoint("model", student.body.state_dict())
     probe_epochs = float(options.probe_epochs)
     probes = {}
-    for role, body in (("teacher", teacher), ("student", student)):
+    for role, body in (("teacher", teacher.body), ("student", student.body)):
         holder = copy.deepcopy(body)
         probes[role] = cached_phase(run, f"probe_{role}", holder,
                                     lambda body=body: linear_probe(body, setup, seed, probe_epochs))
@@ -104,5 +213,5 @@ def run(cfg, run) -> dict:
     # The run's headline numbers are the student's probe (what `objective` and tables read).
     summary.update({k: v for k, v in probes["student"].items()})
     summary["probe_gain"] = probes["student"]["test_accuracy"] - probes["teacher"]["test_accuracy"]
-    summary.update({**model_summary(student), "steps": result.steps, "train_seconds": round(result.seconds, 3)})
+    summary.update({**model_summary(student.body), "steps": result.steps, "train_seconds": round(result.seconds, 3)})
     return summary

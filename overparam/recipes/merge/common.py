@@ -192,6 +192,14 @@ def check_ingredients(refs: list[RunRef], *, key: str = "ingredients", same_mask
     return first
 
 
+# Where to go when tickets of different masks are given to a merge (experiment=ticket_soup_distill).
+SAME_MASK_ROUTES = ("Routes that keep one mask: fine-tune K copies of one ticket "
+                    "(method=finetune from=<imp run>@level_<L> seed=0,1,2), soup those (greedy_soup/uniform_soup "
+                    "keep the mask), then distill into the ticket (method=kd teacher.from=<soup run> "
+                    "student.from=<imp run>@level_<L>); or ensemble the tickets (method=ensemble), which "
+                    "needs no shared mask; see experiment=ticket_soup_distill")
+
+
 def _compare_masks(masks: dict, reference: dict, name: str, reference_name: str, key: str) -> None:
     import torch
 
@@ -203,7 +211,7 @@ def _compare_masks(masks: dict, reference: dict, name: str, reference_name: str,
         if not torch.equal(masks[tensor] != 0, reference[tensor] != 0):
             differing = int(((masks[tensor] != 0) != (reference[tensor] != 0)).sum())
             raise UserError(f"{key}: mask {tensor} of {name} differs from {reference_name} in {differing} entries "
-                            f"(a sparse merge needs the same masks)")
+                            f"(a sparse merge needs the same masks). {SAME_MASK_ROUTES}")
 
 
 def load_masks(ref: RunRef) -> dict:

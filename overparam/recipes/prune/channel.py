@@ -5,9 +5,11 @@ never removed), then fine-tune (level 1). A removed channel masks its row in its
 input column in the next layer, so it has no effect at all (its bias included). The layers must
 form a chain (each prunable layer feeds the next one), as the zoo's mlp, lenet300_100 and cnn1d do.
 
-`channel.scope=global` ranks channels of all layers by mean |w| (the L1 norm divided by fan-in, so
-layers of different fan-in compare); `layerwise` removes the same fraction from every layer. Every
-layer keeps at least one channel. With `channel.shrink=true` the fine-tuning runs on a physically
+`channel.scope=layerwise` (the default) removes the same fraction from every layer; `global` ranks
+channels of all layers by mean |w| (the L1 norm divided by fan-in, so layers of different fan-in
+compare). Global ranking can empty a layer whose weights are small (sparsity=0.5 on the default MLP
+once kept 1 of 256 units of its second layer), so every layer keeps at least
+`channel.min_fraction` of its channels (default 0.25; at least one channel in any case). With `channel.shrink=true` the fine-tuning runs on a physically
 smaller network (its Linear/Conv modules replaced by narrower ones), so parameters and FLOPs drop
 for real; the final weights are written back into the full-size masked model so that the run
 loads like any other (`checkpoints/shrunk.safetensors` holds the small one).
@@ -25,10 +27,11 @@ from overparam.recipes.prune import common
 
 
 def validate(cfg: dict) -> None:
-    """channel's keys: channel.scope, channel.shrink (bool)."""
-    from overparam.checks import choice
+    """channel's keys: channel.scope, channel.min_fraction in [0, 1], channel.shrink (bool)."""
+    from overparam.checks import choice, number
 
     choice(cfg, "channel.scope", common.SCOPES)
+    number(cfg, "channel.min_fraction", low=0.0, high=1.0, optional=True)
     if not isinstance(common.get(cfg, "channel.shrink"), bool):
         raise UserError(f"channel.shrink={common.get(cfg, 'channel.shrink')!r} must be true or false")
 
@@ -47,8 +50,13 @@ def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return layers
 
 
-def channel_keep(model: nn.Module, sparsity: float, scope: str) -> dict[str, torch.Tensor]:
-    """{hidden layer name: bool vector of kept output channels}, `sparsity` of all hidden channels removed."""
+def channel_keep(model: nn.Module, sparsity: float, scope: str,
+                 min_fraction: float = 0.0) -> dict[str, torch.Tensor]:
+    """{hidden layer name: bool vector of kept output channels}, `sparsity` of all hidden channels removed.
+
+    Each layer keeps at least `min_fraction` of its channels (and one channel); when the floors add
+    up to more than `1 - sparsity` of the channels, the floors win (fewer channels are removed).
+    """
     layers = chain(model)[:-1]  # the output layer's channels are the classes
     if not layers:
         raise UserError("method=channel needs at least one hidden layer")
@@ -56,16 +64,19 @@ def channel_keep(model: nn.Module, sparsity: float, scope: str) -> dict[str, tor
               for name, layer in layers}
     sizes = {name: s.numel() for name, s in scores.items()}
     total = sum(sizes.values())
-    keep_total = max(len(layers), int(math.floor(total * (1.0 - sparsity) + 0.5)))
+    floors = {name: max(1, min(n, math.ceil(n * float(min_fraction) - 1e-9))) for name, n in sizes.items()}
+    keep_total = max(sum(floors.values()), int(math.floor(total * (1.0 - sparsity) + 0.5)))
     keep: dict[str, torch.Tensor] = {}
     if scope == "layerwise":
         counts = common.round_to_total({k: n * keep_total / total for k, n in sizes.items()}, keep_total, sizes)
+        counts = {name: max(count, floors[name]) for name, count in counts.items()}
     else:
-        # One channel per layer is kept regardless; the rest go to the globally highest scores.
-        counts = {name: 1 for name in scores}
-        pool = torch.cat([torch.sort(s, descending=True, stable=True).values[1:] for s in scores.values()])
-        owners = torch.cat([torch.full((n - 1,), i) for i, n in enumerate(sizes.values())])
-        best = torch.argsort(pool, descending=True, stable=True)[:keep_total - len(layers)]
+        # Each layer's floor (its best channels) is kept regardless; the rest go to the globally highest scores.
+        counts = dict(floors)
+        pool = torch.cat([torch.sort(s, descending=True, stable=True).values[floors[name]:]
+                          for name, s in scores.items()])
+        owners = torch.cat([torch.full((n - floors[name],), i) for i, (name, n) in enumerate(sizes.items())])
+        best = torch.argsort(pool, descending=True, stable=True)[:keep_total - sum(floors.values())]
         for index, name in enumerate(scores):
             counts[name] += int((owners[best] == index).sum())
     for name, score in scores.items():
@@ -155,7 +166,8 @@ def run(cfg, run) -> dict:
     if run.has_checkpoint("channels"):
         keep = {k: v.bool() for k, v in run.load_checkpoint("channels").items()}
     else:
-        keep = channel_keep(model, float(cfg.sparsity), str(cfg.channel.scope))
+        keep = channel_keep(model, float(cfg.sparsity), str(cfg.channel.scope),
+                            float(cfg.channel.get("min_fraction") or 0.0))
         run.save_checkpoint("channels", {k: v.to(torch.uint8) for k, v in keep.items()})
     common.apply_masks_by_name(model, channel_masks(model, keep))
     extra: dict = {}
