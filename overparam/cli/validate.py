@@ -37,6 +37,12 @@ def validate(cfg: dict, trust: bool | None = None) -> None:
     number(cfg, "dataset.label_noise", low=0.0, high=1.0, optional=True)
     number(cfg, "dataset.label_noise_seed", low=0, integer=True, optional=True)
     number(cfg, "dataset.split_seed", low=0, integer=True, optional=True)
+    dataset = get(cfg, "dataset") or {}
+    if isinstance(dataset, dict) and dataset.get("name") == "mnist1d":
+        from overparam.data.mnist1d_settings import STANDARD, generator_args
+
+        # A bad variant or generator setting ends here, before a run directory is written.
+        generator_args(dataset.get("variant"), **{k: v for k, v in dataset.items() if k in STANDARD})
     choice(cfg, "hardware.precision", PRECISIONS)
     choice(cfg, "hardware.kernel", KERNELS)
     number(cfg, "hardware.threads", low=1, integer=True, optional=True)

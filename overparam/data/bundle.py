@@ -100,7 +100,9 @@ def split_identity(dataset_cfg, seed: int) -> dict:
     Two runs with equal split identities trained on exactly the same examples and held out the same
     val split; a run with another one may have trained on examples the other validates on.
     """
-    dataset = {k: v for k, v in dict(dataset_cfg or {}).items() if k not in ("split_seed", "_target_", *LABEL_NOISE_KEYS)}
+    # A null key is an option at its default: a run saved before the option existed has the same split.
+    dataset = {k: v for k, v in dict(dataset_cfg or {}).items()
+               if k not in ("split_seed", "_target_", *LABEL_NOISE_KEYS) and v is not None}
     fraction = float(dataset.pop("val_fraction", 0.0) or 0.0)
     return {"dataset": dataset, "val_fraction": fraction,
             "split_seed": effective_split_seed(dataset_cfg, seed) if fraction else None}

@@ -144,7 +144,9 @@ def path_figure(records: list[Record], out: str | Path, title: str | None = None
         lines: dict[tuple, dict[float, Cell]] = {}
         behind: dict[tuple, list[Record]] = {}
         for record in rows:
-            variant = tuple(record.row.get(f) for f in variant_fields) + tuple(record.get(k) for k in run_keys)
+            # A list value (model.widths=[64,64,64]) becomes a tuple: the line's key must be hashable.
+            variant = tuple(_hashable(record.row.get(f)) for f in variant_fields) + tuple(
+                _hashable(record.get(k)) for k in run_keys)
             for field_name in fields:
                 value = record.row.get(field_name)
                 if isinstance(value, (int, float)) and math.isfinite(value):
@@ -307,3 +309,8 @@ def curves_figure(run_dir: str | Path, out: str | Path, metric: str = "test_accu
     ax.legend(fontsize=7, ncol=2 if len(levels) > 6 else 1)
     ax.set_title(f"{Path(run_dir).name}: {metric.replace('_', ' ')} per level", fontsize=10)
     return _save(fig, out)
+
+
+def _hashable(value):
+    """Lists (and lists in lists) as tuples, so a config value can be part of a dictionary key."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, list) else value

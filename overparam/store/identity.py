@@ -7,7 +7,7 @@ cache key (levels shared by a sparsity sweep), the table's grouping of runs into
 A key is *not* part of a run's identity when it says where or how a run is observed, judged or
 scheduled, never what it computes:
 
-- top-level `paths`, `logger`, `hydra`, `experiment_name`, `claims`, `report`, `objective`;
+- top-level `paths`, `logger`, `hydra`, `experiment_name`, `claims`, `stages`, `report`, `objective`;
 - `train.checkpoint_seconds`, `train.checkpoint_every`: the RNG is reseeded at every resume point,
   written or not, so how often checkpoints are written never changes the numbers;
 - `hardware.threads`: a finished sweep resumes (and its runs group) under another thread count;
@@ -28,7 +28,7 @@ import json
 from typing import Any, Iterable
 
 # Top-level keys that never belong to a run's identity.
-NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name", "claims", "report", "objective")
+NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name", "claims", "stages", "report", "objective")
 # Dotted keys below the top level that never belong to it either.
 NON_IDENTITY_NESTED = ("train.checkpoint_seconds", "train.checkpoint_every", "hardware.threads", "prune.cache",
                        "merge.allow_val_overlap")

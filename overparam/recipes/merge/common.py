@@ -367,6 +367,8 @@ class MergeSetup:
     refs: list[RunRef]
     check: IngredientCheck
     notes: dict = field(default_factory=dict)
+    # The test split of a shifted copy of the dataset (`merge.shift`), evaluated as `shift_*`; None: none.
+    shift: Any = None
 
     def evaluate_state(self, state: dict, recalibrate: bool | None = None) -> dict:
         """{"val_accuracy", "val_loss", "test_accuracy", "test_loss"} of a state (BN recalibrated if set)."""
@@ -376,7 +378,13 @@ class MergeSetup:
         if self.recalibrate if recalibrate is None else recalibrate:
             recalibrate_batchnorm(self.model, self.data, fraction=self.bn_fraction, seed=int(self.cfg.seed))
         results = evaluate_splits(self.model, self.data)
-        return {f"{split}_{name}": value for split, metrics in results.items() for name, value in metrics.items()}
+        metrics = {f"{split}_{name}": value for split, metrics in results.items() for name, value in metrics.items()}
+        if self.shift is not None:
+            from overparam.engine.evaluate import evaluate
+
+            shifted = evaluate(self.model, self.shift.test_x, self.shift.test_y)
+            metrics.update({"shift_accuracy": shifted["accuracy"], "shift_loss": shifted["loss"]})
+        return metrics
 
     @property
     def recalibrate(self) -> bool:
@@ -406,7 +414,32 @@ def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup
     first_cfg = weights_config(refs[0].root)
     data = load_dataset(first_cfg.dataset, cfg.paths.data_dir, seed=int(first_cfg.get("seed", 0) or 0), device=device)
     model, _ = load_run_model(refs[0], device=device, data=data)
-    return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes)
+    shift = shift_settings(cfg)
+    shifted = None
+    if shift:
+        # The same dataset with the shifted settings; only its test split is read (no val split drawn).
+        shifted = load_dataset({**_container(first_cfg.dataset), **shift, "val_fraction": 0.0, "label_noise": None},
+                               cfg.paths.data_dir, device=device)
+        notes = {**notes, "shift": ",".join(f"{k}={v}" for k, v in sorted(shift.items()))}
+    return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes,
+                      shift=shifted)
+
+
+def shift_settings(cfg) -> dict:
+    """`merge.shift`: dataset keys (e.g. {variant: noisy}) of a shifted copy whose test split every merged
+    state is also evaluated on; {} when unset. Raises UserError on a value that is not a mapping of scalars."""
+    shift = (cfg.get("merge") or {}).get("shift")
+    if shift is None:
+        return {}
+    shift = _container(shift) if not isinstance(shift, dict) else dict(shift)
+    if not isinstance(shift, dict) or not shift:
+        raise UserError("merge.shift takes dataset keys of the shifted copy, e.g. merge.shift={variant: noisy}")
+    for key, value in shift.items():
+        if key in ("_target_", "name", "val_fraction", "split_seed", "label_noise", "label_noise_seed"):
+            raise UserError(f"merge.shift.{key} cannot be shifted: give the dataset's own settings (variant, ...)")
+        if not isinstance(value, (str, int, float, bool)) and value is not None:
+            raise UserError(f"merge.shift.{key}={value!r} must be a single value")
+    return shift
 
 
 def open_merge(cfg, key: str = "ingredients", **check_kwargs) -> MergeSetup:

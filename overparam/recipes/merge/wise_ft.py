@@ -1,6 +1,7 @@
 """`method=wise_ft`: WiSE-FT (Wortsman et al. 2022): (1 - alpha) * base + alpha * fine-tuned, one row
 per alpha in `wise_ft.alphas`. The saved model is the alpha with the best val accuracy
-(`wise_ft.save_alpha` picks one instead)."""
+(`wise_ft.save_alpha` picks one instead). With `merge.shift` every alpha is also evaluated on the test
+split of a shifted copy of the dataset (`shift_accuracy`): the paper's robustness columns."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def validate(cfg: dict) -> None:
     save = (cfg.get(PARAMS) or {}).get("save_alpha")
     if save is not None and float(save) not in _alphas(cfg):
         raise UserError(f"{PARAMS}.save_alpha={save} is not one of {PARAMS}.alphas")
+    shift = common.shift_settings(cfg)
+    from overparam.data.mnist1d_settings import STANDARD, generator_args
+
+    if "variant" in shift or set(shift) & set(STANDARD):
+        generator_args(shift.get("variant"), **{k: v for k, v in shift.items() if k in STANDARD})
     check = common.validate_refs(cfg, minimum=1, maximum=1)
     common.validate_base(cfg, check)
 
