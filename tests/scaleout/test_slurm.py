@@ -105,6 +105,12 @@ def slurm_cluster(tmp_path_factory):
             time.sleep(0.5)
         yield env
     finally:
+        # A sweep returns once each job wrote its result, while Slurm may still be ending the job:
+        # let it end (or cancel it) before stopping the daemons, so no job step outlives them.
+        deadline = time.time() + 30
+        while _sh("squeue -h", env=env, check=False).stdout.strip() and time.time() < deadline:
+            time.sleep(0.5)
+        _sh("scancel --user root", env=env, check=False)
         _sh("scontrol shutdown", env=env, check=False)
         for pid_file in ("slurmd.pid", "slurmctld.pid"):
             pid_path = folder / pid_file
