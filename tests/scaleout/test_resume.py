@@ -100,6 +100,12 @@ FAMILY_RUNS = {
     # two IMP levels at prune.rate 0.2; the shared level cache off, or the second run would reuse
     # the reference run's levels instead of training (and being killed)
     "imp": (["method=imp", "sparsity=0.36", "prune.cache=false"], 3),
+    # killed in the 2nd phase (pruned / finetune / seed_1), after the 1st phase's result was saved
+    "nm": (["method=nm"], 3),
+    "channel": (["method=channel", "sparsity=0.5"], 3),
+    "lmc": (["method=lmc", "lmc.seeds=[0,1]", "lmc.points=3"], 3),
+    # killed in the training on the kept examples, after the scores were saved
+    "data_diet": (["method=data_diet"], 1),
 }
 FAMILY_SHORT = ["train.epochs=null", "train.steps=10", "train.eval_every=5", "train.checkpoint_every=5",
                 "model.widths=[16]"]
