@@ -23,7 +23,9 @@ def evaluate_best(sweep_dir: str | Path) -> dict:
 
     sweep_dir = Path(sweep_dir)
     results_path = sweep_dir / "optimization_results.yaml"
-    trials = sorted(p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml"))
+    from overparam.store.discover import sweep_jobs
+
+    trials = sweep_jobs(sweep_dir)
     if not results_path.is_file() or not trials:
         raise UserError(f"{sweep_dir} is not a finished Optuna sweep (no optimization_results.yaml or trial dirs)")
     from overparam.store.load import check_saved_overrides, read_yaml, saved_config, saved_overrides

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -330,10 +331,22 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
                 run.drop_checkpoint(name)
     except (signals.Interrupted, KeyboardInterrupt) as exc:
         name = exc.name if isinstance(exc, signals.Interrupted) else "SIGINT"
+        signum = exc.signum if isinstance(exc, signals.Interrupted) else None
+        requeue = signum is not None and signals.requeues(signum)
         command = resume_command(out_dir)
-        run.finish("interrupted", reason=f"{name}; resume with: {command}")
-        print(f"runner train: {out_dir} interrupted by {name}; its last resume point is kept. Resume with:\n"
-              f"  {command}", file=sys.stderr, flush=True)
+        how = "submitit requeues the job, which resumes it; or resume with" if requeue else "resume with"
+        run.info.setdefault("interruptions", []).append(
+            {"signal": name, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "requeued": requeue})
+        run.finish("interrupted", reason=f"{name}; {how}: {command}")
+        print(f"runner train: {out_dir} interrupted by {name}; its last resume point is kept. "
+              f"{how[0].upper()}{how[1:]}:\n  {command}", file=sys.stderr, flush=True)
+        if requeue:
+            try:
+                signals.pass_on(signum)  # submitit checkpoints the job, requeues it and exits
+            except Exception as declined:  # noqa: BLE001 - e.g. timed out more often than allowed
+                run.info["interruptions"][-1]["requeued"] = False
+                run.record("reason", f"{name}; not requeued ({_split_message(declined)}); resume with: {command}")
+                raise
         code = exc.exit_code if isinstance(exc, signals.Interrupted) else 130
         raise SystemExit(code) from None
     except UserError as exc:

@@ -17,15 +17,15 @@ then the config (dotted keys; a config group such as `model` also answers to its
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from overparam.errors import UserError
+from overparam.store import discover
 
 # Keys over which a table cell aggregates (mean, std, n) instead of splitting.
 SEED_KEYS = ("seed",)
@@ -189,48 +189,9 @@ def read_run(path: str | os.PathLike) -> RunInfo:
                    run_id=info.get("run_id"))
 
 
-def is_run_dir(path: Path) -> bool:
-    """A run directory holds run.json or a Hydra-saved config."""
-    return (path / "run.json").is_file() or (path / ".hydra" / "config.yaml").is_file()
-
-
-def _walk_runs(root: Path) -> Iterator[Path]:
-    if is_run_dir(root):
-        yield root
-        return
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: _natural_key(e.name))
-    except (NotADirectoryError, PermissionError):
-        return
-    for entry in entries:
-        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
-            yield from _walk_runs(Path(entry.path))
-
-
-def _natural_key(name: str) -> tuple:
-    # Job dirs 0..N sort numerically (2 before 10).
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
-
-
-def find_runs(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Run directories under the given run dirs, multirun dirs, folders or glob patterns."""
-    found: list[Path] = []
-    seen: set[Path] = set()
-    for given in paths:
-        text = str(given)
-        matches = sorted(glob.glob(text), key=_natural_key) if any(c in text for c in "*?[") else [text]
-        if not matches:
-            raise UserError(f"no files match {text}")
-        for match in matches:
-            root = Path(match)
-            if not root.exists():
-                raise UserError(f"{root} does not exist")
-            for run_dir in _walk_runs(root):
-                resolved = run_dir.resolve()
-                if resolved not in seen:
-                    seen.add(resolved)
-                    found.append(run_dir)
-    return found
+# Finding runs on disk belongs to store; these names stay importable from here.
+is_run_dir, find_runs = discover.is_run_dir, discover.find_runs
+_walk_runs, _natural_key = discover.walk_runs, discover.natural_key
 
 
 def index_runs(paths: Iterable[str | os.PathLike]) -> list[RunInfo]:

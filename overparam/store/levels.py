@@ -199,6 +199,10 @@ class Phase:
     A recipe trains a phase through `engine.fit(..., run, tag=phase.name, level=phase.level)` (fit saves
     and loads the resume point `resume_<name>` through the run) and then `commit`s it; or it `adopt`s a
     complete phase trained elsewhere (a level cache entry, a sibling run). It never builds a path.
+
+    A phase whose result is one state of the run rather than a level folder (a dense model, one copy
+    of a soup, scores) `save`s it as the run's checkpoint `<name>`; a resumed run finds it `saved`
+    and `load`s it instead of computing it again.
     """
 
     def __init__(self, run, name: str, level: int | None = None, folder: Path | None = None):
@@ -219,6 +223,23 @@ class Phase:
     def summary(self) -> dict:
         return read_level_summary(self.path)
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The committed phase's weights (with masks)."""
+        return load_level_state(self.path)
+
+    @property
+    def saved(self) -> bool:
+        """True once the phase's result was `save`d (the run's checkpoint `<name>`, intact)."""
+        return self.run.has_checkpoint(self.name)
+
+    def load(self, device: str = "cpu") -> dict[str, torch.Tensor]:
+        """The state the phase `save`d."""
+        return self.run.load_checkpoint(self.name, device=device)
+
+    def save(self, state: dict[str, torch.Tensor]) -> None:
+        """Store the phase's result as the run's checkpoint `<name>` (atomic; a resume finds it `saved`)."""
+        self.run.save_checkpoint(self.name, state)
+
     def has_resume_point(self) -> bool:
         """True when either slot of the phase's resume point is intact (fit will resume from it)."""
         return self.run.has_resume_point(self.resume_name)
@@ -231,11 +252,13 @@ class Phase:
         if not self.has_resume_point():
             self.run.truncate_metrics(None if self.level is None else self.level - 1, _ALL_STEPS)
 
-    def commit(self, model: "nn.Module", summary: dict) -> dict:
+    def commit(self, model: "nn.Module", summary: dict, rows: list[dict] | None = None) -> dict:
         """Store the trained phase (weights, masks, its metric rows, summary.json last with its lineage) and
-        drop its resume point. Returns the summary as stored."""
+        drop its resume point. `rows`: the level's own rows instead of the run's rows of this level.
+        Returns the summary as stored."""
         summary = {**summary, "lineage": self.run.trained_here(self.name)}
-        rows = [row for row in self.run.read_metrics() if row.get("level") == self.level]
+        if rows is None:
+            rows = [row for row in self.run.read_metrics() if row.get("level") == self.level]
         write_level(self.path, model, summary, rows)
         self.run.drop_checkpoint(self.resume_name)
         return summary

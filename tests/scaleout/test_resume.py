@@ -1,6 +1,7 @@
 """SIGKILL a dense run at several points (inside checkpoint writes too); the resumed run ends exactly as an uninterrupted one."""
 
 import json
+import os
 
 import pytest
 
@@ -99,6 +100,12 @@ FAMILY_RUNS = {
     # two IMP levels at prune.rate 0.2; the shared level cache off, or the second run would reuse
     # the reference run's levels instead of training (and being killed)
     "imp": (["method=imp", "sparsity=0.36", "prune.cache=false"], 3),
+    # killed in the 2nd phase (pruned / finetune / seed_1), after the 1st phase's result was saved
+    "nm": (["method=nm"], 3),
+    "channel": (["method=channel", "sparsity=0.5"], 3),
+    "lmc": (["method=lmc", "lmc.seeds=[0,1]", "lmc.points=3"], 3),
+    # killed in the training on the kept examples, after the scores were saved
+    "data_diet": (["method=data_diet"], 1),
 }
 FAMILY_SHORT = ["train.epochs=null", "train.steps=10", "train.eval_every=5", "train.checkpoint_every=5",
                 "model.widths=[16]"]
@@ -174,3 +181,43 @@ def test_imp_killed_after_a_slot_rename_resumes_from_the_other_slot_with_every_m
     assert _metrics_rows(run_dir) == _metrics_rows(reference)
     assert metrics_of(read_json(run_dir / "summary.json")) == metrics_of(read_json(reference / "summary.json"))
     assert not list(run_dir.rglob("*.tmp"))
+
+
+# Stands in for submitit's job process: its USR2 handler (checkpoint, `scontrol requeue`, exit) is installed
+# before the run starts and records what run.json said when the signal reached it.
+_SUBMITIT_LIKE_JOB = """
+import json, os, signal, sys
+from pathlib import Path
+run_dir = Path(sys.argv[1])
+def checkpoint_and_requeue(signum, frame):
+    info = json.loads((run_dir / "run.json").read_text())
+    Path(os.environ["HANDED_OVER"]).write_text(json.dumps({"signal": signum, "status": info["status"]}))
+    sys.exit(-1)
+signal.signal(signal.SIGUSR2, checkpoint_and_requeue)
+from overparam.cli.main import main
+sys.exit(main(["train", *sys.argv[2:], f"hydra.run.dir={run_dir}"]))
+"""
+
+
+def test_a_submitit_preemption_signal_stops_at_a_resume_point_then_goes_to_submitit(tmp_path, reference):
+    import signal
+    import subprocess
+    import sys
+
+    run_dir, handed_over = tmp_path / "run", tmp_path / "handed_over.json"
+    env = {**os.environ, "SUBMITIT_FOLDER": str(tmp_path / ".submitit"), "HANDED_OVER": str(handed_over),
+           "OVERPARAM_KILL_IN_WRITE": "after:resume_dense:3:SIGUSR2"}
+    job = subprocess.run([sys.executable, "-c", _SUBMITIT_LIKE_JOB, str(run_dir), *TINY], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert job.returncode == 255, job.stderr[-800:]   # submitit's sys.exit(-1), not a crash
+    # submitit got the signal only after the run had stopped at step 15 and recorded itself interrupted
+    assert read_json(handed_over) == {"signal": int(signal.SIGUSR2), "status": "interrupted"}
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "interrupted" and info["reason"].startswith("SIGUSR2; submitit requeues the job")
+    assert [(i["signal"], i["requeued"]) for i in info["interruptions"]] == [("SIGUSR2", True)]
+    assert max(r["step"] for r in _metrics_rows(run_dir)) == 15
+    assert "interrupted by SIGUSR2" in job.stderr
+    # what the requeued job does: run the same job again in the same directory
+    resumed = runner(["train", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_as_reference(run_dir, reference)

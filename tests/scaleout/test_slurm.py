@@ -1,20 +1,23 @@
-"""A 4-job sweep through hydra/launcher=submitit_slurm on a real one-node Slurm cluster started here.
+"""A 4-job sweep through hydra/launcher=submitit_slurm on a real one-node Slurm cluster started here, and
+a pre-empted job that submitit requeues and that resumes to the numbers of an uninterrupted run.
 
 Marked `slurm` (not in the default run; CI runs `pytest -m slurm`). Installs Debian's slurm-wlm and
 munge when missing, writes a slurm.conf for this host into a temporary folder, starts munged,
 slurmctld and slurmd, and stops whatever it started when the test ends.
 """
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from scaleout_helpers import TINY, read_json, runner
+from scaleout_helpers import TINY, metrics_of, read_json, runner
 
 pytestmark = pytest.mark.slurm
 
@@ -102,6 +105,12 @@ def slurm_cluster(tmp_path_factory):
             time.sleep(0.5)
         yield env
     finally:
+        # A sweep returns once each job wrote its result, while Slurm may still be ending the job:
+        # let it end (or cancel it) before stopping the daemons, so no job step outlives them.
+        deadline = time.time() + 30
+        while _sh("squeue -h", env=env, check=False).stdout.strip() and time.time() < deadline:
+            time.sleep(0.5)
+        _sh("scancel --user root", env=env, check=False)
         _sh("scontrol shutdown", env=env, check=False)
         for pid_file in ("slurmd.pid", "slurmctld.pid"):
             pid_path = folder / pid_file
@@ -131,3 +140,64 @@ def test_a_four_job_sweep_runs_to_completion_on_slurm(tmp_path, slurm_cluster):
     assert len(accuracies) > 1, "four seeds gave one result: the jobs did not get their own overrides"
     submitit_logs = list((jobs[0].parent / ".submitit").glob("*/*_log.out"))
     assert len(submitit_logs) == 4, "each job should have run as its own Slurm job"
+
+
+# Long enough (about 10 s of training) for the pre-emption signal to reach the job mid-run.
+LONG = ["train.epochs=null", "train.steps=1200", "train.eval_every=50", "train.checkpoint_every=50",
+        "optim.name=adam", "optim.lr=0.01", "model.widths=[32]"]
+
+
+def _metric_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line)["step"] for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def test_a_preempted_job_is_requeued_by_submitit_and_resumes_to_the_same_numbers(tmp_path, slurm_cluster):
+    # timeout_min=20: submitit calls a USR2 in the first 10 minutes a pre-emption (under 10 min, a time-out).
+    reference = tmp_path / "reference"
+    done = runner(["train", *LONG, "hardware.threads=1", f"hydra.run.dir={reference}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    out = tmp_path / "outputs"
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "overparam.cli.main", "train", "-m", "hydra/launcher=submitit_slurm",
+         "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=20", "seed=0", *LONG,
+         f"paths.output_dir={out}"],
+        cwd=tmp_path, env={**os.environ, **slurm_cluster}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        job_dir = None
+        while job_dir is None or max(_metric_steps(job_dir), default=0) < 100:
+            assert sweep.poll() is None, f"the sweep ended before the job was pre-empted: {sweep.communicate()}"
+            assert time.time() < deadline, "the Slurm job never reached step 100"
+            job_dir = next(iter((out / "multirun").glob("*/*/0")), None) if (out / "multirun").is_dir() else None
+            time.sleep(0.2)
+        job_id = _sh("squeue -h -o %i", env=slurm_cluster).stdout.split()[0]
+        # What Slurm sends before a time limit (sbatch --signal=USR2@...) or a scheduler on pre-emption.
+        _sh(f"scancel --signal=USR2 {job_id}", env=slurm_cluster)
+        # Slurm holds a requeued job back (BeginTime about two minutes on): once the job is pending again,
+        # let it start now instead.
+        while "JobState=PENDING" not in (state := _sh(f"scontrol show job {job_id}", env=slurm_cluster).stdout):
+            assert sweep.poll() is None and time.time() < deadline + 60, f"the job was not requeued: {state}"
+            time.sleep(0.2)
+        _sh(f"scontrol update JobId={job_id} StartTime=now", env=slurm_cluster)
+        stdout, stderr = sweep.communicate(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.communicate()
+    assert sweep.returncode == 0, stderr[-3000:]
+
+    info = read_json(job_dir / "run.json")
+    assert info["status"] == "done" and info["resumes"] == 1, info
+    assert [(i["signal"], i["requeued"]) for i in info["interruptions"]] == [("SIGUSR2", True)]
+    restarts = _sh(f"scontrol show job {job_id}", env=slurm_cluster).stdout
+    assert "Restarts=1" in restarts, restarts   # Slurm ran the same job a second time
+    # The requeued job resumed from the last resume point in the same directory: the same numbers, rows, weights.
+    assert metrics_of(read_json(job_dir / "summary.json")) == metrics_of(read_json(reference / "summary.json"))
+    assert [json.loads(line) for line in (job_dir / "metrics.jsonl").read_text().splitlines()] == \
+        [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert (job_dir / "checkpoints" / "model.safetensors").read_bytes() == \
+        (reference / "checkpoints" / "model.safetensors").read_bytes()

@@ -8,74 +8,21 @@ a merge of N models holds about two of them in memory.
 
 from __future__ import annotations
 
-import glob as globlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from overparam.errors import UserError
+from overparam.store.discover import GLOB_CHARS, expand_refs  # noqa: F401 - GLOB_CHARS kept for importers
 from overparam.store.load import RunRef, check_finished, saved_config
 
-GLOB_CHARS = "*?["
 MASK_SUFFIX = "_mask"
 
 
 # --- resolving ---------------------------------------------------------------------------------
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if hasattr(value, "__iter__"):  # a list, or an omegaconf ListConfig
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _job_sort_key(path: Path):
-    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
-
-
-def _is_multirun(path: Path) -> bool:
-    """A sweep directory: no run of its own, jobs in sub-directories."""
-    if (path / "run.json").exists() or (path / ".hydra" / "config.yaml").exists():
-        return False
-    return (path / "multirun.yaml").exists() or any((child / "run.json").exists() for child in path.iterdir()
-                                                     if child.is_dir())
-
-
-def _finished(path: Path) -> bool:
-    try:
-        check_finished(path)
-    except UserError:
-        return False
-    return True
-
-
-def resolve_ingredients(value: Any, key: str = "ingredients") -> list[RunRef]:
-    """Expand run dirs, multirun dirs (their finished jobs) and globs into run references, in order."""
-    items = _as_list(value)
-    if not items:
-        raise UserError(f"{key} is empty: give run directories, a multirun directory or a glob ({key}=outputs/multirun/...)")
-    refs: list[RunRef] = []
-    for item in items:
-        ref = RunRef.parse(item)
-        text = str(ref.root)
-        if any(char in text for char in GLOB_CHARS):
-            matches = sorted(Path(p) for p in globlib.glob(text) if Path(p).is_dir())
-            runs = [m for m in matches if (m / "run.json").exists()]
-            if not runs:
-                raise UserError(f"{key}: {item} matches no run directory")
-            refs.extend(RunRef(m, ref.tag) for m in runs)
-        elif ref.root.is_dir() and _is_multirun(ref.root):
-            jobs = sorted((c for c in ref.root.iterdir() if c.is_dir() and (c / "run.json").exists()), key=_job_sort_key)
-            finished = [job for job in jobs if _finished(job)]
-            if not finished:
-                raise UserError(f"{key}: multirun {ref.root} has no finished job")
-            refs.extend(RunRef(job, ref.tag) for job in finished)
-        else:
-            refs.append(ref)
-    return refs
+# Run references are expanded by store (one finder for runs, sweeps and globs).
+resolve_ingredients = expand_refs
 
 
 def ref_text(ref: RunRef) -> str:

@@ -87,15 +87,16 @@ def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[di
     start = common.load_weights(origin, setup.device)
     copies, figures = [], {}
     for copy in range(2):
-        name = f"copy_{copy}"
-        if run.has_checkpoint(name):
-            copies.append(run.load_checkpoint(name, device=setup.device))
+        phase = run.phase(f"copy_{copy}", level=copy)
+        name = phase.name
+        if phase.saved:
+            copies.append(phase.load(device=setup.device))
             continue
         setup.model.load_state_dict(start)
         result = fit(setup.model, setup.data, run, train=cfg.train, optim=cfg.optim, hardware=cfg.hardware,
                      seed=int(cfg.seed), data_seed=int(cfg.seed) + 1 + copy, tag=name, label=name, level=copy)
         state = setup.current_state()
-        run.save_checkpoint(name, state)
+        phase.save(state)
         figures[f"{name}_train_seconds"] = round(result.seconds, 3)
         copies.append(state)
     return copies[0], copies[1], figures
@@ -112,14 +113,15 @@ def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dic
     prepared = prepare(cfg)
     states, figures = [], {}
     for index, seed in enumerate(seeds):
-        name = f"seed_{seed}"
+        phase = run.phase(f"seed_{seed}", level=index)
+        name = phase.name
         model = prepared.new_model(seed)
-        if run.has_checkpoint(name):
-            model.load_state_dict(run.load_checkpoint(name, device=prepared.device))
+        if phase.saved:
+            model.load_state_dict(phase.load(device=prepared.device))
         else:
             result = fit(model, prepared.data, run, tag=name, label=name, level=index,
                          **prepared.fit_kwargs(seed=seed))
-            run.save_checkpoint(name, model.state_dict())
+            phase.save(model.state_dict())
             figures[f"{name}_train_seconds"] = round(result.seconds, 3)
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
     check = common.IngredientCheck(refs=[], model=OmegaConf.to_container(cfg.model, resolve=True),

@@ -88,12 +88,21 @@ def _start(cfg, run, setup) -> tuple[object, dict]:
         model, base_cfg = load_run_model(ref, device=setup.device, data=setup.data)
         return model, {"base": common.ref_text(ref), "_base_cfg": base_cfg}
     model = setup.new_model()
-    if run.has_checkpoint("dense"):
-        model.load_state_dict(run.load_checkpoint("dense", device=setup.device))
+    dense = run.phase("dense", level=0)
+    if dense.saved:
+        model.load_state_dict(dense.load(device=setup.device))
         return model, {}
-    result = fit(model, setup.data, run, tag="dense", label="dense", level=0, **setup.fit_kwargs())
-    run.save_checkpoint("dense", model.state_dict())
+    result = fit(model, setup.data, run, tag=dense.name, label="dense", level=0, **setup.fit_kwargs())
+    dense.save(model.state_dict())
     return model, {"dense_train_seconds": round(result.seconds, 3)}
+
+
+def _level_row(summary: dict) -> dict:
+    """A committed phase's summary as its row of the run summary's `levels` (lineage as `<run_id>/level_<p>`)."""
+    from overparam.store.run import lineage_id
+
+    lineage = lineage_id(summary.get("lineage"))
+    return {**{k: v for k, v in summary.items() if k != "lineage"}, **({"lineage": lineage} if lineage else {})}
 
 
 def run(cfg, run) -> dict:
@@ -123,10 +132,10 @@ def run(cfg, run) -> dict:
                    "sparsity": sparsity_report(model)["sparsity"],
                    **{f"{s}_{k}": v for s, m in dense_metrics.items() for k, v in m.items()}})
     for phase in range(1, phases + 1):
-        path = prune_common.level_dir(run.root, phase)
-        if prune_common.level_complete(path):
-            model.load_state_dict(prune_common.load_level_state(path))
-            levels.append(prune_common.read_level_summary(path))
+        level = run.level(phase)
+        if level.complete:
+            model.load_state_dict(level.state())
+            levels.append(_level_row(level.summary()))
             continue
         remaining = phase_remaining(float(cfg.sparsity), phase, phases)
         keep = prune_common.target_count(total, 1.0 - remaining)
@@ -134,27 +143,26 @@ def run(cfg, run) -> dict:
                                           alive=masks_of(model))
         apply_masks(model, masks)
         pruned = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        copy_names = []
+        copy_phases = []
         seconds = 0.0
         for index in range(copies):
-            name = f"phase_{phase}_copy_{index}"
-            copy_names.append(name)
-            if run.has_checkpoint(name):
+            copy = run.phase(f"phase_{phase}_copy_{index}", level=(phase - 1) * copies + index + 1)
+            copy_phases.append(copy)
+            if copy.saved:
                 continue
             model.load_state_dict(pruned)
             settings = copy_settings(cfg, index)
-            result = fit(model, setup.data, run, train=retrain_schedule(cfg), hardware=cfg.hardware, tag=name, label=name,
-                         level=(phase - 1) * copies + index + 1, **settings)
+            result = fit(model, setup.data, run, train=retrain_schedule(cfg), hardware=cfg.hardware, tag=copy.name,
+                         label=copy.name, level=copy.level, **settings)
             seconds += result.seconds
-            run.save_checkpoint(name, model.state_dict())
+            copy.save(model.state_dict())
         copy_rows = []
-        for index, name in enumerate(copy_names):
-            copy_rows.append({"copy": index, **evaluator.evaluate_state(run.load_checkpoint(name, setup.device),
-                                                                         recalibrate=False)})
+        for index, copy in enumerate(copy_phases):
+            copy_rows.append({"copy": index, **evaluator.evaluate_state(copy.load(setup.device), recalibrate=False)})
 
         def states(order=None):
             for index in (order if order is not None else range(copies)):
-                yield run.load_checkpoint(copy_names[index], setup.device)
+                yield copy_phases[index].load(setup.device)
 
         if params.soup == "uniform":
             soup = common.weighted_average(states())
@@ -177,8 +185,7 @@ def run(cfg, run) -> dict:
                    "best_copy_test_accuracy": best_copy["test_accuracy"],
                    "mean_copy_test_accuracy": sum(r["test_accuracy"] for r in copy_rows) / copies,
                    "retrain_seconds": round(seconds, 3)}
-        prune_common.write_level(path, model, summary, copy_rows)
-        levels.append(summary)
+        levels.append(_level_row(level.commit(model, summary, rows=copy_rows)))
     run.save_checkpoint("model", model.state_dict())
     base_cfg = extra.pop("_base_cfg", None)
     if base_cfg is not None:

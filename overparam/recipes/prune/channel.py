@@ -163,12 +163,13 @@ def run(cfg, run) -> dict:
     model = common.make_prunable(setup.new_model(), exclude_output=False)
     chain(model)
     dense = fit(model, setup.data, run, tag="dense", level=0, label="channel dense", **setup.fit_kwargs())
-    if run.has_checkpoint("channels"):
-        keep = {k: v.bool() for k, v in run.load_checkpoint("channels").items()}
+    channels = run.phase("channels")
+    if channels.saved:
+        keep = {k: v.bool() for k, v in channels.load().items()}
     else:
         keep = channel_keep(model, float(cfg.sparsity), str(cfg.channel.scope),
                             float(cfg.channel.get("min_fraction") or 0.0))
-        run.save_checkpoint("channels", {k: v.to(torch.uint8) for k, v in keep.items()})
+        channels.save({k: v.to(torch.uint8) for k, v in keep.items()})
     common.apply_masks_by_name(model, channel_masks(model, keep))
     extra: dict = {}
     if cfg.channel.shrink:

@@ -94,11 +94,12 @@ def run(cfg, run) -> dict:
 
     setup = prepare(cfg)
     kind = str(cfg.diet.score)
-    if run.has_checkpoint("diet_scores"):
-        scores = run.load_checkpoint("diet_scores")["scores"]
+    scoring = run.phase("diet_scores")
+    if scoring.saved:
+        scores = scoring.load()["scores"]
     else:
         scores = example_scores(cfg, setup, kind)
-        run.save_checkpoint("diet_scores", {"scores": scores})
+        scoring.save({"scores": scores})
     count = len(scores)
     keep = max(1, int(math.floor(count * float(cfg.diet.keep) + 0.5)))
     if keep > count:

@@ -93,12 +93,13 @@ def replace_head(model: nn.Module, out_features: int, seed: int) -> nn.Linear:
 def cached_phase(run, name: str, model: nn.Module, train: Callable[[], dict]) -> dict:
     """Run `train()` (which trains `model` and returns figures) once; a resumed run reloads both."""
     key = f"phase_{name}"
-    if run is not None and key in run.info and run.has_checkpoint(name):
-        model.load_state_dict(run.load_checkpoint(name))
+    phase = run.phase(name) if run is not None else None
+    if phase is not None and key in run.info and phase.saved:
+        model.load_state_dict(phase.load())
         return dict(run.info[key])
     figures = train()
-    if run is not None:
-        run.save_checkpoint(name, model.state_dict())
+    if phase is not None:
+        phase.save(model.state_dict())
         run.record(key, figures)
     return figures
 
