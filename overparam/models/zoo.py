@@ -57,6 +57,11 @@ def logreg(input_shape, num_classes: int) -> nn.Module:
     return MLP(_flat_size(input_shape), [], num_classes)
 
 
+def mlp_mnist1d(input_shape, num_classes: int, hidden: int = 100) -> nn.Module:
+    """The MNIST-1D paper's MLPBase: two hidden layers of `hidden` units, the second residual."""
+    return mlp(input_shape, num_classes, widths=(hidden, hidden), residual=True)
+
+
 class CNN1d(nn.Module):
     """Three 1-D conv layers (kernel 5 then 3, stride 2) with ReLU, then global average pooling (`pool=mean`)
     or the flattened feature map (`pool=flatten`, the MNIST-1D paper's ConvBase), linear head."""
@@ -91,3 +96,8 @@ def cnn1d(input_shape, num_classes: int, channels: int = 32, padding: int = 2, p
     in_channels = 1 if len(input_shape) == 1 else int(input_shape[0])
     return CNN1d(in_channels, int(channels), num_classes, length=int(input_shape[-1]), padding=int(padding),
                  pool=str(pool))
+
+
+def cnn1d_mnist1d(input_shape, num_classes: int, channels: int = 25) -> nn.Module:
+    """The MNIST-1D paper's ConvBase: cnn1d with first-conv padding 1 and the flattened feature map into the head."""
+    return cnn1d(input_shape, num_classes, channels=channels, padding=1, pool="flatten")

@@ -11,7 +11,7 @@ from overparam.errors import UserError
 from overparam.models.masked import MaskedLinear, sparsify
 from overparam.models.permutation import spec_for
 from overparam.models.sequence import gru, transformer1d
-from overparam.models.zoo import cnn1d, logreg, mlp
+from overparam.models.zoo import cnn1d_mnist1d, logreg, mlp, mlp_mnist1d
 
 
 def test_gru_computes_what_torch_gru_computes_with_the_same_weights():
@@ -33,8 +33,8 @@ def test_gru_computes_what_torch_gru_computes_with_the_same_weights():
 
 @pytest.mark.parametrize("build, count", [
     (lambda: logreg((40,), 10), 410),                               # the paper's LinearBase
-    (lambda: mlp((40,), 10, widths=[100, 100], residual=True), 15210),  # MLPBase
-    (lambda: cnn1d((40,), 10, channels=25, padding=1, pool="flatten"), 5210),  # ConvBase
+    (lambda: mlp_mnist1d((40,), 10), 15210),  # MLPBase
+    (lambda: cnn1d_mnist1d((40,), 10), 5210),  # ConvBase
     (lambda: gru((40,), 10), 5134),                                 # GRUBase
 ])
 def test_the_mnist1d_papers_models_have_its_parameter_counts(build, count):
