@@ -34,6 +34,11 @@ REGISTRIES: dict[str, dict[str, Any]] = {
     "model": {
         "mlp": "overparam.models.zoo:mlp",
         "cnn1d": "overparam.models.zoo:cnn1d",
+        "logreg": "overparam.models.zoo:logreg",
+        "mlp_mnist1d": "overparam.models.zoo:mlp_mnist1d",
+        "cnn1d_mnist1d": "overparam.models.zoo:cnn1d_mnist1d",
+        "gru": "overparam.models.sequence:gru",
+        "transformer1d": "overparam.models.sequence:transformer1d",
         "conv2": "overparam.models.conv:conv2",
         "conv4": "overparam.models.conv:conv4",
         "conv6": "overparam.models.conv:conv6",

@@ -7,6 +7,12 @@ nothing is masked). Phase 2: a fresh classifier, trained on the labels with ever
 two phases share the run's training length (`pretrain_fraction` of it goes to phase 1), so
 `self_pretrain.baseline=true` (the same model trained from scratch for the full length) is an
 equal-steps comparison.
+
+Sequence models (those with `sequence_features`, e.g. `transformer1d`, `gru`) are pretrained as in the
+paper, per position: the positions hidden by `mask_fraction` are replaced (the Transformer's tokens by a
+learned mask embedding; the GRU, which has no token embedding, reads zeros there), and a linear decoder on
+every position's features predicts the original values; the loss is the MSE on the hidden positions.
+Their classifier is not replaced: fine-tuning starts from the pretrained encoder and the untrained head.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from overparam.checks import number
 from overparam.engine import fit
@@ -50,6 +57,34 @@ def reconstruction_loss(mask_fraction: float, noise: float):
     return loss_fn
 
 
+class PositionDecoder(nn.Module):
+    """A sequence model with a linear decoder from each position's features back to its input values."""
+
+    def __init__(self, model: nn.Module, features: int, channels: int):
+        super().__init__()
+        self.model = model
+        self.decoder = nn.Linear(features, channels)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruction of x, shaped like x ((N, L) or (N, C, L)), with `hidden` (N, L) positions masked."""
+        out = self.decoder(self.model.sequence_features(x, hidden))  # (N, L, C)
+        return out.squeeze(-1) if x.dim() == 2 else out.transpose(1, 2)
+
+
+def sequence_reconstruction_loss(mask_fraction: float, noise: float):
+    """A `fit` loss_fn for a `PositionDecoder`: hide positions, reconstruct their values (MSE on them)."""
+    def loss_fn(model, x, y, step):
+        positions = x.shape[:1] + x.shape[-1:]
+        hidden = torch.rand(positions, device=x.device) < mask_fraction if mask_fraction > 0 else None
+        corrupted = x + noise * torch.randn_like(x) if noise > 0 else x
+        reconstruction = model(corrupted, hidden)
+        if hidden is None:
+            return F.mse_loss(reconstruction, x)
+        weight = (hidden.unsqueeze(1) if x.dim() == 3 else hidden).to(x.dtype).expand_as(x)
+        return ((reconstruction - x).pow(2) * weight).sum() / weight.sum().clamp_min(1.0)
+    return loss_fn
+
+
 def run(cfg, run) -> dict:
     """Self-pretrain, then fine-tune, within the run's training length; optionally train from scratch too."""
     setup = prepare(cfg)
@@ -61,20 +96,33 @@ def run(cfg, run) -> dict:
     if finetune_steps < 1:
         raise UserError(f"self_pretrain.pretrain_fraction leaves no fine-tuning steps out of {total}")
     model = setup.new_model(seed)
-    replace_head(model, int(math.prod(setup.data.input_shape)), seed + 1)
+    sequence = callable(getattr(model, "sequence_features", None))
+    if sequence:
+        with torch.no_grad():
+            parameter = next(model.parameters())
+            probe = torch.zeros(1, *setup.data.input_shape, device=parameter.device, dtype=parameter.dtype)
+            features = int(model.sequence_features(probe).shape[-1])
+        channels = 1 if len(setup.data.input_shape) == 1 else int(setup.data.input_shape[0])
+        torch.manual_seed(seed + 1)
+        pretrained = PositionDecoder(model, features, channels).to(parameter.device)
+        loss = sequence_reconstruction_loss(float(options.mask_fraction), float(options.noise))
+    else:
+        replace_head(model, int(math.prod(setup.data.input_shape)), seed + 1)
+        pretrained = model
+        loss = reconstruction_loss(float(options.mask_fraction), float(options.noise))
 
     def pretrain() -> dict:
         train = merged(cfg.train, {"steps": pretrain_steps, "eval_every": pretrain_steps})
         kwargs = setup.fit_kwargs(train=train, optim=merged(cfg.optim, options.get("optim")))
         # run=None: fit's val/test rows would score the decoder as a classifier; the phase is resumed whole.
-        result = fit(model, setup.data, None, tag="pretrain", label="self-pretrain",
-                     loss_fn=reconstruction_loss(float(options.mask_fraction), float(options.noise)), **kwargs)
+        result = fit(pretrained, setup.data, None, tag="pretrain", label="self-pretrain", loss_fn=loss, **kwargs)
         return {"pretrain_steps": result.steps, "pretrain_seconds": round(result.seconds, 3)}
 
-    figures = cached_phase(run, "pretrain", model, pretrain)
-    figures["pretrain_reconstruction_loss"] = _reconstruction(model, setup.data.val_x if setup.data.val_x is not None
-                                                              else setup.data.test_x, options, seed)
-    replace_head(model, setup.data.num_classes, seed + 2)
+    figures = cached_phase(run, "pretrain", pretrained, pretrain)
+    figures["pretrain_reconstruction_loss"] = _reconstruction(
+        pretrained, loss, setup.data.val_x if setup.data.val_x is not None else setup.data.test_x, seed)
+    if not sequence:
+        replace_head(model, setup.data.num_classes, seed + 2)
     result = fit(model, setup.data, run, tag="finetune", label="finetune",
                  **setup.fit_kwargs(train=merged(cfg.train, {"steps": finetune_steps})))
     run.save_checkpoint("model", model.state_dict())
@@ -92,11 +140,11 @@ def run(cfg, run) -> dict:
 
 
 @torch.no_grad()
-def _reconstruction(model, x, options, seed: int) -> float:
+def _reconstruction(model, loss, x, seed: int) -> float:
     """Held-out masked-reconstruction MSE after phase 1 (a fixed corruption, for the summary)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 3)
         model.eval()
-        value = float(reconstruction_loss(float(options.mask_fraction), float(options.noise))(model, x, None, 0))
+        value = float(loss(model, x, None, 0))
         model.train()
     return value
