@@ -165,19 +165,9 @@ def crossover(rows: list[dict], shape: str, mode: str) -> float | None:
             points.append((sparsity, by_backend["sparse"] / by_backend["torch"]))
     if not points:
         return None
-    first_win = None
-    for index in range(len(points) - 1, -1, -1):
-        if points[index][1] < 1.0:
-            first_win = index
-        else:
-            break
-    if first_win is None:
-        return None
-    if first_win == 0:
-        return points[0][0]
-    (s0, r0), (s1, r1) = points[first_win - 1], points[first_win]
-    fraction = math.log(r0) / (math.log(r0) - math.log(r1))
-    return round(s0 + (s1 - s0) * fraction, 4)
+    from overparam.kernels.calibrate import crossover
+
+    return crossover(points)
 
 
 def write_crossover(rows: list[dict], args, path: Path) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from overparam.errors import UserError
+from overparam.store.identity import flatten  # noqa: F401  (dotted keys of a config; used below and by callers)
 from overparam.store import discover
 
 # Keys over which a table cell aggregates (mean, std, n) instead of splitting.
@@ -55,17 +56,6 @@ def _typed(value: Any, kind: type, path: Path) -> Any:
     return value
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"model": "mlp", "model.widths": [256, 256], ...}: dotted keys; a group node also maps to its name."""
-    out: dict[str, Any] = {}
-    if isinstance(tree, dict):
-        if prefix and "name" in tree and not isinstance(tree["name"], (dict, list)):
-            out[prefix] = tree["name"]
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif prefix:
-        out[prefix] = tree
-    return out
 
 
 def _resolve_references(flat: dict[str, Any]) -> dict[str, Any]:

@@ -94,3 +94,16 @@ def identity_differences(left: dict, right: dict) -> list[tuple[str, Any, Any]]:
 
     a, b = flat(identity(left)), flat(identity(right))
     return [(key, a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{"model": "mlp", "model.widths": [256, 256], ...}: dotted keys; a group node also maps to its name."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        if prefix and "name" in tree and not isinstance(tree["name"], (dict, list)):
+            out[prefix] = tree["name"]
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif prefix:
+        out[prefix] = tree
+    return out

@@ -23,6 +23,7 @@ from typing import Any
 
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.store.identity import flatten
 
 NON_HYPERPARAMETERS = ("paths.", "logger.", "hydra.", "claims", "report.", "seed", "train.checkpoint_seconds")
 
@@ -46,17 +47,6 @@ def validate(cfg: dict) -> None:
             raise UserError(f"ingredients: {common.ref_text(ref)} has no weights at {ref.weights}")
 
 
-def flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{"model": "mlp", "model.widths": [8], "optim.lr": 0.1, ...}: a config as dotted keys."""
-    out: dict[str, Any] = {}
-    if isinstance(tree, dict):
-        if prefix and "name" in tree and not isinstance(tree["name"], (dict, list)):
-            out[prefix] = tree["name"]
-        for key, value in tree.items():
-            out.update(flat_config(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif prefix:
-        out[prefix] = tree
-    return out
 
 
 def swept_keys(configs: list[dict]) -> list[str]:
@@ -152,7 +142,7 @@ def run(cfg, run) -> dict:
     device = setup_hardware(cfg.hardware)
     refs = common.resolve_ingredients(cfg.get("ingredients"))
     settings = OmegaConf.to_container(cfg.measures, resolve=True)
-    configs = [flat_config(OmegaConf.to_container(common.weights_config(ref.root), resolve=True)) for ref in refs]
+    configs = [flatten(OmegaConf.to_container(common.weights_config(ref.root), resolve=True)) for ref in refs]
     keys = swept_keys(configs)
     hyperparameters = [{k: c.get(k) for k in keys} for c in configs]
     cache: dict = {}
