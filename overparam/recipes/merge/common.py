@@ -171,6 +171,8 @@ def load_masks(ref: RunRef) -> dict:
 
 def validate_refs(cfg: dict, key: str = "ingredients", **kwargs) -> IngredientCheck:
     """`validate(cfg)` helper: resolve `cfg[key]` and check the runs (cheap: headers and masks only)."""
+    task_settings(cfg)
+    shift_settings(cfg)
     refs = resolve_ingredients(cfg.get(key), key)
     check = check_ingredients(refs, key=key, **kwargs)
     check_val_split(cfg, refs, key=key)
@@ -316,6 +318,10 @@ class MergeSetup:
     notes: dict = field(default_factory=dict)
     # The test split of a shifted copy of the dataset (`merge.shift`), evaluated as `shift_*`; None: none.
     shift: Any = None
+    # `merge.tasks`: (name, test data) of each distinct dataset the ingredients trained on, evaluated as
+    # `task_<name>_accuracy`; `task_of[i]` is the task ingredient i was fine-tuned on.
+    tasks: list = field(default_factory=list)
+    task_of: list = field(default_factory=list)
 
     def evaluate_state(self, state: dict, recalibrate: bool | None = None) -> dict:
         """{"val_accuracy", "val_loss", "test_accuracy", "test_loss"} of a state (BN recalibrated if set)."""
@@ -331,7 +337,32 @@ class MergeSetup:
 
             shifted = evaluate(self.model, self.shift.test_x, self.shift.test_y)
             metrics.update({"shift_accuracy": shifted["accuracy"], "shift_loss": shifted["loss"]})
+        if self.tasks:
+            from overparam.engine.evaluate import evaluate
+
+            for task, data in self.tasks:
+                metrics[f"task_{task}_accuracy"] = evaluate(self.model, data.test_x, data.test_y)["accuracy"]
         return metrics
+
+    def normalize(self, rows: list[dict]) -> list[dict]:
+        """Multitask figures in the TIES paper's terms, added to every row that has the task columns:
+        `normalized_accuracy` = mean over tasks of (row's accuracy on task t) / (accuracy on task t of the
+        ingredient fine-tuned on t; the mean if several were), and `task_mean_accuracy` (the plain mean)."""
+        if not self.tasks:
+            return rows
+        names = [task for task, _ in self.tasks]
+        tuned = {name: [] for name in names}
+        for row in rows:
+            if row.get("role") == "ingredient":
+                tuned[names[self.task_of[row["ingredient"]]]].append(row[f"task_{names[self.task_of[row['ingredient']]]}_accuracy"])
+        reference = {name: sum(values) / len(values) for name, values in tuned.items() if values}
+        for row in rows:
+            if all(f"task_{name}_accuracy" in row for name in names):
+                row["task_mean_accuracy"] = sum(row[f"task_{name}_accuracy"] for name in names) / len(names)
+                ratios = [row[f"task_{name}_accuracy"] / reference[name] for name in names if reference.get(name)]
+                if ratios:
+                    row["normalized_accuracy"] = sum(ratios) / len(ratios)
+        return rows
 
     @property
     def recalibrate(self) -> bool:
@@ -368,8 +399,62 @@ def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup
         shifted = load_dataset({**_container(first_cfg.dataset), **shift, "val_fraction": 0.0, "label_noise": None},
                                cfg.paths.data_dir, device=device)
         notes = {**notes, "shift": ",".join(f"{k}={v}" for k, v in sorted(shift.items()))}
+    tasks, task_of = [], []
+    if task_settings(cfg):
+        tasks, task_of = _task_data(cfg, refs, device)
+        notes = {**notes, "tasks": ",".join(name for name, _ in tasks)}
     return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes,
-                      shift=shifted)
+                      shift=shifted, tasks=tasks, task_of=task_of)
+
+
+def task_settings(cfg) -> bool:
+    """`merge.tasks`: evaluate every state on each ingredient's own training data (multitask merging);
+    raises UserError on a value that is not true/false."""
+    value = (cfg.get("merge") or {}).get("tasks", False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise UserError(f"merge.tasks={value!r} must be true or false")
+    return value
+
+
+def _task_key(dataset: dict) -> tuple:
+    """What makes two ingredients' tasks the same: their dataset settings, less the split and label noise."""
+    from overparam.data.bundle import split_identity
+
+    return tuple(sorted((k, repr(v)) for k, v in split_identity(dataset, 0)["dataset"].items()))
+
+
+def _task_name(dataset: dict, index: int) -> str:
+    """A task's column name: the MNIST-1D variant when that is its only setting, else task<index>."""
+    from overparam.data.bundle import split_identity
+
+    settings = split_identity(dataset, 0)["dataset"]
+    extra = set(settings) - {"name", "variant", "root"}
+    variant = settings.get("variant")
+    return str(variant) if variant and not extra and str(variant).isidentifier() else f"task{index}"
+
+
+def _task_data(cfg, refs: list[RunRef], device: str) -> tuple[list, list[int]]:
+    """The test split of each distinct dataset the ingredients trained on, and each ingredient's task index."""
+    from overparam.data import load_dataset
+
+    keys: dict = {}
+    tasks: list = []
+    task_of: list[int] = []
+    for ref in refs:
+        dataset = _container(weights_config(ref.root).get("dataset"))
+        key = _task_key(dataset)
+        if key not in keys:
+            keys[key] = len(tasks)
+            name = _task_name(dataset, len(tasks))
+            if any(name == other for other, _ in tasks):
+                name = f"task{len(tasks)}"
+            data = load_dataset({**dataset, "val_fraction": 0.0, "label_noise": None}, cfg.paths.data_dir,
+                                device=device)
+            tasks.append((name, data))
+        task_of.append(keys[key])
+    return tasks, task_of
 
 
 def shift_settings(cfg) -> dict:

@@ -56,8 +56,12 @@ def run_task_vector_merge(cfg, run, merge_states: Callable[[dict, Callable[[], I
     metrics = setup.evaluate_state(final, recalibrate=False)
     merged_row = {"role": "merged", "name": cfg.method.name, **metrics}
     base_row = {"role": "base", "name": common.ref_text(base_ref), **base_metrics}
-    rows = [merged_row, base_row] + rows
+    rows = setup.normalize([merged_row, base_row] + rows)
+    # With merge.tasks: the merged and base models' normalized accuracy (TIES paper, Table 1) in the summary.
+    tasks = {(("base_" + k) if row is base_row else k): row[k] for row in (merged_row, base_row)
+             for k in ("normalized_accuracy", "task_mean_accuracy") if k in row}
     return {**metrics, **{f"base_{k}": v for k, v in base_metrics.items()}, **common.ingredient_figures(rows[2:]),
+            **tasks,
             **common.masked_sparsity(final), **setup.notes, **(extra or {}), "rows": rows}
 
 
