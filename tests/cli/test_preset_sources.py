@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overparam.cli.reproduce import source_runs
+from overparam.cli.presets import source_runs
 from overparam.cli.train import compose_checked
 
 

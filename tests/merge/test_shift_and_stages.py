@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from overparam.cli.reproduce import stage_list
+from overparam.cli.presets import stage_list
 from overparam.cli.train import train_in_process
 from overparam.errors import UserError
 

@@ -6,7 +6,7 @@ import pytest
 from report_helpers import base_config, make_run, method_config
 
 from overparam.cli.main import main as runner
-from overparam.cli.reproduce import report_sweep
+from overparam.cli.presets import report_sweep
 from overparam.report.claims import ClaimError, claim_list, evaluate_claim, parse_expectation
 from overparam.report.index import index_runs, records_of
 
