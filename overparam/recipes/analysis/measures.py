@@ -24,6 +24,7 @@ from typing import Any
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.store.identity import flatten
+from overparam.store.load import check_finished
 
 NON_HYPERPARAMETERS = ("paths.", "logger.", "hydra.", "claims", "report.", "seed", "train.checkpoint_seconds")
 
@@ -42,7 +43,7 @@ def validate(cfg: dict) -> None:
     if len(refs) < 2:
         raise UserError(f"ingredients: a rank correlation needs at least 2 runs, got {len(refs)}")
     for ref in refs:
-        common.check_finished(ref.root)
+        check_finished(ref.root)
         if not ref.weights.is_file():
             raise UserError(f"ingredients: {common.ref_text(ref)} has no weights at {ref.weights}")
 

@@ -1,306 +1,25 @@
-"""What every merge shares: resolving and checking ingredients, streaming them, evaluating, saving.
+"""What every merge shares: the merge context (device, evaluation data, a model to score states with,
+shifted and per-task evaluation), ingredient rows, BN recalibration and saving the merged run.
 
 Ingredients are named by run directories (optionally `<dir>@<tag>`), a multirun directory (all of
-its finished jobs) or a glob. They are checked before any work - they exist, finished, and share
-architecture, parameter shapes and (where a merge needs it) masks - and loaded one at a time, so
-a merge of N models holds about two of them in memory.
+its finished jobs) or a glob; `ingredients.py` checks them before any work and `states.py` loads
+them one at a time, so a merge of N models holds about two of them in memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from overparam.errors import UserError
-from overparam.store.discover import GLOB_CHARS, expand_refs  # noqa: F401 - GLOB_CHARS kept for importers
-from overparam.store.load import RunRef, check_finished, saved_config
-
-MASK_SUFFIX = "_mask"
-
-
-# --- resolving ---------------------------------------------------------------------------------
-
-# Run references are expanded by store (one finder for runs, sweeps and globs).
-resolve_ingredients = expand_refs
-
-
-def ref_text(ref: RunRef) -> str:
-    """How a reference is written back to the user (and into summaries)."""
-    return f"{ref.root}@{ref.tag}" if ref.tag else str(ref.root)
-
-
-# --- checking ----------------------------------------------------------------------------------
-
-@dataclass
-class IngredientCheck:
-    """What the checks learned: the references, their shared model config and tensor shapes."""
-
-    refs: list[RunRef]
-    model: dict
-    dataset: dict
-    seeds: list[int]
-    shapes: dict[str, tuple[int, ...]]
-    masked: bool = False
-    extras: dict = field(default_factory=dict)
-
-
-def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """{key: shape} of a safetensors file, read from its header only."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise UserError(f"corrupt weights {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-
-
-def _container(node) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-
-def _describe_difference(a: dict, b: dict, prefix: str = "") -> str:
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            found = _describe_difference(va, vb, f"{prefix}{key}.")
-            if found:
-                return found
-        elif va != vb:
-            return f"{prefix}{key}={va!r} vs {vb!r}"
-    return ""
-
-
-def weights_config(run_dir):
-    """A run's saved config, with the architecture its weights really have (run.json `weights_config`), checked."""
-    from overparam.store.load import weights_config as checked
-
-    return checked(run_dir)
-
-
-def check_ingredients(refs: list[RunRef], *, key: str = "ingredients", same_masks: bool = True,
-                      minimum: int = 1, maximum: int | None = None, reference: RunRef | None = None) -> IngredientCheck:
-    """Each ingredient exists, finished, has weights, and matches the first (or `reference`):
-    model config, dataset, parameter names and shapes, and masks (when `same_masks`).
-    UserError names the first mismatch."""
-    if len(refs) < minimum:
-        raise UserError(f"{key} needs at least {minimum} run(s), got {len(refs)}")
-    if maximum is not None and len(refs) > maximum:
-        raise UserError(f"{key} takes at most {maximum} run(s), got {len(refs)}")
-    first: IngredientCheck | None = None
-    first_name = ""
-    first_masks: dict | None = None
-    seeds = []
-    ordered = ([reference] if reference is not None else []) + list(refs)
-    for index, ref in enumerate(ordered):
-        name = ref_text(ref)
-        check_finished(ref.root)
-        cfg = weights_config(ref.root)
-        if not ref.weights.is_file():
-            raise UserError(f"{key}: {name} has no weights at {ref.weights}")
-        shapes = tensor_shapes(ref.weights)
-        model_cfg, dataset_cfg = _container(cfg.get("model")), _container(cfg.get("dataset"))
-        masked = any(k.endswith(MASK_SUFFIX) for k in shapes)
-        if reference is None or index > 0:
-            seeds.append(int(cfg.get("seed", 0)))
-        if first is None:
-            first = IngredientCheck(refs=list(refs), model=model_cfg, dataset=dataset_cfg, seeds=[], shapes=shapes,
-                                    masked=masked)
-            first_name = name
-        else:
-            if model_cfg != first.model:
-                raise UserError(f"{key}: {name} has another architecture than {first_name} "
-                                f"({_describe_difference(model_cfg, first.model)})")
-            if dataset_cfg.get("name") != first.dataset.get("name"):
-                raise UserError(f"{key}: {name} was trained on dataset {dataset_cfg.get('name')}, "
-                                f"{first_name} on {first.dataset.get('name')}")
-            weights_only = lambda s: {k: v for k, v in s.items() if not k.endswith(MASK_SUFFIX)}  # noqa: E731
-            ours, theirs = weights_only(shapes), weights_only(first.shapes)
-            for tensor in list(theirs) + [k for k in ours if k not in theirs]:
-                if tensor not in ours:
-                    raise UserError(f"{key}: {name} has no parameter {tensor} (present in {first_name})")
-                if tensor not in theirs:
-                    raise UserError(f"{key}: {name} has parameter {tensor} that {first_name} lacks")
-                if ours[tensor] != theirs[tensor]:
-                    raise UserError(f"{key}: parameter {tensor} has shape {list(ours[tensor])} in {name} "
-                                    f"but {list(theirs[tensor])} in {first_name}")
-        if same_masks and (masked or first.masked) and (reference is None or index > 0):
-            masks = load_masks(ref)
-            if first_masks is None:
-                first_masks, mask_owner = masks, name
-            else:
-                _compare_masks(masks, first_masks, name, mask_owner, key)
-    assert first is not None
-    first.seeds = seeds
-    first.masked = first.masked if reference is None else any(k.endswith(MASK_SUFFIX) for k in tensor_shapes(refs[0].weights))
-    return first
-
-
-# Where to go when tickets of different masks are given to a merge (experiment=ticket_soup_distill).
-SAME_MASK_ROUTES = ("Routes that keep one mask: fine-tune K copies of one ticket "
-                    "(method=finetune from=<imp run>@level_<L> seed=0,1,2), soup those (greedy_soup/uniform_soup "
-                    "keep the mask), then distill into the ticket (method=kd teacher.from=<soup run> "
-                    "student.from=<imp run>@level_<L>); or ensemble the tickets (method=ensemble), which "
-                    "needs no shared mask; see experiment=ticket_soup_distill")
-
-
-def _compare_masks(masks: dict, reference: dict, name: str, reference_name: str, key: str) -> None:
-    import torch
-
-    for tensor in sorted(set(masks) | set(reference)):
-        if tensor not in masks or tensor not in reference:
-            owner = reference_name if tensor in reference else name
-            other = name if tensor in reference else reference_name
-            raise UserError(f"{key}: {owner} masks {tensor} but {other} does not (a sparse merge needs the same masks)")
-        if not torch.equal(masks[tensor] != 0, reference[tensor] != 0):
-            differing = int(((masks[tensor] != 0) != (reference[tensor] != 0)).sum())
-            raise UserError(f"{key}: mask {tensor} of {name} differs from {reference_name} in {differing} entries "
-                            f"(a sparse merge needs the same masks). {SAME_MASK_ROUTES}")
-
-
-def load_masks(ref: RunRef) -> dict:
-    """The `*_mask` tensors of an ingredient's weights (read without loading the weights)."""
-    from safetensors import safe_open
-
-    with safe_open(str(ref.weights), framework="pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys() if k.endswith(MASK_SUFFIX)}
-
-
-def validate_refs(cfg: dict, key: str = "ingredients", **kwargs) -> IngredientCheck:
-    """`validate(cfg)` helper: resolve `cfg[key]` and check the runs (cheap: headers and masks only)."""
-    task_settings(cfg)
-    shift_settings(cfg)
-    refs = resolve_ingredients(cfg.get(key), key)
-    check = check_ingredients(refs, key=key, **kwargs)
-    check_val_split(cfg, refs, key=key)
-    return check
-
-
-def _split_of(ref: RunRef) -> dict:
-    from overparam.data.bundle import split_identity
-
-    cfg = weights_config(ref.root)
-    return split_identity(_container(cfg.get("dataset")), int(cfg.get("seed", 0) or 0))
-
-
-def _split_text(split: dict) -> str:
-    return f"dataset {split['dataset'].get('name')}, val_fraction {split['val_fraction']:g}, split_seed {split['split_seed']}"
-
-
-def check_val_split(cfg, refs: list[RunRef], key: str = "ingredients") -> dict:
-    """The merge evaluates every ingredient on the first one's val split: refuse (one line naming the ingredient)
-    when another ingredient held out other examples and so trained on some of that split, unless
-    `merge.allow_val_overlap` is set. Returns the notes a merge summary records."""
-    splits = [_split_of(ref) for ref in refs]
-    evaluation = splits[0]
-    allowed = bool((cfg.get("merge") or {}).get("allow_val_overlap") or False)
-    if evaluation["val_fraction"] and not allowed:
-        for ref, split in zip(refs[1:], splits[1:]):
-            if split != evaluation:
-                raise UserError(
-                    f"{key}: {ref_text(ref)} trained on examples of the val split this merge evaluates on (it held "
-                    f"out {_split_text(split)}; the merge evaluates on {_split_text(evaluation)} from "
-                    f"{ref_text(refs[0])}); train the ingredients with one dataset.split_seed, or set "
-                    f"merge.allow_val_overlap=true to accept optimistic val numbers")
-    return {"val_split_seed": evaluation["split_seed"], "val_split_shared": int(all(s == evaluation for s in splits))}
-
-
-def validate_base(cfg: dict, check: IngredientCheck | None = None, required: bool = True) -> RunRef | None:
-    """Resolve and check `base` (one run) against the ingredients' architecture."""
-    value = cfg.get("base")
-    if value in (None, "", []):
-        if required:
-            raise UserError("base is required: the run the ingredients were fine-tuned from (base=<run dir>[@tag])")
-        return None
-    refs = resolve_ingredients(value, "base")
-    if len(refs) != 1:
-        raise UserError(f"base names {len(refs)} runs; give exactly one")
-    if check is not None:
-        check_ingredients(check.refs[:1], key="base", same_masks=False, reference=refs[0])
-    else:
-        check_ingredients(refs, key="base", same_masks=False)
-    return refs[0]
-
-
-# --- loading and streaming ---------------------------------------------------------------------
-
-def load_weights(ref: RunRef, device: str = "cpu") -> dict:
-    """The flat state_dict an ingredient saved."""
-    import torch
-
-    from overparam.store.checkpoint import load_state
-
-    state = load_state(ref.weights, device=device)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{ref.weights} is not a model state_dict")
-    return state
-
-
-def is_mask(key: str) -> bool:
-    return key.endswith(MASK_SUFFIX)
-
-
-def is_averaged(key: str, value) -> bool:
-    """Floating tensors that merges combine (masks and integer counters are carried over instead)."""
-    return value.is_floating_point() and not is_mask(key)
-
-
-def weighted_average(states: Iterable[dict], weights: Iterable[float] | None = None) -> dict:
-    """Streaming weighted mean of state_dicts: one ingredient at a time, float64 accumulators.
-
-    Masks and integer buffers are taken from the first state; masked weights stay exactly zero.
-    """
-    import torch
-
-    total: dict | None = None
-    weight_sum = 0.0
-    weights_iter = iter(weights) if weights is not None else None
-    for state in states:
-        weight = float(next(weights_iter)) if weights_iter is not None else 1.0
-        if total is None:
-            total = {k: (v.double() * weight if is_averaged(k, v) else v.clone()) for k, v in state.items()}
-        else:
-            for k, v in state.items():
-                if is_averaged(k, v):
-                    total[k].add_(v.double(), alpha=weight)
-        weight_sum += weight
-        del state
-    if total is None:
-        raise UserError("nothing to average: no ingredients")
-    if weight_sum == 0:
-        raise UserError("ingredient weights sum to zero")
-    return finish_state({k: (v / weight_sum if v.dtype == torch.float64 and not is_mask(k) else v)
-                         for k, v in total.items()})
-
-
-def finish_state(state: dict, like: dict | None = None) -> dict:
-    """Cast accumulators back to float32 (or `like`'s dtypes) and zero the weights that masks remove."""
-    import torch
-
-    out = {}
-    for k, v in state.items():
-        target = like[k].dtype if like is not None and k in like else (torch.float32 if v.dtype == torch.float64 else v.dtype)
-        out[k] = v.to(target)
-    return apply_state_masks(out)
-
-
-def apply_state_masks(state: dict) -> dict:
-    """Multiply every `<name>` by its `<name>_mask` (so masked entries are exactly zero)."""
-    for k in list(state):
-        if is_mask(k):
-            weight_key = k[: -len(MASK_SUFFIX)]
-            if weight_key in state:
-                state[weight_key] = state[weight_key] * state[k].to(state[weight_key].dtype)
-    return state
-
-
-def stream(refs: list[RunRef], device: str = "cpu") -> Iterator[dict]:
-    """Ingredients' state_dicts, one at a time."""
-    for ref in refs:
-        yield load_weights(ref, device)
+# Ingredient checks and state arithmetic have modules of their own; merges call them through `common`.
+from overparam.recipes.merge.ingredients import (  # noqa: F401
+    SAME_MASK_ROUTES, IngredientCheck, _container, check_ingredients, check_val_split, load_masks, ref_text,
+    resolve_ingredients, tensor_shapes, validate_base, weights_config)
+from overparam.recipes.merge.states import (  # noqa: F401
+    MASK_SUFFIX, apply_state_masks, finish_state, is_averaged, is_mask, load_weights, stream, weighted_average)
+from overparam.store.discover import GLOB_CHARS  # noqa: F401 - kept for importers
+from overparam.store.load import RunRef
 
 
 # --- the merge context -------------------------------------------------------------------------
@@ -472,6 +191,16 @@ def shift_settings(cfg) -> dict:
         if not isinstance(value, (str, int, float, bool)) and value is not None:
             raise UserError(f"merge.shift.{key}={value!r} must be a single value")
     return shift
+
+
+def validate_refs(cfg: dict, key: str = "ingredients", **kwargs) -> IngredientCheck:
+    """`validate(cfg)` helper: resolve `cfg[key]` and check the runs (cheap: headers and masks only)."""
+    task_settings(cfg)
+    shift_settings(cfg)
+    refs = resolve_ingredients(cfg.get(key), key)
+    check = check_ingredients(refs, key=key, **kwargs)
+    check_val_split(cfg, refs, key=key)
+    return check
 
 
 def open_merge(cfg, key: str = "ingredients", **check_kwargs) -> MergeSetup:
