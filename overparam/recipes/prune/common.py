@@ -1,4 +1,4 @@
-"""What the prune methods share: prunable models, scores to masks, ERK, statistics, levels, the level cache.
+"""What the prune methods share: prunable models, scores to masks, ERK, levels, the level cache.
 
 Masks are keyed by parameter name (`fc0.weight`), never by position. Only the weights of
 Linear/Conv layers are prunable; biases and normalization layers are never masked. The output
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import sys
 from typing import Any, Iterable
 
 import torch
@@ -19,7 +18,10 @@ from torch import nn
 
 from overparam.errors import UserError
 
-from overparam.checks import get# dotted-key reads, shared with the global checks
+from overparam.checks import get  # dotted-key reads, shared with the global checks
+# Statistics and printing have a module of their own; recipes call them through `common`.
+from overparam.recipes.prune.stats import (  # noqa: F401
+    LEVEL_ROW_KEYS, flops_per_example, level_row, mask_statistics, print_level_table)
 
 SCOPES = ("global", "layerwise")
 DISTRIBUTIONS = ("uniform", "erk")
@@ -320,66 +322,6 @@ def mask_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> 
                 buffer.mul_(module.weight_mask)
 
 
-# --- statistics -----------------------------------------------------------------------------------
-
-@torch.no_grad()
-def flops_per_example(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "cpu"
-                      ) -> tuple[int, int]:
-    """(FLOPs, dense FLOPs) of one forward pass on one example: 2 x live weights x output positions per
-    Linear/Conv layer (a multiply-add counts 2; biases, activations and pooling are not counted)."""
-    from overparam.models.masked import MASKED_TYPES
-
-    positions: dict[nn.Module, int] = {}
-
-    def hook(module, _inputs, output):
-        channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
-        positions[module] = max(1, output.numel() // channels)
-
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-    handles = [layer.register_forward_hook(hook) for layer in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        model(torch.zeros((1, *input_shape), device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    sparse, dense = 0, 0
-    for layer in layers:
-        if layer not in positions:
-            continue
-        weight_count = layer.weight.numel()
-        alive = int(layer.weight_mask.count_nonzero()) if isinstance(layer, MASKED_TYPES) else weight_count
-        sparse += 2 * alive * positions[layer]
-        dense += 2 * weight_count * positions[layer]
-    return sparse, dense
-
-
-def mask_statistics(model: nn.Module, input_shape: tuple[int, ...], device: str | torch.device = "cpu") -> dict:
-    """Sparsity (total and per layer), remaining fraction, weights and parameters left, FLOPs."""
-    from overparam.models import count_parameters
-    from overparam.models.masked import sparsity_report
-
-    report = sparsity_report(model)
-    parameters = count_parameters(model)
-    pruned = report["prunable_weights"] - report["remaining_weights"]
-    flops, dense_flops = flops_per_example(model, input_shape, device)
-    stats = {
-        "sparsity": report["sparsity"],
-        "remaining_fraction": 1.0 - report["sparsity"],
-        "remaining_weights": report["remaining_weights"],
-        "prunable_weights": report["prunable_weights"],
-        "parameters": parameters,
-        "remaining_params": parameters - pruned,
-        "flops": flops,
-        "dense_flops": dense_flops,
-    }
-    for layer, value in report["layer_sparsity"].items():
-        stats[f"layer_sparsity/{layer}"] = value
-    return stats
-
-
 # --- levels on disk and the level cache: owned by store (re-exported for the recipes) -------------
 
 from overparam.store.levels import (  # noqa: E402,F401
@@ -403,47 +345,6 @@ def cache_key(config: dict, *, drop: Iterable[str] = ()) -> str:
     from overparam.store.identity import level_cache_key
 
     return level_cache_key(config, drop=drop)
-
-
-# --- reporting ------------------------------------------------------------------------------------
-
-LEVEL_ROW_KEYS = ("level", "sparsity", "remaining_fraction", "remaining_weights", "remaining_params", "flops",
-                  "test_accuracy", "test_loss", "val_accuracy", "val_loss", "early_stop_step",
-                  "test_accuracy_at_early_stop", "val_accuracy_at_early_stop", "train_seconds", "source")
-
-
-def level_row(summary: dict) -> dict:
-    """The entry of one level in the run summary's `levels` list (flat numbers/strings).
-
-    `lineage` is `<run_id>/level_<L>` of the training that produced the weights: levels shared
-    through the cache carry the same one, so a table counts them once.
-    """
-    from overparam.store.run import lineage_id
-
-    row = {k: summary[k] for k in LEVEL_ROW_KEYS if k in summary}
-    if lineage_id(summary.get("lineage")):
-        row["lineage"] = lineage_id(summary.get("lineage"))
-    row.update({k: v for k, v in summary.items() if k.startswith("layer_sparsity/")})
-    return row
-
-
-def print_level_table(levels: list[dict], title: str) -> None:
-    """A per-level table on stdout (rich)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for column in ("level", "remaining", "sparsity", "weights", "test acc", "val acc", "test loss", "stop step",
-                   "from"):
-        table.add_column(column, justify="left" if column == "from" else "right", no_wrap=True)
-    for row in levels:
-        table.add_row(str(row["level"]), f"{100 * row['remaining_fraction']:.2f}%", f"{row['sparsity']:.4f}",
-                      str(row.get("remaining_weights", "")), f"{row.get('test_accuracy', float('nan')):.4f}",
-                      f"{row.get('val_accuracy', float('nan')):.4f}", f"{row.get('test_loss', float('nan')):.4f}",
-                      str(row.get("early_stop_step", "")), str(row.get("source", "")))
-    # Off a terminal rich assumes 80 columns; the table is wider than that and must not be cut.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    console.print(table)
 
 
 def oneshot_masks(scores: dict[str, torch.Tensor], keep: int, *, scope: str, output_name: str | None,
