@@ -1,7 +1,22 @@
-"""Overrides for a tiny run (a 16-unit MLP, 20 steps) shared by the tune and distill tests.
+"""Overrides for a tiny training run (a 16-unit MLP, a few steps), shared by every test folder.
 
 A module of its own: every test folder has a `conftest.py`, so `from conftest import ...` would
-take whichever folder's conftest pytest imported first.
+take whichever folder's conftest pytest imported first, and `tests` is not a package, so
+`from tests.x import ...` works only when the checkout happens to be on `sys.path`.
 """
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=20", "train.eval_every=20", "train.batch_size=64"]
+from __future__ import annotations
+
+
+def tiny(steps: int = 20, eval_every: int | None = None, batch_size: int | None = 64, width: int | None = 16,
+         *extra: str) -> list[str]:
+    """Overrides for a run of `steps` optimizer steps, evaluated every `eval_every` (default: once, at the end)."""
+    overrides = ["train.epochs=null", f"train.steps={steps}", f"train.eval_every={eval_every or steps}"]
+    if width is not None:
+        overrides.insert(0, f"model.widths=[{width}]")
+    if batch_size is not None:
+        overrides.append(f"train.batch_size={batch_size}")
+    return overrides + list(extra)
+
+
+TINY = tiny(20)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=30", "train.eval_every=30", "train.batch_size=64"]
+from tiny_runs import tiny
+
+TINY = tiny(30)
 
 
 def masked_copy(source: Path, target: Path, density: float = 0.5, seed: int = 0) -> Path:

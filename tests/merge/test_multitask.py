@@ -9,7 +9,9 @@ import pytest
 from overparam.cli.train import train_in_process
 from overparam.errors import UserError
 
-from tests.merge.conftest import TINY
+from tiny_runs import tiny
+
+TINY = tiny(30)  # the merge ingredients' length (tests/merge/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ import pytest
 from overparam.cli.main import main as runner
 from overparam.cli.train import train_in_process
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=30", "train.eval_every=30", "train.batch_size=64"]
+from tiny_runs import tiny
+
+TINY = tiny(30)
 
 
 @pytest.fixture(scope="module")
