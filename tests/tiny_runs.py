@@ -8,9 +8,10 @@ take whichever folder's conftest pytest imported first, and `tests` is not a pac
 from __future__ import annotations
 
 
-def tiny(steps: int = 20, eval_every: int | None = None, batch_size: int | None = 64, width: int | None = 16,
-         *extra: str) -> list[str]:
-    """Overrides for a run of `steps` optimizer steps, evaluated every `eval_every` (default: once, at the end)."""
+def tiny(steps: int = 20, *extra: str, eval_every: int | None = None, batch_size: int | None = 64,
+         width: int | None = 16) -> list[str]:
+    """Overrides for a run of `steps` optimizer steps, evaluated every `eval_every` (default: once, at the
+    end), on a `width`-unit MLP (None: the config's model) with `batch_size` (None: the config's), then `extra`."""
     overrides = ["train.epochs=null", f"train.steps={steps}", f"train.eval_every={eval_every or steps}"]
     if width is not None:
         overrides.insert(0, f"model.widths=[{width}]")

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["train.epochs=null", "train.steps=30", "train.eval_every=30", "train.batch_size=64", "hardware.threads=1"]
+from tiny_runs import tiny
+
+TINY = tiny(30, "hardware.threads=1", width=None)
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,9 @@ import pytest
 from overparam.cli.main import main as runner
 from overparam.cli.train import train_in_process
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=10", "train.eval_every=10", "train.batch_size=64",
-        "method=imp", "prune.rate=0.5"]
+from tiny_runs import tiny
+
+TINY = tiny(10, "method=imp", "prune.rate=0.5")
 
 
 def _digests(run_dir):

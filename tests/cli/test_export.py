@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 from overparam.cli.main import main as runner
 from overparam.cli.train import train_in_process
 
+from tiny_runs import TINY
+
 # A tiny MLP (40 -> 16 -> 10: 800 weights, 26 biases), as in the tune tests.
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=20", "train.eval_every=20", "train.batch_size=64"]
 
 
 def _plain_model(widths):

@@ -14,6 +14,8 @@ from omegaconf import OmegaConf
 from overparam.cli.paths import config_dir
 from overparam.data import load_dataset
 
+from saved_model import saved_accuracy
+
 
 def _mnist_cfg(root, val_fraction: float):
     cfg = OmegaConf.load(config_dir() / "dataset" / "mnist.yaml")
@@ -67,7 +69,7 @@ def test_runner_trains_lenet300_100_on_an_mnist_fixture(tmp_path, idx_files):
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["parameters"] == 266_610
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["test_accuracy"] == pytest.approx(saved_accuracy(run_dir, data_dir=str(tmp_path / "data")))
     assert "val_accuracy" in summary  # mnist's default val_fraction holds out part of train
     status = json.loads((run_dir / "run.json").read_text())["status"]
     assert status == "done"

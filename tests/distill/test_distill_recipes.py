@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import TINY
 
 from overparam.cli.train import train_in_process
 from overparam.store.checkpoint import load_state
+
+from saved_model import saved_accuracy
+from tiny_runs import TINY
 
 
 def weights(run_dir):
@@ -30,7 +32,7 @@ def test_kd_from_a_run_teacher_trains_and_logs_each_term(tmp_path, dense_run):
     summary = train_in_process([*TINY, "method=kd", f"teacher.from={dense_dir}", "kd.alpha=0.5",
                                 "kd.baseline=true"], out)
     assert summary["teacher_test_accuracy"] == pytest.approx(dense_summary["test_accuracy"])
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["test_accuracy"] == pytest.approx(saved_accuracy(out))
     # The baseline is the same student trained alone: identical to the dense run.
     assert summary["scratch_test_accuracy"] == dense_summary["test_accuracy"]
     from overparam.store.run import Run
@@ -111,7 +113,7 @@ def test_feature_kd_guides_an_mlp_by_a_cnn(tmp_path, distance):
     summary = train_in_process([*TINY, "method=feature_kd", "teacher.model={name:cnn1d,_target_:overparam.models.zoo.cnn1d,channels:8}",
                                 "teacher.untrained=true", f"feature_kd.distance={distance}",
                                 "feature_kd.layers=[fc0:conv0,embedding:embedding]"], tmp_path / distance)
-    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["test_accuracy"] == pytest.approx(saved_accuracy(tmp_path / distance))
     assert summary["teacher_parameters"] < 2000
     saved = weights(tmp_path / distance)
     assert not any(k.startswith("maps") or k.startswith("student.") for k in saved)  # only the student is saved

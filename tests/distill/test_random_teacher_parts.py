@@ -11,7 +11,9 @@ import torch
 from overparam.cli.train import train_in_process
 from overparam.recipes.distill import random_teacher as rt
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=6", "train.eval_every=6", "train.batch_size=64"]
+from tiny_runs import tiny
+
+TINY = tiny(6)
 
 
 def test_projection_head_outputs_cosines_to_unit_rows():

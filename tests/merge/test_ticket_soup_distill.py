@@ -7,8 +7,9 @@ import torch
 from overparam.cli.train import train_in_process
 from overparam.store.checkpoint import load_state
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=8", "train.eval_every=8", "train.batch_size=64",
-        "dataset.split_seed=0"]
+from tiny_runs import tiny
+
+TINY = tiny(8, "dataset.split_seed=0")
 
 
 def _masks(path):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["model.widths=[16]", "train.epochs=null", "train.steps=12", "train.eval_every=6", "train.batch_size=64",
-        "hardware.threads=1"]
+from tiny_runs import tiny
+
+TINY = tiny(12, "hardware.threads=1", eval_every=6)
 
 
 @pytest.fixture

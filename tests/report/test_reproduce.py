@@ -12,7 +12,9 @@ from overparam.cli.main import main as runner
 from overparam.cli.train import train_in_process
 from overparam.report.compare import compare_summaries, flatten_summary
 
-TINY = ["train.epochs=null", "train.steps=6", "train.eval_every=3", "model.widths=[16]", "seed=3"]
+from tiny_runs import tiny
+
+TINY = tiny(6, "seed=3", eval_every=3, batch_size=None)
 
 
 def _in_process_train(args: list[str], trust: bool = False) -> int:

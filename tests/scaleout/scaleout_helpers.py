@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tiny_runs import tiny
+
 # A few seconds of training: enough steps for several checkpoints to kill between.
-TINY = ["train.epochs=null", "train.steps=30", "train.eval_every=5", "train.checkpoint_every=5",
-        "optim.name=adam", "optim.lr=0.01", "model.widths=[32]"]
+TINY = tiny(30, "train.checkpoint_every=5", "optim.name=adam", "optim.lr=0.01", eval_every=5, batch_size=None, width=32)
 
 
 def runner(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

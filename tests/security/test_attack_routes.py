@@ -22,7 +22,9 @@ from scaleout_helpers import tree_digest  # noqa: E402
 
 from overparam.cli.main import main as runner  # noqa: E402
 
-TINY = ["train.epochs=null", "train.steps=4", "train.eval_every=2", "model.widths=[16]"]
+from tiny_runs import tiny
+
+TINY = tiny(4, eval_every=2, batch_size=None)
 SHORT = ["train.epochs=null", "train.steps=2"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from saved_model import saved_accuracy
 from tiny_runs import TINY
 
 from overparam.errors import UserError
@@ -39,7 +40,9 @@ def test_optuna_search_runs_three_trials_and_reevaluates_on_eval_seeds(tmp_path)
     out = evaluate_best(sweep)
     assert out["eval_seeds"] == [5] and len(out["rows"]) == 1
     assert (sweep / "eval_results.yaml").is_file() and (sweep / "eval" / "seed_5" / "summary.json").is_file()
-    assert 0.0 <= out["test_accuracy_mean"] <= 1.0
+    evaluated = json.loads((sweep / "eval" / "seed_5" / "summary.json").read_text())["test_accuracy"]
+    assert out["test_accuracy_mean"] == pytest.approx(evaluated)
+    assert evaluated == pytest.approx(saved_accuracy(sweep / "eval" / "seed_5"))
 
 
 def test_tuning_and_eval_seeds_must_differ():
