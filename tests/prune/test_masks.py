@@ -9,6 +9,7 @@ import torch
 
 from overparam.recipes.prune import common
 from overparam.recipes.prune.imp import plan_levels
+from overparam.recipes.prune.masks import erk_counts, random_masks, select_masks
 from overparam.recipes.prune.nm import nm_mask
 
 
@@ -40,11 +41,11 @@ def test_plan_of_a_tiny_layer_never_stalls_and_oneshot_has_two_levels():
 
 def test_global_selection_keeps_exactly_the_largest_scores_and_never_revives():
     scores = {"a.weight": torch.tensor([[5.0, 1.0], [3.0, 0.5]]), "b.weight": torch.tensor([4.0, 2.0, 0.1])}
-    masks = common.select_masks(scores, 3, scope="global")
+    masks = select_masks(scores, 3, scope="global")
     assert masks["a.weight"].tolist() == [[1.0, 0.0], [1.0, 0.0]]
     assert masks["b.weight"].tolist() == [1.0, 0.0, 0.0]
     alive = {"a.weight": torch.tensor([[0.0, 1.0], [1.0, 1.0]]), "b.weight": torch.ones(3)}
-    masks = common.select_masks(scores, 3, scope="global", alive=alive)
+    masks = select_masks(scores, 3, scope="global", alive=alive)
     assert masks["a.weight"][0, 0] == 0.0  # pruned before: stays pruned although its score is the largest
     assert sum(int(m.sum()) for m in masks.values()) == 3
 
@@ -52,7 +53,7 @@ def test_global_selection_keeps_exactly_the_largest_scores_and_never_revives():
 def test_layerwise_selection_gives_every_layer_the_same_density():
     torch.manual_seed(0)
     scores = {"a.weight": torch.rand(10, 10), "b.weight": torch.rand(50), "c.weight": torch.rand(5, 2)}
-    masks = common.select_masks(scores, 80, scope="layerwise")
+    masks = select_masks(scores, 80, scope="layerwise")
     assert [int(m.sum()) for m in masks.values()] == [50, 25, 5]
 
 
@@ -61,8 +62,8 @@ def test_output_rate_pins_the_output_layer_and_keeps_the_total_exact():
     scores = {"fc0.weight": torch.rand(100, 40), "fc_out.weight": torch.rand(10, 100)}
     total = 5000
     keep = 1000
-    masks = common.masks_for_total(scores, keep, scope="global", output_name="fc_out.weight", output_rate=0.5,
-                                   rate=0.2, alive=None)
+    masks = select_masks(scores, keep, scope="global", output_name="fc_out.weight", output_rate=0.5,
+                         rate=0.2, alive=None)
     out = int(masks["fc_out.weight"].sum())
     # density (1 - 0.2*0.5)^L where the net has (1-0.2)^L = 0.2
     assert out == math.floor(1000 * 0.2 ** (math.log(0.9) / math.log(0.8)) + 0.5)
@@ -74,21 +75,21 @@ def test_erk_densities_meet_the_target_exactly_and_favour_small_layers():
     shapes = {"fc0.weight": (256, 40), "fc1.weight": (256, 256), "fc_out.weight": (10, 256)}
     total = sum(math.prod(s) for s in shapes.values())
     keep = common.target_count(total, 0.9)
-    counts = common.erk_counts(shapes, keep)
+    counts = erk_counts(shapes, keep)
     assert sum(counts.values()) == keep
     density = {k: counts[k] / math.prod(shapes[k]) for k in shapes}
     assert density["fc1.weight"] < density["fc0.weight"] and density["fc1.weight"] < density["fc_out.weight"]
     assert all(d <= 1.0 for d in density.values())
     # A budget that saturates a layer: that layer is dense and the rest still sum exactly.
-    counts = common.erk_counts(shapes, keep * 5)
+    counts = erk_counts(shapes, keep * 5)
     assert sum(counts.values()) == keep * 5 and counts["fc_out.weight"] == 2560
 
 
 def test_random_masks_keep_exact_counts_and_depend_on_the_seed():
     shapes = {"a.weight": (8, 8), "b.weight": (4, 3)}
-    first = common.random_masks({"a.weight": 10, "b.weight": 3}, shapes, torch.Generator().manual_seed(1))
-    again = common.random_masks({"a.weight": 10, "b.weight": 3}, shapes, torch.Generator().manual_seed(1))
-    other = common.random_masks({"a.weight": 10, "b.weight": 3}, shapes, torch.Generator().manual_seed(2))
+    first = random_masks({"a.weight": 10, "b.weight": 3}, shapes, torch.Generator().manual_seed(1))
+    again = random_masks({"a.weight": 10, "b.weight": 3}, shapes, torch.Generator().manual_seed(1))
+    other = random_masks({"a.weight": 10, "b.weight": 3}, shapes, torch.Generator().manual_seed(2))
     assert int(first["a.weight"].sum()) == 10 and int(first["b.weight"].sum()) == 3
     assert torch.equal(first["a.weight"], again["a.weight"])
     assert not torch.equal(first["a.weight"], other["a.weight"])

@@ -114,6 +114,7 @@ def run(cfg, run) -> dict:
     from overparam.models.masked import apply_masks, masks_of, sparsity_report
     from overparam.recipes.common import prepare
     from overparam.recipes.prune import common as prune_common
+    from overparam.recipes.prune.masks import select_masks
 
     params = cfg[PARAMS]
     phases, copies = int(params.phases), int(params.copies)
@@ -139,8 +140,7 @@ def run(cfg, run) -> dict:
             continue
         remaining = phase_remaining(float(cfg.sparsity), phase, phases)
         keep = prune_common.target_count(total, 1.0 - remaining)
-        masks = prune_common.select_masks(prune_common.magnitude_scores(model), keep, scope="global",
-                                          alive=masks_of(model))
+        masks = select_masks(prune_common.magnitude_scores(model), keep, scope="global", alive=masks_of(model))
         apply_masks(model, masks)
         pruned = {k: v.detach().clone() for k, v in model.state_dict().items()}
         copy_phases = []

@@ -53,10 +53,3 @@ def run_at_init(cfg, run, masks_fn: Callable) -> dict:
     run.save_checkpoint("model", model.state_dict())
     stats = common.mask_statistics(model, setup.data.input_shape, setup.device)
     return {**result.flat(), **stats, "steps": result.steps}
-
-
-def scored_masks(scores: dict[str, torch.Tensor], model, keep: int, sparsity: float, output_rate: float,
-                 scope: str) -> dict[str, torch.Tensor]:
-    """Keep the highest scores (one step), honouring scope and output_rate."""
-    return common.oneshot_masks(scores, keep, scope=scope, output_name=common.output_weight_name(model),
-                                output_rate=output_rate, sparsity=sparsity)

@@ -24,6 +24,7 @@ from torch import nn
 
 from overparam.errors import UserError
 from overparam.recipes.prune import common
+from overparam.recipes.prune.masks import round_to_total
 
 
 def validate(cfg: dict) -> None:
@@ -68,7 +69,7 @@ def channel_keep(model: nn.Module, sparsity: float, scope: str,
     keep_total = max(sum(floors.values()), int(math.floor(total * (1.0 - sparsity) + 0.5)))
     keep: dict[str, torch.Tensor] = {}
     if scope == "layerwise":
-        counts = common.round_to_total({k: n * keep_total / total for k, n in sizes.items()}, keep_total, sizes)
+        counts = round_to_total({k: n * keep_total / total for k, n in sizes.items()}, keep_total, sizes)
         counts = {name: max(count, floors[name]) for name, count in counts.items()}
     else:
         # Each layer's floor (its best channels) is kept regardless; the rest go to the globally highest scores.

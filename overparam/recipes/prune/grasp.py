@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from overparam.recipes.prune import common
-from overparam.recipes.prune.at_init import run_at_init, score_batch, scored_masks, validate_at_init
+from overparam.recipes.prune.at_init import run_at_init, score_batch, validate_at_init
+from overparam.recipes.prune.masks import select_masks
 
 
 def validate(cfg: dict) -> None:
@@ -46,6 +47,7 @@ def run(cfg, run) -> dict:
     def masks(model, setup, keep, sparsity, output_rate):
         x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
         scores = grasp_scores(model, x, y, float(cfg.prune.temperature))
-        return scored_masks(scores, model, keep, sparsity, output_rate, str(cfg.prune.scope))
+        return select_masks(scores, keep, scope=str(cfg.prune.scope), output_name=common.output_weight_name(model),
+                            output_rate=output_rate, sparsity=sparsity)
 
     return run_at_init(cfg, run, masks)

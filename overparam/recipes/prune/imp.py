@@ -31,6 +31,7 @@ import torch
 from overparam.engine.fit import plain_line
 from overparam.errors import UserError
 from overparam.recipes.prune import common
+from overparam.recipes.prune.masks import distribution_counts, random_masks, select_masks
 
 CONTROLS = ("none", "random_reinit", "random_mask", "random_prune")
 RETRAIN_SCHEDULES = ("ft", "lrw", "clr")
@@ -168,12 +169,10 @@ class Context:
         names = common.weight_names(model)
         scores = {name: state[name].abs() for name in names}
         alive = {name: state[f"{name}_mask"] for name in names}
-        output_name = common.output_weight_name(model)
-        if self.oneshot:
-            return common.oneshot_masks(scores, keep, scope=self.scope, output_name=output_name,
-                                        output_rate=self.output_rate, sparsity=self.sparsity, alive=alive)
-        return common.masks_for_total(scores, keep, scope=self.scope, output_name=output_name,
-                                      output_rate=self.output_rate, rate=self.rate, alive=alive)
+        # oneshot: a single step to `sparsity`; IMP: the output layer by the per-round law of prune.rate.
+        return select_masks(scores, keep, scope=self.scope, output_name=common.output_weight_name(model),
+                            output_rate=self.output_rate, alive=alive,
+                            **({"sparsity": self.sparsity} if self.oneshot else {"rate": self.rate}))
 
 
 def _seed_resume_point(run, tag: str, model: torch.nn.Module, optim, step: int) -> None:
@@ -336,8 +335,8 @@ def _control_model(ctx: Context, ticket: Lineage, level: int, control: str) -> t
         keep = ticket.plan.counts[level]
         sparsity = 1.0 - keep / ticket.plan.counts[0]
         distribution = str((ctx.cfg.get("prune") or {}).get("distribution") or "uniform")
-        counts = common.distribution_counts(template, keep, distribution, ctx.output_rate, sparsity)
-    mask = common.random_masks(counts, shapes, generator)
+        counts = distribution_counts(template, keep, distribution, ctx.output_rate, sparsity)
+    mask = random_masks(counts, shapes, generator)
     return ticket.start_model(level, mask)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from overparam.recipes.prune import common
+from overparam.recipes.prune.masks import distribution_counts, random_masks
 from overparam.recipes.prune.at_init import run_at_init, validate_at_init
 
 
@@ -23,10 +24,10 @@ def validate(cfg: dict) -> None:
 def random_init_masks(model, keep: int, sparsity: float, distribution: str, output_rate: float,
                       seed: int) -> dict[str, torch.Tensor]:
     """Random masks keeping exactly `keep` weights, per-layer counts from `distribution`."""
-    counts = common.distribution_counts(model, keep, distribution, output_rate, sparsity)
+    counts = distribution_counts(model, keep, distribution, output_rate, sparsity)
     shapes = {name: tuple(w.shape) for name, w in common.weights_of(model).items()}
     generator = torch.Generator().manual_seed(common.derived_seed(seed, "random_prune"))
-    return common.random_masks(counts, shapes, generator)
+    return random_masks(counts, shapes, generator)
 
 
 def run(cfg, run) -> dict:

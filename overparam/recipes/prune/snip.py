@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from overparam.recipes.prune import common
-from overparam.recipes.prune.at_init import run_at_init, score_batch, scored_masks, validate_at_init
+from overparam.recipes.prune.at_init import run_at_init, score_batch, validate_at_init
+from overparam.recipes.prune.masks import select_masks
 
 
 def validate(cfg: dict) -> None:
@@ -31,6 +32,7 @@ def run(cfg, run) -> dict:
 
     def masks(model, setup, keep, sparsity, output_rate):
         x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
-        return scored_masks(snip_scores(model, x, y), model, keep, sparsity, output_rate, str(cfg.prune.scope))
+        return select_masks(snip_scores(model, x, y), keep, scope=str(cfg.prune.scope),
+                            output_name=common.output_weight_name(model), output_rate=output_rate, sparsity=sparsity)
 
     return run_at_init(cfg, run, masks)

@@ -14,6 +14,7 @@ import torch
 
 from overparam.recipes.prune import common
 from overparam.recipes.prune.at_init import run_at_init, validate_at_init
+from overparam.recipes.prune.masks import select_masks
 
 
 def validate(cfg: dict) -> None:
@@ -24,30 +25,42 @@ def validate(cfg: dict) -> None:
     number(cfg, "prune.rounds", low=1, integer=True)
 
 
-def synflow_masks(model, input_shape, keep: int, sparsity: float, output_rate: float, scope: str,
-                  rounds: int) -> dict[str, torch.Tensor]:
-    """Masks after `rounds` rounds of SynFlow scoring and pruning down to exactly `keep` weights."""
-    from overparam.models.masked import masks_of
-
+def synflow_probe(model: torch.nn.Module) -> torch.nn.Module:
+    """A float64 copy of `model` with every floating-point parameter and buffer replaced by its |value|."""
     probe = copy.deepcopy(model).double().eval()
     with torch.no_grad():
         for tensor in probe.state_dict().values():
             if tensor.is_floating_point():
                 tensor.abs_()
+    return probe
+
+
+def synflow_scores(probe: torch.nn.Module, input_shape) -> dict[str, torch.Tensor]:
+    """|w * dR/dw| of every prunable weight of `probe` (see `synflow_probe`), R = sum of its outputs on
+    an all-ones input."""
+    weights = common.weights_of(probe)
+    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=next(probe.parameters()).device)
+    probe.zero_grad(set_to_none=True)
+    probe(ones).sum().backward()
+    return {name: (w.grad * w).detach().abs().cpu() for name, w in weights.items()}
+
+
+def synflow_masks(model, input_shape, keep: int, sparsity: float, output_rate: float, scope: str,
+                  rounds: int) -> dict[str, torch.Tensor]:
+    """Masks after `rounds` rounds of SynFlow scoring and pruning down to exactly `keep` weights."""
+    from overparam.models.masked import masks_of
+
+    probe = synflow_probe(model)
     total = sum(w.numel() for w in common.weights_of(probe).values())
     output_name = common.output_weight_name(probe)
-    ones = torch.ones((1, *input_shape), dtype=torch.float64, device=next(probe.parameters()).device)
     masks = masks_of(probe)
     for round_index in range(1, rounds + 1):
         fraction = (1.0 - sparsity) ** (round_index / rounds)
         round_keep = keep if round_index == rounds else max(keep, int(math.floor(total * fraction + 0.5)))
-        weights = common.weights_of(probe)
-        probe.zero_grad(set_to_none=True)
-        probe(ones).sum().backward()
-        scores = {name: (w.grad * w).detach().abs().cpu() for name, w in weights.items()}
+        scores = synflow_scores(probe, input_shape)
         round_sparsity = 1.0 - round_keep / total
-        masks = common.oneshot_masks(scores, round_keep, scope=scope, output_name=output_name,
-                                     output_rate=output_rate, sparsity=round_sparsity, alive=masks)
+        masks = select_masks(scores, round_keep, scope=scope, output_name=output_name, output_rate=output_rate,
+                             sparsity=round_sparsity, alive=masks)
         common.apply_masks_by_name(probe, masks)
     return {name: mask.float() for name, mask in masks.items()}
 
