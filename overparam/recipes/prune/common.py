@@ -1,4 +1,4 @@
-"""What the prune methods share: prunable models, scores to masks, ERK, levels, the level cache.
+"""What the prune methods share: validation, prunable models, rewinding, seeds and the level cache (masks: masks.py).
 
 Masks are keyed by parameter name (`fc0.weight`), never by position. Only the weights of
 Linear/Conv layers are prunable; biases and normalization layers are never masked. The output
