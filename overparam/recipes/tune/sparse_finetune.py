@@ -80,23 +80,12 @@ def smallest_magnitude(weight: torch.Tensor, fraction: float, alive: torch.Tenso
 
 def given_subset(spec: str, layer_names: list[str]) -> dict[str, torch.Tensor]:
     """{"<layer>.weight": 0/1} from a run reference (its masks) or a safetensors file."""
-    from pathlib import Path
+    from overparam.store.load import load_masks
 
-    from overparam.store.checkpoint import load_state
-    from overparam.store.load import RunRef
-
-    path = Path(str(spec))
-    if path.suffix == ".safetensors" and path.is_file():
-        state = load_state(path)
-    else:
-        ref = RunRef.parse(str(spec))
-        mask_file = ref.root / ref.tag / "mask.safetensors" if ref.tag and ref.tag.startswith("level_") else None
-        if mask_file is not None and mask_file.is_file():
-            state = load_state(mask_file)
-        elif ref.weights.is_file():
-            state = {k[: -len("_mask")]: v for k, v in load_state(ref.weights).items() if k.endswith(".weight_mask")}
-        else:
-            raise UserError(f"sparse_finetune.mask={spec}: no mask file or masked weights found")
+    try:
+        state = load_masks(spec)
+    except UserError as exc:
+        raise UserError(f"sparse_finetune.mask={exc}") from None
     subsets = {k[: -len(".weight")]: v for k, v in state.items() if k.endswith(".weight")}
     unknown = sorted(set(subsets) - set(layer_names))
     if unknown:
