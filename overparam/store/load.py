@@ -362,7 +362,6 @@ def check_run_ref(value: Any, key: str, *, trust: bool | None = None) -> "RunRef
     return ref
 
 
-@dataclass
 def load_masks(spec: str | Path) -> dict:
     """{"<layer>.weight": 0/1 tensor} from a safetensors file of masks, or the masks of a run reference
     (`<dir>@level_<L>`: the level's mask file; otherwise the masks saved with its weights)."""
@@ -380,6 +379,7 @@ def load_masks(spec: str | Path) -> dict:
     raise UserError(f"{spec}: no mask file or masked weights found")
 
 
+@dataclass
 class ForeignRun:
     """A finished run directory opened as data: its record, checked config and overrides, and summary."""
 
