@@ -269,6 +269,10 @@ def task(cfg) -> Any:
     except Exception as exc:  # noqa: BLE001 - a failed job is recorded, the sweep goes on
         reason = f"{type(exc).__name__}: {_split_message(exc)}"
         if not multirun:
+            if isinstance(exc, FloatingPointError):  # the run diverged: a result, not a bug
+                print(f"runner train: the run diverged: {exc}; it is marked failed in {out_dir} "
+                      "(try a lower optim.lr or train.grad_clip)", file=sys.stderr)
+                sys.exit(1)
             raise
         FAILED_JOBS.append((str(out_dir), reason))
         print(f"runner train: job {out_dir} failed: {reason}", file=sys.stderr)

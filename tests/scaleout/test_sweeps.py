@@ -75,3 +75,14 @@ def test_optuna_sweeper_runs_through_joblib(tmp_path):
     jobs = _jobs(out)
     assert len(jobs) == 2 and all(read_json(job / "run.json")["status"] == "done" for job in jobs)
     assert (jobs[0].parent / "optimization_results.yaml").is_file()
+
+
+def test_a_diverging_single_run_ends_with_one_line_and_exit_1(tmp_path):
+    run_dir = tmp_path / "run"
+    result = runner(["train", "optim.lr=1e30", *SHORT, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("runner train: the run diverged: training loss became nan") and str(run_dir) in last
+    info = read_json(run_dir / "run.json")
+    assert info["status"] == "failed" and info["reason"].startswith("FloatingPointError: training loss became nan")
