@@ -16,6 +16,7 @@ from __future__ import annotations
 from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.greedy_soup import greedy
 
 PARAMS = "sms"
 VARY = ("seed", "data_order", "weight_decay", "lr")
@@ -160,15 +161,12 @@ def run(cfg, run) -> dict:
         for index, copy in enumerate(copy_phases):
             copy_rows.append({"copy": index, **evaluator.evaluate_state(copy.load(setup.device), recalibrate=False)})
 
-        def states(order=None):
-            for index in (order if order is not None else range(copies)):
-                yield copy_phases[index].load(setup.device)
-
         if params.soup == "uniform":
-            soup = common.weighted_average(states())
+            soup = common.weighted_average(copy.load(setup.device) for copy in copy_phases)
             kept = list(range(copies))
         else:
-            soup, kept = greedy_states(evaluator, states, copy_rows, str(params.accept))
+            soup, kept = greedy(evaluator, copy_rows, str(params.accept),
+                                load=lambda index: copy_phases[index].load(setup.device))
         evaluator.model.load_state_dict(soup)
         if evaluator.recalibrate:
             common.recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(cfg.seed))
@@ -197,24 +195,3 @@ def run(cfg, run) -> dict:
     return {**{k: v for k, v in final.items() if k != "level"}, "phases": phases, "copies": copies,
             "vary": str(params.vary), **extra, "levels": levels}
 
-
-def greedy_states(evaluator: common.MergeSetup, states, rows: list[dict], accept: str) -> tuple[dict, list[int]]:
-    """Greedy soup over in-run copies: best val first, keep a copy only if val accuracy rises."""
-    import torch
-
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["val_accuracy"], reverse=True)
-    iterator = states(order)
-    first = next(iterator)
-    total = {k: (v.double() if common.is_averaged(k, v) else v) for k, v in first.items()}
-    best = evaluator.evaluate_state(common.finish_state(dict(total)))["val_accuracy"]
-    kept = [order[0]]
-    for index, state in zip(order[1:], iterator):
-        candidate = {k: (total[k] + v.double() if common.is_averaged(k, v) else total[k]) for k, v in state.items()}
-        count = len(kept) + 1
-        score = evaluator.evaluate_state(common.finish_state(
-            {k: (v / count if v.dtype == torch.float64 else v) for k, v in candidate.items()}))["val_accuracy"]
-        if score > best or (accept == "ge" and score == best):
-            total, best = candidate, score
-            kept.append(index)
-    count = len(kept)
-    return common.finish_state({k: (v / count if v.dtype == torch.float64 else v) for k, v in total.items()}), kept
