@@ -10,7 +10,9 @@ from __future__ import annotations
 from overparam.checks import number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
-from overparam.recipes.merge.uniform_soup import soup_summary
+from overparam.recipes.merge.ingredients import check_ingredients, resolve_ingredients
+from overparam.recipes.merge.states import stream, weighted_average
+from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 from overparam.store.load import RunRef
 from overparam.store.snapshots import snapshots
 
@@ -19,7 +21,7 @@ PARAMS = "checkpoint_average"
 
 def select(cfg) -> list[RunRef]:
     """The checkpoints to average."""
-    refs = common.resolve_ingredients(cfg.get("ingredients"))
+    refs = resolve_ingredients(cfg.get("ingredients"))
     last = (cfg.get(PARAMS) or {}).get("last")
     if last is None:
         if len(refs) < 2:
@@ -38,14 +40,14 @@ def select(cfg) -> list[RunRef]:
 def validate(cfg: dict) -> None:
     """last is a positive integer or null; the checkpoints exist and match."""
     number(cfg, f"{PARAMS}.last", low=1, integer=True, optional=True)
-    common.check_ingredients(select(cfg))
+    check_ingredients(select(cfg))
 
 
 def run(cfg, run) -> dict:
     """Average the selected checkpoints (streamed); report the average and each checkpoint."""
     refs = select(cfg)
-    setup = common.prepare_merge(cfg, refs, common.check_ingredients(refs))
-    rows = common.ingredient_rows(setup)
-    average = common.weighted_average(common.stream(refs, setup.device))
+    setup = common.prepare_merge(cfg, refs, check_ingredients(refs))
+    rows = ingredient_rows(setup)
+    average = weighted_average(stream(refs, setup.device))
     final = common.save_merged(run, setup, average)
     return soup_summary(setup, final, rows, "checkpoint_average")

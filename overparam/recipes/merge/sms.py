@@ -16,6 +16,9 @@ from __future__ import annotations
 from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.evaluation import recalibrate_batchnorm
+from overparam.recipes.merge.ingredients import ref_text, validate_base
+from overparam.recipes.merge.states import weighted_average
 from overparam.recipes.merge.greedy_soup import greedy
 
 PARAMS = "sms"
@@ -76,7 +79,7 @@ def validate(cfg: dict) -> None:
     if params["soup"] == "greedy" and not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
         raise UserError(f"{PARAMS}.soup=greedy selects on the val split: set dataset.val_fraction > 0")
     if cfg.get("base"):
-        common.validate_base(cfg, None)
+        validate_base(cfg, None)
 
 
 def _start(cfg, run, setup) -> tuple[object, dict]:
@@ -85,9 +88,9 @@ def _start(cfg, run, setup) -> tuple[object, dict]:
     from overparam.store.load import load_run_model
 
     if cfg.get("base"):
-        ref = common.validate_base(cfg, None)
+        ref = validate_base(cfg, None)
         model, base_cfg = load_run_model(ref, device=setup.device, data=setup.data)
-        return model, {"base": common.ref_text(ref), "_base_cfg": base_cfg}
+        return model, {"base": ref_text(ref), "_base_cfg": base_cfg}
     model = setup.new_model()
     dense = run.phase("dense", level=0)
     if dense.saved:
@@ -162,14 +165,14 @@ def run(cfg, run) -> dict:
             copy_rows.append({"copy": index, **evaluator.evaluate_state(copy.load(setup.device), recalibrate=False)})
 
         if params.soup == "uniform":
-            soup = common.weighted_average(copy.load(setup.device) for copy in copy_phases)
+            soup = weighted_average(copy.load(setup.device) for copy in copy_phases)
             kept = list(range(copies))
         else:
             soup, kept = greedy(evaluator, copy_rows, str(params.accept),
                                 load=lambda index: copy_phases[index].load(setup.device))
         evaluator.model.load_state_dict(soup)
         if evaluator.recalibrate:
-            common.recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(cfg.seed))
+            recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(cfg.seed))
         model.load_state_dict(evaluator.current_state())
         # The soup keeps exactly the phase's mask: same masks in, masks copied, masked weights zero.
         if not all(bool((masks_of(model)[k] == masks[k].to(masks_of(model)[k].dtype)).all()) for k in masks):

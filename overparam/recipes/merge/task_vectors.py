@@ -18,6 +18,9 @@ from typing import Callable, Iterator
 from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.ingredients import ref_text, validate_base
+from overparam.recipes.merge.states import finish_state, is_averaged, load_weights, stream
+from overparam.recipes.merge.summary import ingredient_figures, ingredient_rows, masked_sparsity
 from overparam.recipes.merge.sparsify import MODES, SCOPES, elect_signs, sparsify_deltas
 
 PARAMS = "task_vectors"
@@ -50,7 +53,7 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
 
     def task_vector(index: int, state: dict) -> dict:
         deltas = {key: value.double() - base[key].double().to(value.device)
-                  for key, value in state.items() if common.is_averaged(key, value)}
+                  for key, value in state.items() if is_averaged(key, value)}
         return sparsify_deltas(deltas, how.sparsify, how.density, how.gamma, how.smallest, how.scope, lambda key: torch.Generator(
             ).manual_seed(int(how.seed) * 1_000_003 + index * 10_007 + order.get(key, 0)))
 
@@ -58,7 +61,7 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
     carried: dict = {}
     for index, state in enumerate(ingredients()):
         for key, value in state.items():
-            if not common.is_averaged(key, value):
+            if not is_averaged(key, value):
                 carried.setdefault(key, value.clone())
         for key, delta in task_vector(index, state).items():
             summed[key] = delta if key not in summed else summed[key] + delta
@@ -78,33 +81,33 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
         combined = {key: total / counts[key].clamp(min=1) for key, total in agreeing.items()}
     merged = {key: base[key].double().to(delta.device) + how.scale * delta for key, delta in combined.items()}
     merged.update(carried)
-    return common.finish_state(merged, like=base)
+    return finish_state(merged, like=base)
 
 
 def run_merge(cfg, run, how: TaskVectorMerge, extra: dict) -> dict:
     """The recipe body every preset shares: check, load base, merge the streamed ingredients, evaluate, save."""
     setup = common.open_merge(cfg)
-    base_ref = common.validate_base(cfg, setup.check)
-    base = common.load_weights(base_ref, setup.device)
-    rows = common.ingredient_rows(setup)
+    base_ref = validate_base(cfg, setup.check)
+    base = load_weights(base_ref, setup.device)
+    rows = ingredient_rows(setup)
     base_metrics = setup.evaluate_state(base, recalibrate=False)
-    merged = merge(base, lambda: common.stream(setup.refs, setup.device), how)
+    merged = merge(base, lambda: stream(setup.refs, setup.device), how)
     final = common.save_merged(run, setup, merged)
     metrics = setup.evaluate_state(final, recalibrate=False)
     merged_row = {"role": "merged", "name": cfg.method.name, **metrics}
-    base_row = {"role": "base", "name": common.ref_text(base_ref), **base_metrics}
+    base_row = {"role": "base", "name": ref_text(base_ref), **base_metrics}
     rows = setup.normalize([merged_row, base_row] + rows)
     # With merge.tasks: the merged and base models' normalized accuracy (TIES paper, Table 1) in the summary.
     tasks = {(("base_" + k) if row is base_row else k): row[k] for row in (merged_row, base_row)
              for k in ("normalized_accuracy", "task_mean_accuracy") if k in row}
-    return {**metrics, **{f"base_{k}": v for k, v in base_metrics.items()}, **common.ingredient_figures(rows[2:]),
-            **tasks, **common.masked_sparsity(final), **setup.notes, **extra, "rows": rows}
+    return {**metrics, **{f"base_{k}": v for k, v in base_metrics.items()}, **ingredient_figures(rows[2:]),
+            **tasks, **masked_sparsity(final), **setup.notes, **extra, "rows": rows}
 
 
 def validate_inputs(cfg: dict) -> None:
     """Every preset's shared check: the ingredients and the base exist and match."""
     check = common.validate_refs(cfg)
-    common.validate_base(cfg, check)
+    validate_base(cfg, check)
 
 
 def settings(cfg) -> TaskVectorMerge:
