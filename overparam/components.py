@@ -62,7 +62,7 @@ REGISTRIES: dict[str, dict[str, Any]] = {
             "channel", "data_diet", "grasp", "imp", "nm", "oneshot", "random_prune", "snip", "synflow")},
         **{name: f"overparam.recipes.merge.{name}:run" for name in (
             "breadcrumbs", "checkpoint_average", "dare", "fisher", "greedy_soup", "lmc", "rebasin", "sms",
-            "task_arithmetic", "ties", "uniform_soup", "wise_ft")},
+            "task_arithmetic", "task_vectors", "ties", "uniform_soup", "wise_ft")},
         **{name: f"overparam.recipes.tune.{name}:run" for name in (
             "finetune", "lora", "self_pretrain", "sparse_finetune")},
         **{name: f"overparam.recipes.distill.{name}:run" for name in (

@@ -5,11 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from overparam.recipes.merge import breadcrumbs, dare, fisher, ties
-from overparam.recipes.merge.common import weighted_average
+from omegaconf import OmegaConf
+
+from overparam.recipes.merge import breadcrumbs, dare, fisher, task_arithmetic, ties
+from overparam.recipes.merge.states import weighted_average
 from overparam.recipes.merge.lmc import barrier
-from overparam.recipes.merge.sparsify import magnitude, outliers, random_drop
-from overparam.recipes.merge.task_arithmetic import combine
+from overparam.recipes.merge.sparsify import breadcrumbs as drop_outliers
+from overparam.recipes.merge.sparsify import magnitude, random_drop
+from overparam.recipes.merge.task_vectors import merge
+
+
+def _ties(density: float, scale: float, scope: str = "global"):
+    return ties.settings(OmegaConf.create({"density": density, "lambda": scale, "scope": scope}))
 
 
 def _states(*rows):
@@ -23,15 +30,15 @@ def test_magnitude_keeps_exactly_the_largest_entries():
     assert magnitude(torch.tensor([1.0, -1.0, 1.0, 0.5]), 0.5).tolist() == [1.0, -1.0, 0.0, 0.0]
 
 
-def test_outliers_drop_largest_beta_and_smallest_gamma():
+def test_breadcrumbs_drop_the_largest_and_the_smallest():
     delta = torch.tensor([5.0, -4.0, 3.0, -2.0, 1.0, 0.5, -0.25, 0.1, 0.05, 0.01])
-    # beta=0.1 drops |5|; gamma=0.3 drops the three smallest |0.1|, |0.05|, |0.01|.
-    assert outliers(delta, 0.1, 0.3).tolist() == [0.0, -4.0, 3.0, -2.0, 1.0, 0.5, -0.25, 0.0, 0.0, 0.0]
+    # gamma=0.1 drops |5|; smallest=0.3 drops the three smallest |0.1|, |0.05|, |0.01|.
+    assert drop_outliers(delta, 0.1, 0.3).tolist() == [0.0, -4.0, 3.0, -2.0, 1.0, 0.5, -0.25, 0.0, 0.0, 0.0]
 
 
 def test_random_drop_rescales_survivors():
     delta = torch.ones(1000)
-    dropped = random_drop(delta, 0.75, torch.Generator().manual_seed(0))
+    dropped = random_drop(delta, 0.25, torch.Generator().manual_seed(0))
     survivors = dropped[dropped != 0]
     assert torch.allclose(survivors, torch.full_like(survivors, 4.0))
     assert 200 < len(survivors) < 300
@@ -42,26 +49,26 @@ def test_ties_by_hand():
     ingredients = _states([1.0, -2.0, 0.5, 3.0], [2.0, 1.0, -0.5, -1.0], [-0.2, -1.0, 0.1, 2.0])
     # density 0.5 keeps 2 of 4 per task vector: [0,-2,0,3], [2,1,0,0] (tie |1|,|-1|: first), [0,-1,0,2]
     # summed [2,-2,0,5] -> signs [+,-,0,+]; agreeing entries: col0 {2}, col1 {-2,-1}, col2 none, col3 {3,2}
-    merged = ties.merge_states(base, lambda: iter(ingredients), density=0.5, scale=1.0)
+    merged = merge(base, lambda: iter(ingredients), _ties(density=0.5, scale=1.0))
     assert merged["w"].tolist() == pytest.approx([2.0, -1.5, 0.0, 2.5])
-    scaled = ties.merge_states({"w": torch.ones(4)}, lambda: iter([{"w": s["w"] + 1} for s in ingredients]),
-                               density=0.5, scale=0.5)
+    scaled = merge({"w": torch.ones(4)}, lambda: iter([{"w": s["w"] + 1} for s in ingredients]),
+                   _ties(density=0.5, scale=0.5))
     assert scaled["w"].tolist() == pytest.approx([2.0, 0.25, 1.0, 2.25])
 
 
 def test_dare_with_no_drop_is_task_arithmetic_and_drops_are_rescaled():
     base = {"w": torch.tensor([1.0, 1.0, 1.0, 1.0])}
     ingredients = _states([2.0, 0.0, 1.0, 3.0], [1.0, 3.0, 0.0, 1.0])
-    plain = dare.merge_states(base, lambda: iter(ingredients), drop=0.0, scale=0.5, seed=0)
+    plain = merge(base, lambda: iter(ingredients), dare.settings({"drop": 0.0, "lambda": 0.5}, seed=0))
     # base + 0.5 * ([1,-1,0,2] + [0,2,-1,0])
     assert plain["w"].tolist() == pytest.approx([1.5, 1.5, 0.5, 2.0])
-    dropped = dare.merge_states(base, lambda: iter(ingredients), drop=0.5, scale=1.0, seed=3)
+    dropped = merge(base, lambda: iter(ingredients), dare.settings({"drop": 0.5, "lambda": 1.0}, seed=3))
     # every surviving entry of a task vector is doubled: each result is 1 + 2*(subset sum of the deltas)
     deltas = [[1.0, -1.0, 0.0, 2.0], [0.0, 2.0, -1.0, 0.0]]
     for col, value in enumerate(dropped["w"].tolist()):
         options = {1 + 2 * (a * deltas[0][col] + b * deltas[1][col]) for a in (0, 1) for b in (0, 1)}
         assert min(abs(value - o) for o in options) < 1e-6
-    again = dare.merge_states(base, lambda: iter(ingredients), drop=0.5, scale=1.0, seed=3)
+    again = merge(base, lambda: iter(ingredients), dare.settings({"drop": 0.5, "lambda": 1.0}, seed=3))
     assert torch.equal(again["w"], dropped["w"])
 
 
@@ -70,7 +77,7 @@ def test_breadcrumbs_by_hand():
     ingredients = _states([10.0, 1.0, 2.0, 0.1, 3.0], [0.2, -4.0, 1.0, 0.5, 30.0])
     # beta=0.2 (1 of 5 largest) and gamma=0.2 (1 of 5 smallest) per task vector:
     # [0, 1, 2, 0, 3] and [0, -4, 1, 0.5, 0]
-    merged = breadcrumbs.merge_states(base, lambda: iter(ingredients), beta=0.2, gamma=0.2, scale=1.0)
+    merged = merge(base, lambda: iter(ingredients), breadcrumbs.settings({"beta": 0.2, "gamma": 0.2, "lambda": 1.0}))
     assert merged["w"].tolist() == pytest.approx([0.0, -3.0, 3.0, 0.5, 3.0])
 
 
@@ -78,7 +85,7 @@ def test_task_arithmetic_keeps_masks_and_zeroes_masked_entries():
     base = {"w": torch.tensor([1.0, 1.0, 1.0])}
     mask = torch.tensor([1.0, 0.0, 1.0])
     ingredients = [{"w": torch.tensor([2.0, 0.0, 4.0]), "w_mask": mask}, {"w": torch.tensor([3.0, 0.0, 1.0]), "w_mask": mask}]
-    merged = combine(base, lambda: iter(ingredients), 1.0)
+    merged = merge(base, lambda: iter(ingredients), task_arithmetic.settings({"lambda": 1.0}))
     assert merged["w"].tolist() == [4.0, 0.0, 4.0]  # 1 + ([1, -1, 3] + [2, -1, 0]), masked
     assert torch.equal(merged["w_mask"], mask)
 

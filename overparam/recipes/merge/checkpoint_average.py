@@ -1,45 +1,27 @@
 """`method=checkpoint_average`: average the last K checkpoints of one run, or the same checkpoint
 across runs ("free lunch" averaging: the ingredients' `@tag`, e.g. `ingredients=[a@level_2,b@level_2]`).
 
-With one run and `checkpoint_average.last=K`, its snapshots are the `checkpoints/step_<N>.safetensors`
-and `level_<L>/model.safetensors` files, ordered by N (steps) or L (levels), and the last K are
-averaged. With several runs, each run's named (or final) checkpoint is averaged.
+With one run and `checkpoint_average.last=K`, its snapshots (listed by `store.snapshots`: the
+`step_<N>` checkpoints, else the `level_<L>` models, in order) are found and the last K are averaged. With several runs, each run's named (or final) checkpoint is averaged.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 from overparam.checks import number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
-from overparam.recipes.merge.uniform_soup import soup_summary
+from overparam.recipes.merge.ingredients import check_ingredients, resolve_ingredients
+from overparam.recipes.merge.states import stream, weighted_average
+from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 from overparam.store.load import RunRef
+from overparam.store.snapshots import snapshots
 
 PARAMS = "checkpoint_average"
 
 
-def snapshots(root: Path) -> list[RunRef]:
-    """A run's snapshots in training order: step_<N> checkpoints, else level_<L> models."""
-    steps = []
-    for path in (root / "checkpoints").glob("step_*.safetensors"):
-        match = re.fullmatch(r"step_(\d+)", path.stem)
-        if match:
-            steps.append((int(match.group(1)), RunRef(root, path.stem)))
-    if steps:
-        return [ref for _, ref in sorted(steps, key=lambda item: item[0])]
-    levels = []
-    for path in root.glob("level_*/model.safetensors"):
-        match = re.fullmatch(r"level_(\d+)", path.parent.name)
-        if match:
-            levels.append((int(match.group(1)), RunRef(root, path.parent.name)))
-    return [ref for _, ref in sorted(levels, key=lambda item: item[0])]
-
-
 def select(cfg) -> list[RunRef]:
     """The checkpoints to average."""
-    refs = common.resolve_ingredients(cfg.get("ingredients"))
+    refs = resolve_ingredients(cfg.get("ingredients"))
     last = (cfg.get(PARAMS) or {}).get("last")
     if last is None:
         if len(refs) < 2:
@@ -58,14 +40,14 @@ def select(cfg) -> list[RunRef]:
 def validate(cfg: dict) -> None:
     """last is a positive integer or null; the checkpoints exist and match."""
     number(cfg, f"{PARAMS}.last", low=1, integer=True, optional=True)
-    common.check_ingredients(select(cfg))
+    check_ingredients(select(cfg))
 
 
 def run(cfg, run) -> dict:
     """Average the selected checkpoints (streamed); report the average and each checkpoint."""
     refs = select(cfg)
-    setup = common.prepare_merge(cfg, refs, common.check_ingredients(refs))
-    rows = common.ingredient_rows(setup)
-    average = common.weighted_average(common.stream(refs, setup.device))
+    setup = common.prepare_merge(cfg, refs, check_ingredients(refs))
+    rows = ingredient_rows(setup)
+    average = weighted_average(stream(refs, setup.device))
     final = common.save_merged(run, setup, average)
     return soup_summary(setup, final, rows, "checkpoint_average")

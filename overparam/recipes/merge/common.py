@@ -1,9 +1,10 @@
-"""What every merge shares: the merge context (device, evaluation data, a model to score states with,
-shifted and per-task evaluation), ingredient rows, BN recalibration and saving the merged run.
+"""The merge context every merge opens: device, evaluation data and a model to score states with
+(`MergeSetup`), and saving the merged model.
 
 Ingredients are named by run directories (optionally `<dir>@<tag>`), a multirun directory (all of
-its finished jobs) or a glob; `ingredients.py` checks them before any work and `states.py` loads
-them one at a time, so a merge of N models holds about two of them in memory.
+its finished jobs) or a glob; `ingredients.py` checks them before any work, `states.py` loads them one
+at a time (a merge of N models holds about two of them in memory), `evaluation.py` adds the shifted and
+per-task data and BN recalibration, and `summary.py` writes the rows.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from overparam.errors import UserError
-# Ingredient checks and state arithmetic have modules of their own; merges call them through `common`.
-from overparam.recipes.merge.ingredients import (  # noqa: F401
-    SAME_MASK_ROUTES, IngredientCheck, _container, check_ingredients, check_val_split, load_masks, ref_text,
-    resolve_ingredients, tensor_shapes, validate_base, weights_config)
-from overparam.recipes.merge.states import (  # noqa: F401
-    MASK_SUFFIX, apply_state_masks, finish_state, is_averaged, is_mask, load_weights, stream, weighted_average)
-from overparam.store.discover import GLOB_CHARS  # noqa: F401 - kept for importers
+from overparam.recipes.merge.evaluation import recalibrate_batchnorm, shift_settings, task_data, task_settings
+from overparam.recipes.merge.ingredients import (IngredientCheck, _container, check_ingredients, check_val_split,
+                                                 resolve_ingredients, weights_config)
+# Names the analysis recipes (ensemble, measures) reach through `common`.
+from overparam.recipes.merge.ingredients import ref_text  # noqa: F401
+from overparam.recipes.merge.states import load_weights  # noqa: F401
+from overparam.recipes.merge.summary import ingredient_figures  # noqa: F401
 from overparam.store.load import RunRef
 
 
@@ -120,77 +120,10 @@ def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup
         notes = {**notes, "shift": ",".join(f"{k}={v}" for k, v in sorted(shift.items()))}
     tasks, task_of = [], []
     if task_settings(cfg):
-        tasks, task_of = _task_data(cfg, refs, device)
+        tasks, task_of = task_data(cfg, refs, device)
         notes = {**notes, "tasks": ",".join(name for name, _ in tasks)}
     return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes,
                       shift=shifted, tasks=tasks, task_of=task_of)
-
-
-def task_settings(cfg) -> bool:
-    """`merge.tasks`: evaluate every state on each ingredient's own training data (multitask merging);
-    raises UserError on a value that is not true/false."""
-    value = (cfg.get("merge") or {}).get("tasks", False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise UserError(f"merge.tasks={value!r} must be true or false")
-    return value
-
-
-def _task_key(dataset: dict) -> tuple:
-    """What makes two ingredients' tasks the same: their dataset settings, less the split and label noise."""
-    from overparam.data.bundle import split_identity
-
-    return tuple(sorted((k, repr(v)) for k, v in split_identity(dataset, 0)["dataset"].items()))
-
-
-def _task_name(dataset: dict, index: int) -> str:
-    """A task's column name: the MNIST-1D variant when that is its only setting, else task<index>."""
-    from overparam.data.bundle import split_identity
-
-    settings = split_identity(dataset, 0)["dataset"]
-    extra = set(settings) - {"name", "variant", "root"}
-    variant = settings.get("variant")
-    return str(variant) if variant and not extra and str(variant).isidentifier() else f"task{index}"
-
-
-def _task_data(cfg, refs: list[RunRef], device: str) -> tuple[list, list[int]]:
-    """The test split of each distinct dataset the ingredients trained on, and each ingredient's task index."""
-    from overparam.data import load_dataset
-
-    keys: dict = {}
-    tasks: list = []
-    task_of: list[int] = []
-    for ref in refs:
-        dataset = _container(weights_config(ref.root).get("dataset"))
-        key = _task_key(dataset)
-        if key not in keys:
-            keys[key] = len(tasks)
-            name = _task_name(dataset, len(tasks))
-            if any(name == other for other, _ in tasks):
-                name = f"task{len(tasks)}"
-            data = load_dataset({**dataset, "val_fraction": 0.0, "label_noise": None}, cfg.paths.data_dir,
-                                device=device)
-            tasks.append((name, data))
-        task_of.append(keys[key])
-    return tasks, task_of
-
-
-def shift_settings(cfg) -> dict:
-    """`merge.shift`: dataset keys (e.g. {variant: noisy}) of a shifted copy whose test split every merged
-    state is also evaluated on; {} when unset. Raises UserError on a value that is not a mapping of scalars."""
-    shift = (cfg.get("merge") or {}).get("shift")
-    if shift is None:
-        return {}
-    shift = _container(shift) if not isinstance(shift, dict) else dict(shift)
-    if not isinstance(shift, dict) or not shift:
-        raise UserError("merge.shift takes dataset keys of the shifted copy, e.g. merge.shift={variant: noisy}")
-    for key, value in shift.items():
-        if key in ("_target_", "name", "val_fraction", "split_seed", "label_noise", "label_noise_seed"):
-            raise UserError(f"merge.shift.{key} cannot be shifted: give the dataset's own settings (variant, ...)")
-        if not isinstance(value, (str, int, float, bool)) and value is not None:
-            raise UserError(f"merge.shift.{key}={value!r} must be a single value")
-    return shift
 
 
 def validate_refs(cfg: dict, key: str = "ingredients", **kwargs) -> IngredientCheck:
@@ -210,58 +143,6 @@ def open_merge(cfg, key: str = "ingredients", **check_kwargs) -> MergeSetup:
     return prepare_merge(cfg, refs, check)
 
 
-def recalibrate_batchnorm(model, data, fraction: float = 0.25, seed: int = 0, batch_size: int = 256) -> None:
-    """Recompute BatchNorm running statistics on a seeded `fraction` of train data.
-
-    Averaged weights do not match the averaged statistics of their ingredients (the statistics of
-    a mean of networks are not the mean of their statistics), so merges of BN nets re-estimate them.
-    """
-    import torch
-    from torch import nn
-
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    count = max(1, int(round(len(data.train_x) * fraction)))
-    generator = torch.Generator().manual_seed(int(seed) + 104729)
-    index = torch.randperm(len(data.train_x), generator=generator)[:count].to(data.train_x.device)
-    saved_momentum = [m.momentum for m in norms]
-    for module in norms:
-        module.reset_running_stats()
-        module.momentum = None  # cumulative average over all batches seen
-    was_training = model.training
-    model.train()
-    with torch.no_grad():
-        for start in range(0, count, batch_size):
-            model(data.train_x[index[start:start + batch_size]])
-    for module, momentum in zip(norms, saved_momentum):
-        module.momentum = momentum
-    model.train(was_training)
-
-
-def ingredient_rows(setup: MergeSetup, refs: list[RunRef] | None = None) -> list[dict]:
-    """Val/test of every ingredient (loaded one at a time), evaluated on the merge's data."""
-    rows = []
-    for index, ref in enumerate(refs or setup.refs):
-        metrics = setup.evaluate_state(load_weights(ref, setup.device), recalibrate=False)
-        rows.append({"role": "ingredient", "ingredient": index, "name": ref_text(ref), **metrics})
-    return rows
-
-
-def ingredient_figures(rows: list[dict]) -> dict:
-    """Best (by val) and mean ingredient figures, for comparing a merge with what went in."""
-    if not rows:
-        return {}
-    select = "val_accuracy" if "val_accuracy" in rows[0] else "test_accuracy"
-    best = max(rows, key=lambda r: r[select])
-    out = {"ingredients": len(rows), "best_ingredient": best["name"]}
-    for metric in ("val_accuracy", "test_accuracy", "val_loss", "test_loss"):
-        if metric in best:
-            out[f"best_ingredient_{metric}"] = best[metric]
-            out[f"mean_ingredient_{metric}"] = sum(r[metric] for r in rows) / len(rows)
-    return out
-
-
 def save_merged(run, setup: MergeSetup, state: dict) -> dict:
     """Save the merged model as checkpoints/model.safetensors (after BN recalibration, if set)."""
     setup.model.load_state_dict(state)
@@ -276,16 +157,6 @@ def save_merged(run, setup: MergeSetup, state: dict) -> dict:
 def record_architecture(run, model: dict, dataset: dict) -> None:
     """Record in run.json the architecture the saved weights have (the ingredients', not this run's config)."""
     run.record("weights_config", {"model": model, "dataset": dataset})
-
-
-def masked_sparsity(state: dict) -> dict:
-    """Exact sparsity over masked weights of a state (and the count of weights that are nonzero there)."""
-    total, kept = 0, 0
-    for k, v in state.items():
-        if is_mask(k):
-            total += v.numel()
-            kept += int(v.count_nonzero())
-    return {"sparsity": (1.0 - kept / total) if total else 0.0, "remaining_weights": kept} if total else {}
 
 
 def any_masked(model) -> bool:

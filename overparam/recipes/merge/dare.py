@@ -1,43 +1,31 @@
 """`method=dare`: DARE (Yu et al. 2024): drop each task-vector entry with probability p, rescale
-the survivors by 1/(1-p), then add lambda * their sum to the base (task arithmetic)."""
+the survivors by 1/(1-p), then add lambda * their sum to the base (task arithmetic).
+
+A preset of the task-vector merge (`task_vectors.py`): random sparsification at density 1 - p.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
-
-import torch
-
 from overparam.checks import number
-from overparam.recipes.merge import task_arithmetic
-from overparam.recipes.merge.sparsify import random_drop
+from overparam.recipes.merge.task_vectors import TaskVectorMerge, run_merge, validate_inputs
 
 PARAMS = "dare"
 
 
-def merge_states(base: dict, ingredients: Callable[[], Iterator[dict]], drop: float, scale: float, seed: int) -> dict:
-    """DARE merge: the drop pattern of ingredient i and tensor k is seeded by (seed, i, k)."""
-    keys = {key: index for index, key in enumerate(sorted(base))}
-
-    def transform(key: str, delta: torch.Tensor, ingredient: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + ingredient * 10_007 + keys.get(key, 0))
-        return random_drop(delta, drop, generator)
-
-    return task_arithmetic.combine(base, ingredients, scale, transform)
+def settings(params, seed: int) -> TaskVectorMerge:
+    """The drop pattern of ingredient i and tensor k is seeded by (seed, i, k)."""
+    return TaskVectorMerge(sparsify="random", density=1.0 - float(params["drop"]), scale=float(params["lambda"]),
+                           seed=int(seed))
 
 
 def validate(cfg: dict) -> None:
     """Ingredients and base exist and match; drop in [0, 1)."""
     number(cfg, f"{PARAMS}.drop", low=0.0, high=1.0, high_open=True)
     number(cfg, f"{PARAMS}.lambda")
-    from overparam.recipes.merge import common
-
-    check = common.validate_refs(cfg)
-    common.validate_base(cfg, check)
+    validate_inputs(cfg)
 
 
 def run(cfg, run) -> dict:
     """Drop-and-rescale every task vector, then add their scaled sum to the base."""
-    drop, scale = float(cfg[PARAMS].drop), float(cfg[PARAMS]["lambda"])
-    return task_arithmetic.run_task_vector_merge(
-        cfg, run, lambda base, ingredients: merge_states(base, ingredients, drop, scale, int(cfg.seed)),
-        {"drop": drop, "lambda": scale})
+    how = settings(cfg[PARAMS], int(cfg.seed))
+    return run_merge(cfg, run, how, {"drop": float(cfg[PARAMS].drop), "lambda": how.scale})

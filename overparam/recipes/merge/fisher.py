@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
+from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 
 PARAMS = "fisher"
 KINDS = ("exact", "empirical")
@@ -90,7 +92,7 @@ def merge_states(states: Iterable[tuple[dict, dict]], weights: Iterable[float] |
         w = float(next(weight_iter)) if weight_iter is not None else 1.0
         weight_sum += w
         for key, value in state.items():
-            if not common.is_averaged(key, value):
+            if not is_averaged(key, value):
                 carried.setdefault(key, value.clone())
             elif key in fisher:
                 f = w * fisher[key].double().clamp(min=floor)
@@ -101,7 +103,7 @@ def merge_states(states: Iterable[tuple[dict, dict]], weights: Iterable[float] |
     merged = {key: numerator[key] / denominator[key] for key in numerator}
     merged.update({key: value / weight_sum for key, value in plain.items()})
     merged.update(carried)
-    return common.finish_state(merged)
+    return finish_state(merged)
 
 
 def _weights(cfg, count: int) -> list[float] | None:
@@ -127,12 +129,11 @@ def validate(cfg: dict) -> None:
 
 def run(cfg, run) -> dict:
     """Estimate each ingredient's Fisher, merge, evaluate, save."""
-    from overparam.recipes.merge.uniform_soup import soup_summary
 
     setup = common.open_merge(cfg)
     params = cfg[PARAMS]
     weights = _weights(cfg, len(setup.refs))
-    rows = common.ingredient_rows(setup)
+    rows = ingredient_rows(setup)
     samples = min(int(params.samples), len(setup.data.train_x))
     generator = torch.Generator().manual_seed(int(cfg.seed) + 31)
     index = torch.randperm(len(setup.data.train_x), generator=generator)[:samples].to(setup.data.train_x.device)
@@ -140,7 +141,7 @@ def run(cfg, run) -> dict:
 
     def with_fishers():
         for ref in setup.refs:
-            state = common.load_weights(ref, setup.device)
+            state = load_weights(ref, setup.device)
             setup.model.load_state_dict(state)
             fisher = diagonal_fisher(setup.model, x, y, kind=str(params.kind))
             # A masked weight has zero gradient where masked: the floor keeps 0/0 out of the mean.

@@ -7,10 +7,13 @@ scores below its best ingredient on val.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from overparam.checks import choice
 from overparam.errors import UserError
 from overparam.recipes.merge import common
-from overparam.recipes.merge.uniform_soup import soup_summary
+from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
+from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 
 ACCEPT = ("gt", "ge")
 
@@ -23,32 +26,37 @@ def validate(cfg: dict) -> None:
     common.validate_refs(cfg)
 
 
-def greedy(setup: common.MergeSetup, rows: list[dict], accept: str) -> tuple[dict, list[int]]:
-    """(soup state, indices of the ingredients kept), holding the soup sum and one ingredient at a time."""
+def _mean(total: dict, count: int) -> dict:
+    """The soup of `count` ingredients from their float64 sum (masks and counters as they are)."""
     import torch
 
+    return finish_state({k: (v / count if v.dtype == torch.float64 else v) for k, v in total.items()})
+
+
+def greedy(setup: common.MergeSetup, rows: list[dict], accept: str,
+           load: Callable[[int], dict] | None = None) -> tuple[dict, list[int]]:
+    """(soup state, indices of the ingredients kept), holding the soup sum and one ingredient at a time.
+
+    `rows[i]["val_accuracy"]` orders the ingredients; `load(i)` gives ingredient i's state (default: the
+    weights of `setup.refs[i]`). SMS soups its in-run copies with it too."""
+    if load is None:
+        load = lambda index: load_weights(setup.refs[index], setup.device)  # noqa: E731
     selection = "val_accuracy"
     order = sorted(range(len(rows)), key=lambda i: rows[i][selection], reverse=True)
     kept = [order[0]]
-    total = {k: (v.double() if common.is_averaged(k, v) else v)
-             for k, v in common.load_weights(setup.refs[order[0]], setup.device).items()}
+    total = {k: (v.double() if is_averaged(k, v) else v) for k, v in load(order[0]).items()}
     best = rows[order[0]][selection]
     if setup.recalibrate:
-        best = setup.evaluate_state(common.finish_state(dict(total)))[selection]
+        best = setup.evaluate_state(_mean(total, 1))[selection]
     for index in order[1:]:
-        state = common.load_weights(setup.refs[index], setup.device)
-        candidate_total = {k: (total[k] + v.double() if common.is_averaged(k, v) else total[k]) for k, v in state.items()}
+        state = load(index)
+        candidate_total = {k: (total[k] + v.double() if is_averaged(k, v) else total[k]) for k, v in state.items()}
         del state
-        count = len(kept) + 1
-        candidate = common.finish_state({k: (v / count if v.dtype == torch.float64 else v)
-                                         for k, v in candidate_total.items()})
-        score = setup.evaluate_state(candidate)[selection]
+        score = setup.evaluate_state(_mean(candidate_total, len(kept) + 1))[selection]
         if score > best or (accept == "ge" and score == best):
             total, best = candidate_total, score
             kept.append(index)
-    count = len(kept)
-    soup = common.finish_state({k: (v / count if v.dtype == torch.float64 else v) for k, v in total.items()})
-    return soup, kept
+    return _mean(total, len(kept)), kept
 
 
 def run(cfg, run) -> dict:
@@ -56,7 +64,7 @@ def run(cfg, run) -> dict:
     setup = common.open_merge(cfg)
     if setup.data.val_x is None:
         raise UserError("greedy_soup selects on the val split: set dataset.val_fraction > 0")
-    rows = common.ingredient_rows(setup)
+    rows = ingredient_rows(setup)
     soup, kept = greedy(setup, rows, str(cfg.soup.accept))
     for index, row in enumerate(rows):
         row["in_soup"] = int(index in kept)

@@ -5,10 +5,9 @@ validation split), one clear line for the first mismatch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
 from overparam.errors import UserError
 from overparam.recipes.merge.states import MASK_SUFFIX
+from overparam.store.checkpoint import load_tensors_ending, tensor_shapes
 from overparam.store.discover import expand_refs
 from overparam.store.load import RunRef, check_finished
 
@@ -35,17 +34,6 @@ class IngredientCheck:
     shapes: dict[str, tuple[int, ...]]
     masked: bool = False
     extras: dict = field(default_factory=dict)
-
-
-def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """{key: shape} of a safetensors file, read from its header only."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-    except Exception as exc:  # safetensors raises several types for a damaged file
-        raise UserError(f"corrupt weights {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def _container(node) -> dict:
@@ -155,10 +143,7 @@ def _compare_masks(masks: dict, reference: dict, name: str, reference_name: str,
 
 def load_masks(ref: RunRef) -> dict:
     """The `*_mask` tensors of an ingredient's weights (read without loading the weights)."""
-    from safetensors import safe_open
-
-    with safe_open(str(ref.weights), framework="pt") as handle:
-        return {k: handle.get_tensor(k) for k in handle.keys() if k.endswith(MASK_SUFFIX)}
+    return load_tensors_ending(ref.weights, MASK_SUFFIX)
 
 
 def _split_of(ref: RunRef) -> dict:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.ingredients import IngredientCheck, check_ingredients
+from overparam.recipes.merge.states import load_weights
 from overparam.store.load import RunRef
 
 PARAMS = "lmc"
@@ -73,7 +75,7 @@ def validate(cfg: dict) -> None:
             raise UserError(f"{PARAMS}.seeds takes two different seeds, got {seeds}")
     elif origin:
         ref = RunRef.parse(origin)
-        common.check_ingredients([ref], key=f"{PARAMS}.from")
+        check_ingredients([ref], key=f"{PARAMS}.from")
     else:
         common.validate_refs(cfg, minimum=2, maximum=2)
     if cfg[PARAMS]["split"] == "val" and not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
@@ -84,7 +86,7 @@ def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[di
     """Two copies trained from `origin` with data orders seed+1 and seed+2 (each resumes on its own)."""
     from overparam.engine import fit
 
-    start = common.load_weights(origin, setup.device)
+    start = load_weights(origin, setup.device)
     copies, figures = [], {}
     for copy in range(2):
         phase = run.phase(f"copy_{copy}", level=copy)
@@ -124,7 +126,7 @@ def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dic
             phase.save(model.state_dict())
             figures[f"{name}_train_seconds"] = round(result.seconds, 3)
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-    check = common.IngredientCheck(refs=[], model=OmegaConf.to_container(cfg.model, resolve=True),
+    check = IngredientCheck(refs=[], model=OmegaConf.to_container(cfg.model, resolve=True),
                                    dataset=OmegaConf.to_container(cfg.dataset, resolve=True), seeds=list(seeds),
                                    shapes={})
     setup = common.MergeSetup(cfg=cfg, device=prepared.device, data=prepared.data, model=model, refs=[], check=check,
@@ -143,12 +145,12 @@ def run(cfg, run) -> dict:
         setup, a, b, extra = train_from_seeds(cfg, run, seeds)
     elif origin:
         ref = RunRef.parse(origin)
-        setup = common.prepare_merge(cfg, [ref], common.check_ingredients([ref], key=f"{PARAMS}.from"))
+        setup = common.prepare_merge(cfg, [ref], check_ingredients([ref], key=f"{PARAMS}.from"))
         a, b, extra = train_copies(cfg, run, setup, ref)
         extra["from"] = origin
     else:
         setup = common.open_merge(cfg, minimum=2, maximum=2)
-        a, b = (common.load_weights(r, setup.device) for r in setup.refs)
+        a, b = (load_weights(r, setup.device) for r in setup.refs)
         extra = {}
     if split == "val" and setup.data.val_x is None:
         raise UserError(f"{PARAMS}.split=val needs dataset.val_fraction > 0")

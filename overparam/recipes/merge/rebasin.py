@@ -11,6 +11,8 @@ from __future__ import annotations
 from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.states import load_weights, stream, weighted_average
+from overparam.recipes.merge.summary import ingredient_figures, ingredient_rows
 
 PARAMS = "rebasin"
 OUTPUTS = ("average", "aligned")
@@ -23,10 +25,10 @@ def aligned_states(setup: common.MergeSetup, max_iterations: int = 100):
     from overparam.models.permutation import apply_permutation, spec_for, weight_matching
 
     spec = spec_for(setup.model, setup.data.input_shape)
-    reference = common.load_weights(setup.refs[0], setup.device)
+    reference = load_weights(setup.refs[0], setup.device)
     yield reference, 0
     for index, ref in enumerate(setup.refs[1:], start=1):
-        state = common.load_weights(ref, setup.device)
+        state = load_weights(ref, setup.device)
         perms = weight_matching(spec, reference, state, max_iterations=max_iterations, seed=int(setup.cfg.seed) + index)
         moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms.values())
         yield apply_permutation(spec, perms, state), moved
@@ -44,8 +46,8 @@ def validate(cfg: dict) -> None:
 def run(cfg, run) -> dict:
     """Align, average (or keep the aligned model), and compare with the naive average."""
     setup = common.open_merge(cfg, minimum=2)
-    rows = common.ingredient_rows(setup)
-    naive = common.weighted_average(common.stream(setup.refs, setup.device))
+    rows = ingredient_rows(setup)
+    naive = weighted_average(stream(setup.refs, setup.device))
     naive_metrics = setup.evaluate_state(naive)
     del naive
     moved_units = []
@@ -56,12 +58,12 @@ def run(cfg, run) -> dict:
             yield state
 
     if cfg[PARAMS].output == "average":
-        result = common.weighted_average(aligned())
+        result = weighted_average(aligned())
     else:
         result = list(aligned())[1]
     final = common.save_merged(run, setup, result)
     metrics = setup.evaluate_state(final, recalibrate=False)
     merged_row = {"role": "merged", "name": f"rebasin_{cfg[PARAMS].output}", "aligned": True, **metrics}
     naive_row = {"role": "naive_average", "name": "naive_average", "aligned": False, **naive_metrics}
-    return {**metrics, **{f"naive_{k}": v for k, v in naive_metrics.items()}, **common.ingredient_figures(rows),
+    return {**metrics, **{f"naive_{k}": v for k, v in naive_metrics.items()}, **ingredient_figures(rows),
             "permuted_units": sum(moved_units), **setup.notes, "rows": [merged_row, naive_row, *rows]}

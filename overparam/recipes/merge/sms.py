@@ -16,6 +16,10 @@ from __future__ import annotations
 from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.evaluation import recalibrate_batchnorm
+from overparam.recipes.merge.ingredients import ref_text, validate_base
+from overparam.recipes.merge.states import weighted_average
+from overparam.recipes.merge.greedy_soup import greedy
 
 PARAMS = "sms"
 VARY = ("seed", "data_order", "weight_decay", "lr")
@@ -75,7 +79,7 @@ def validate(cfg: dict) -> None:
     if params["soup"] == "greedy" and not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
         raise UserError(f"{PARAMS}.soup=greedy selects on the val split: set dataset.val_fraction > 0")
     if cfg.get("base"):
-        common.validate_base(cfg, None)
+        validate_base(cfg, None)
 
 
 def _start(cfg, run, setup) -> tuple[object, dict]:
@@ -84,9 +88,9 @@ def _start(cfg, run, setup) -> tuple[object, dict]:
     from overparam.store.load import load_run_model
 
     if cfg.get("base"):
-        ref = common.validate_base(cfg, None)
+        ref = validate_base(cfg, None)
         model, base_cfg = load_run_model(ref, device=setup.device, data=setup.data)
-        return model, {"base": common.ref_text(ref), "_base_cfg": base_cfg}
+        return model, {"base": ref_text(ref), "_base_cfg": base_cfg}
     model = setup.new_model()
     dense = run.phase("dense", level=0)
     if dense.saved:
@@ -160,18 +164,15 @@ def run(cfg, run) -> dict:
         for index, copy in enumerate(copy_phases):
             copy_rows.append({"copy": index, **evaluator.evaluate_state(copy.load(setup.device), recalibrate=False)})
 
-        def states(order=None):
-            for index in (order if order is not None else range(copies)):
-                yield copy_phases[index].load(setup.device)
-
         if params.soup == "uniform":
-            soup = common.weighted_average(states())
+            soup = weighted_average(copy.load(setup.device) for copy in copy_phases)
             kept = list(range(copies))
         else:
-            soup, kept = greedy_states(evaluator, states, copy_rows, str(params.accept))
+            soup, kept = greedy(evaluator, copy_rows, str(params.accept),
+                                load=lambda index: copy_phases[index].load(setup.device))
         evaluator.model.load_state_dict(soup)
         if evaluator.recalibrate:
-            common.recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(cfg.seed))
+            recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(cfg.seed))
         model.load_state_dict(evaluator.current_state())
         # The soup keeps exactly the phase's mask: same masks in, masks copied, masked weights zero.
         if not all(bool((masks_of(model)[k] == masks[k].to(masks_of(model)[k].dtype)).all()) for k in masks):
@@ -197,24 +198,3 @@ def run(cfg, run) -> dict:
     return {**{k: v for k, v in final.items() if k != "level"}, "phases": phases, "copies": copies,
             "vary": str(params.vary), **extra, "levels": levels}
 
-
-def greedy_states(evaluator: common.MergeSetup, states, rows: list[dict], accept: str) -> tuple[dict, list[int]]:
-    """Greedy soup over in-run copies: best val first, keep a copy only if val accuracy rises."""
-    import torch
-
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["val_accuracy"], reverse=True)
-    iterator = states(order)
-    first = next(iterator)
-    total = {k: (v.double() if common.is_averaged(k, v) else v) for k, v in first.items()}
-    best = evaluator.evaluate_state(common.finish_state(dict(total)))["val_accuracy"]
-    kept = [order[0]]
-    for index, state in zip(order[1:], iterator):
-        candidate = {k: (total[k] + v.double() if common.is_averaged(k, v) else total[k]) for k, v in state.items()}
-        count = len(kept) + 1
-        score = evaluator.evaluate_state(common.finish_state(
-            {k: (v / count if v.dtype == torch.float64 else v) for k, v in candidate.items()}))["val_accuracy"]
-        if score > best or (accept == "ge" and score == best):
-            total, best = candidate, score
-            kept.append(index)
-    count = len(kept)
-    return common.finish_state({k: (v / count if v.dtype == torch.float64 else v) for k, v in total.items()}), kept

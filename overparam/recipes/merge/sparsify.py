@@ -1,13 +1,17 @@
-"""Sparsification of task vectors (delta = fine-tuned - base), shared by TIES, DARE and breadcrumbs.
+"""Sparsification of task vectors (delta = fine-tuned - base) and TIES' sign election.
 
-Each helper takes one tensor and returns a tensor of the same shape with some entries zeroed
+Each sparsifier takes one tensor and returns a tensor of the same shape with some entries zeroed
 (and, for random drops, the survivors rescaled). Keep/drop counts are exact: ties at a threshold
-are broken by position, never by `>=` on a value that may repeat.
+are broken by position, never by `>=` on a value that may repeat. `sparsify_deltas` applies one to a
+whole task vector, per tensor (`scope=tensor`) or over all its tensors flattened into one (`global`).
 """
 
 from __future__ import annotations
 
 import torch
+
+MODES = ("none", "magnitude", "random", "breadcrumbs")
+SCOPES = ("global", "tensor")
 
 
 def _rank_mask(values: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
@@ -27,26 +31,65 @@ def magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
     return delta * _rank_mask(delta.abs(), keep, largest=True)
 
 
-def random_drop(delta: torch.Tensor, drop: float, generator: torch.Generator, rescale: bool = True) -> torch.Tensor:
-    """Drop each entry with probability `drop`; rescale survivors by 1/(1-drop) (DARE)."""
-    if drop <= 0:
+def random_drop(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
+    """Keep each entry with probability `density`, rescale survivors by 1/density (DARE).
+
+    An entry is dropped when its uniform draw is below 1 - density (the drop probability)."""
+    if density >= 1:
         return delta.clone()
-    if drop >= 1:
+    if density <= 0:
         return torch.zeros_like(delta)
-    keep = torch.rand(delta.shape, generator=generator, dtype=torch.float64) >= drop
-    kept = delta * keep.to(device=delta.device, dtype=delta.dtype)
-    return kept / (1.0 - drop) if rescale else kept
+    keep = torch.rand(delta.shape, generator=generator, dtype=torch.float64) >= 1.0 - density
+    return delta * keep.to(device=delta.device, dtype=delta.dtype) / density
 
 
-def outliers(delta: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
-    """Drop the largest `beta` and the smallest `gamma` fraction of |delta| (model breadcrumbs)."""
+def breadcrumbs(delta: torch.Tensor, gamma: float, smallest: float) -> torch.Tensor:
+    """Drop the round(gamma * n) entries of largest |delta| and the round(smallest * n) of smallest, keep the
+    middle (model breadcrumbs; mergekit's magnitude_outliers with density = 1 - gamma - smallest)."""
     n = delta.numel()
     magnitudes = delta.abs()
-    top = _rank_mask(magnitudes, int(round(float(beta) * n)), largest=True)
-    bottom = _rank_mask(magnitudes, int(round(float(gamma) * n)), largest=False)
+    top = _rank_mask(magnitudes, int(round(float(gamma) * n)), largest=True)
+    bottom = _rank_mask(magnitudes, int(round(float(smallest) * n)), largest=False)
     return delta * ~(top | bottom)
 
 
-def elect_sign(summed: torch.Tensor) -> torch.Tensor:
-    """TIES' sign election: the sign of the summed (trimmed) task vectors; 0 where they cancel."""
-    return torch.sign(summed)
+def _one(delta: torch.Tensor, mode: str, density: float, gamma: float, smallest: float) -> torch.Tensor:
+    if mode == "magnitude":
+        return magnitude(delta, density)
+    if mode == "breadcrumbs":
+        return breadcrumbs(delta, gamma, smallest)
+    raise ValueError(f"unknown sparsify mode {mode!r}")
+
+
+def sparsify_deltas(deltas: dict, mode: str, density: float = 1.0, gamma: float = 0.0, smallest: float = 0.0,
+                    scope: str = "tensor", generator_of=None) -> dict:
+    """One task vector ({key: delta}) sparsified by `mode`.
+
+    magnitude and breadcrumbs rank |delta| within each tensor (`scope=tensor`) or over the whole task
+    vector, its tensors concatenated in key order (`scope=global`, as the TIES paper's code does).
+    random draws each tensor's entries from `generator_of(key)`; scope does not change it."""
+    if mode == "none":
+        return deltas
+    if mode == "random":
+        return {key: random_drop(delta, density, generator_of(key)) for key, delta in deltas.items()}
+    if scope == "tensor" or not deltas:
+        return {key: _one(delta, mode, density, gamma, smallest) for key, delta in deltas.items()}
+    flat = _one(torch.cat([delta.flatten() for delta in deltas.values()]), mode, density, gamma, smallest)
+    out, start = {}, 0
+    for key, delta in deltas.items():
+        out[key] = flat[start:start + delta.numel()].reshape(delta.shape)
+        start += delta.numel()
+    return out
+
+
+def elect_signs(summed: dict, scope: str = "tensor") -> dict:
+    """TIES' sign election: the sign of each entry of the summed (sparsified) task vectors. Where the sum
+    is exactly zero, the majority sign of the elected signs within the scope (a tensor, or the whole task
+    vector) takes its place, as in the paper's code (`resolve_zero_signs(..., "majority")`)."""
+    signs = {key: torch.sign(value) for key, value in summed.items()}
+    if scope == "global":
+        majority = torch.sign(torch.stack([sign.sum() for sign in signs.values()]).sum()) if signs else None
+        majorities = {key: majority for key in signs}
+    else:
+        majorities = {key: torch.sign(sign.sum()) for key, sign in signs.items()}
+    return {key: torch.where(sign == 0, majorities[key].to(sign), sign) for key, sign in signs.items()}

@@ -1,67 +1,36 @@
 """`method=ties`: TIES-merging (Yadav et al. 2023): trim, elect sign, disjoint mean.
 
-1. trim: keep the top `ties.density` fraction of each task vector's entries by |delta| (per tensor);
-2. elect: the sign of each entry is the sign of the summed trimmed task vectors;
+1. trim: keep the top `ties.density` fraction of each task vector's entries by |delta|, ranked over the
+   whole task vector (`ties.scope=global`, as the paper's code does) or within each tensor (`tensor`);
+2. elect: the sign of each entry is the sign of the summed trimmed task vectors (a zero sum takes the
+   majority sign of the scope);
 3. disjoint mean: average only the trimmed entries that agree with the elected sign.
-merged = base + lambda * disjoint mean. Two streaming passes over the ingredients.
+merged = base + lambda * disjoint mean. A preset of the task-vector merge (`task_vectors.py`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
-
-import torch
-
-from overparam.checks import number
-from overparam.recipes.merge import common
-from overparam.recipes.merge.sparsify import elect_sign, magnitude
-from overparam.recipes.merge.task_arithmetic import run_task_vector_merge
+from overparam.checks import choice, number
+from overparam.recipes.merge.sparsify import SCOPES
+from overparam.recipes.merge.task_vectors import TaskVectorMerge, run_merge, validate_inputs
 
 PARAMS = "ties"
 
 
-def _trimmed(base: dict, state: dict, density: float) -> Iterator[tuple[str, torch.Tensor]]:
-    for key, value in state.items():
-        if common.is_averaged(key, value):
-            yield key, magnitude(value.double() - base[key].double().to(value.device), density)
-
-
-def merge_states(base: dict, ingredients: Callable[[], Iterator[dict]], density: float, scale: float) -> dict:
-    """TIES merge of streamed ingredients onto `base`."""
-    summed: dict = {}
-    carried: dict = {}
-    for state in ingredients():
-        carried.update({k: v.clone() for k, v in state.items() if not common.is_averaged(k, v) and k not in carried})
-        for key, delta in _trimmed(base, state, density):
-            summed[key] = delta if key not in summed else summed[key] + delta
-    signs = {key: elect_sign(value) for key, value in summed.items()}
-    del summed
-    agreeing_sum: dict = {}
-    agreeing_count: dict = {}
-    for state in ingredients():
-        for key, delta in _trimmed(base, state, density):
-            agrees = (torch.sign(delta) == signs[key]) & (delta != 0)
-            part = delta * agrees
-            agreeing_sum[key] = part if key not in agreeing_sum else agreeing_sum[key] + part
-            agreeing_count[key] = agrees.double() if key not in agreeing_count else agreeing_count[key] + agrees
-    merged = {}
-    for key, total in agreeing_sum.items():
-        mean = total / agreeing_count[key].clamp(min=1)
-        merged[key] = base[key].double().to(mean.device) + scale * mean
-    merged.update(carried)
-    return common.finish_state(merged, like=base)
+def settings(params) -> TaskVectorMerge:
+    return TaskVectorMerge(sparsify="magnitude", density=float(params["density"]), consensus="sign",
+                           scope=str(params.get("scope") or "global"), scale=float(params["lambda"]))
 
 
 def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; density in (0, 1]."""
+    """Ingredients and base exist and match; density in (0, 1]; scope global|tensor."""
     number(cfg, f"{PARAMS}.density", low=0.0, high=1.0, low_open=True)
     number(cfg, f"{PARAMS}.lambda")
-    check = common.validate_refs(cfg)
-    common.validate_base(cfg, check)
+    choice(cfg, f"{PARAMS}.scope", SCOPES)
+    validate_inputs(cfg)
 
 
 def run(cfg, run) -> dict:
     """TIES-merge the ingredients' task vectors onto the base."""
-    density, scale = float(cfg[PARAMS].density), float(cfg[PARAMS]["lambda"])
-    return run_task_vector_merge(cfg, run, lambda base, ingredients: merge_states(base, ingredients, density, scale),
-                                 {"density": density, "lambda": scale})
+    how = settings(cfg[PARAMS])
+    return run_merge(cfg, run, how, {"density": how.density, "scope": how.scope, "lambda": how.scale})

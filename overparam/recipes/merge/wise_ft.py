@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.evaluation import shift_settings
+from overparam.recipes.merge.ingredients import validate_base
+from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
 
 PARAMS = "wise_ft"
 
 
 def interpolate(base: dict, tuned: dict, alpha: float) -> dict:
     """(1 - alpha) * base + alpha * tuned on floating tensors; masks and counters from `tuned`."""
-    mixed = {k: ((1 - alpha) * base[k].double() + alpha * v.double() if common.is_averaged(k, v) else v.clone())
+    mixed = {k: ((1 - alpha) * base[k].double() + alpha * v.double() if is_averaged(k, v) else v.clone())
              for k, v in tuned.items()}
-    return common.finish_state(mixed, like=tuned)
+    return finish_state(mixed, like=tuned)
 
 
 def _alphas(cfg) -> list[float]:
@@ -34,21 +37,21 @@ def validate(cfg: dict) -> None:
     save = (cfg.get(PARAMS) or {}).get("save_alpha")
     if save is not None and float(save) not in _alphas(cfg):
         raise UserError(f"{PARAMS}.save_alpha={save} is not one of {PARAMS}.alphas")
-    shift = common.shift_settings(cfg)
+    shift = shift_settings(cfg)
     from overparam.data.mnist1d_settings import STANDARD, generator_args
 
     if "variant" in shift or set(shift) & set(STANDARD):
         generator_args(shift.get("variant"), **{k: v for k, v in shift.items() if k in STANDARD})
     check = common.validate_refs(cfg, minimum=1, maximum=1)
-    common.validate_base(cfg, check)
+    validate_base(cfg, check)
 
 
 def run(cfg, run) -> dict:
     """Evaluate every alpha; save the chosen one as the run's model."""
     setup = common.open_merge(cfg, minimum=1, maximum=1)
-    base_ref = common.validate_base(cfg, setup.check)
-    base = common.load_weights(base_ref, setup.device)
-    tuned = common.load_weights(setup.refs[0], setup.device)
+    base_ref = validate_base(cfg, setup.check)
+    base = load_weights(base_ref, setup.device)
+    tuned = load_weights(setup.refs[0], setup.device)
     rows = []
     for alpha in _alphas(cfg):
         rows.append({"alpha": alpha, **setup.evaluate_state(interpolate(base, tuned, alpha))})
