@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from overparam.checks import number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.uniform_soup import soup_summary
@@ -55,14 +54,14 @@ def select(cfg) -> list[RunRef]:
     return found[-int(last):]
 
 
-def validate(cfg: dict) -> None:
-    """last is a positive integer or null; the checkpoints exist and match."""
-    number(cfg, f"{PARAMS}.last", low=1, integer=True, optional=True)
+def check(params, cfg: dict) -> None:
+    """The checkpoints exist and match."""
     common.check_ingredients(select(cfg))
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Average the selected checkpoints (streamed); report the average and each checkpoint."""
+    cfg, run = context.cfg, context.run
     refs = select(cfg)
     setup = common.prepare_merge(cfg, refs, common.check_ingredients(refs))
     rows = common.ingredient_rows(setup)

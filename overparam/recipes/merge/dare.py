@@ -7,7 +7,6 @@ from typing import Callable, Iterator
 
 import torch
 
-from overparam.checks import number
 from overparam.recipes.merge import task_arithmetic
 from overparam.recipes.merge.sparsify import random_drop
 
@@ -25,19 +24,18 @@ def merge_states(base: dict, ingredients: Callable[[], Iterator[dict]], drop: fl
     return task_arithmetic.combine(base, ingredients, scale, transform)
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; drop in [0, 1)."""
-    number(cfg, f"{PARAMS}.drop", low=0.0, high=1.0, high_open=True)
-    number(cfg, f"{PARAMS}.lambda")
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match."""
     from overparam.recipes.merge import common
 
     check = common.validate_refs(cfg)
     common.validate_base(cfg, check)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Drop-and-rescale every task vector, then add their scaled sum to the base."""
-    drop, scale = float(cfg[PARAMS].drop), float(cfg[PARAMS]["lambda"])
+    cfg, run = context.cfg, context.run
+    drop, scale = params["dare.drop"], params["dare.lambda"]
     return task_arithmetic.run_task_vector_merge(
         cfg, run, lambda base, ingredients: merge_states(base, ingredients, drop, scale, int(cfg.seed)),
         {"drop": drop, "lambda": scale})

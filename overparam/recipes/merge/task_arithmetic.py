@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from overparam.checks import number
 from overparam.recipes.merge import common
 
 PARAMS = "task_arithmetic"
@@ -36,9 +35,8 @@ def combine(base: dict, ingredients: Callable[[], Iterator[dict]], scale: float,
     return common.finish_state(merged, like=base)
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; lambda is a number."""
-    number(cfg, f"{PARAMS}.lambda")
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match."""
     check = common.validate_refs(cfg)
     common.validate_base(cfg, check)
 
@@ -65,8 +63,9 @@ def run_task_vector_merge(cfg, run, merge_states: Callable[[dict, Callable[[], I
             **common.masked_sparsity(final), **setup.notes, **(extra or {}), "rows": rows}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Add lambda times the sum of the ingredients' task vectors to the base."""
+    cfg, run = context.cfg, context.run
     scale = float(cfg[PARAMS]["lambda"])
     return run_task_vector_merge(cfg, run, lambda base, ingredients: combine(base, ingredients, scale),
                                  {"lambda": scale})

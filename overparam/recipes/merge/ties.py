@@ -12,7 +12,6 @@ from typing import Callable, Iterator
 
 import torch
 
-from overparam.checks import number
 from overparam.recipes.merge import common
 from overparam.recipes.merge.sparsify import elect_sign, magnitude
 from overparam.recipes.merge.task_arithmetic import run_task_vector_merge
@@ -52,16 +51,15 @@ def merge_states(base: dict, ingredients: Callable[[], Iterator[dict]], density:
     return common.finish_state(merged, like=base)
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; density in (0, 1]."""
-    number(cfg, f"{PARAMS}.density", low=0.0, high=1.0, low_open=True)
-    number(cfg, f"{PARAMS}.lambda")
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match."""
     check = common.validate_refs(cfg)
     common.validate_base(cfg, check)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """TIES-merge the ingredients' task vectors onto the base."""
-    density, scale = float(cfg[PARAMS].density), float(cfg[PARAMS]["lambda"])
+    cfg, run = context.cfg, context.run
+    density, scale = params["ties.density"], params["ties.lambda"]
     return run_task_vector_merge(cfg, run, lambda base, ingredients: merge_states(base, ingredients, density, scale),
                                  {"density": density, "lambda": scale})

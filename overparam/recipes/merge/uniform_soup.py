@@ -5,7 +5,7 @@ from __future__ import annotations
 from overparam.recipes.merge import common
 
 
-def validate(cfg: dict) -> None:
+def check(params, cfg: dict) -> None:
     """Ingredients exist, finished, and share architecture, shapes and masks."""
     common.validate_refs(cfg)
 
@@ -18,8 +18,9 @@ def soup_summary(setup: common.MergeSetup, final: dict, rows: list[dict], name: 
             **(extra or {}), "rows": [soup_row, *rows]}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Average every ingredient (streamed), evaluate the soup and each ingredient, save the soup."""
+    cfg, run = context.cfg, context.run
     setup = common.open_merge(cfg)
     rows = common.ingredient_rows(setup)
     soup = common.weighted_average(common.stream(setup.refs, setup.device))

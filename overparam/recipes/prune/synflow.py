@@ -13,15 +13,7 @@ import math
 import torch
 
 from overparam.recipes.prune import common
-from overparam.recipes.prune.at_init import run_at_init, validate_at_init
-
-
-def validate(cfg: dict) -> None:
-    """synflow's keys: prune.scope, prune.output_rate, prune.rounds >= 1."""
-    from overparam.checks import number
-
-    validate_at_init(cfg)
-    number(cfg, "prune.rounds", low=1, integer=True)
+from overparam.recipes.prune.at_init import run_at_init
 
 
 def synflow_masks(model, input_shape, keep: int, sparsity: float, output_rate: float, scope: str,
@@ -52,9 +44,10 @@ def synflow_masks(model, input_shape, keep: int, sparsity: float, output_rate: f
     return {name: mask.float() for name, mask in masks.items()}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """SynFlow masks to `sparsity` (no data), then training."""
 
+    cfg, run = context.cfg, context.run
     def masks(model, setup, keep, sparsity, output_rate):
         return synflow_masks(model, setup.data.input_shape, keep, sparsity, output_rate, str(cfg.prune.scope),
                              int(cfg.prune.rounds))
