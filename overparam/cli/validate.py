@@ -6,9 +6,9 @@ The keys every run shares are declared in `overparam.specs.SHARED`, each method'
 
 from __future__ import annotations
 
-from overparam.checks import choice, get, number  # noqa: F401  (re-exported)
+from overparam.checks import get
 from overparam.errors import UserError
-from overparam.specs import KERNELS, OPTIMIZERS, PRECISIONS, SCHEDULES, SHARED  # noqa: F401  (re-exported)
+from overparam.specs import SHARED
 
 
 def validate(cfg: dict, trust: bool | None = None) -> None:
