@@ -121,7 +121,7 @@ def run(params, context) -> dict:
     cfg, run = context.cfg, context.run
     points, split = params["lmc.points"], params["lmc.split"]
     origin = params["lmc.from"]
-    seeds = None if params["lmc.seeds"] is None else list(params["lmc.seeds"])
+    seeds = None if params["lmc.seeds"] is None else [int(s) for s in params["lmc.seeds"]]
     if seeds is not None:
         setup, a, b, extra = train_from_seeds(cfg, run, seeds)
     elif origin:
