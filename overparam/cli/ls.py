@@ -1,4 +1,8 @@
-"""`runner ls [group]`: what exists, one line each, read from the config files (no torch import)."""
+"""`runner ls [group]`: what exists, one line each, read from the config files (no torch import).
+
+`runner ls method NAME` prints one method's parameters (key, type, range or choices, default, doc) from its
+declaration (overparam/recipes/<family>/params.py), still without importing torch.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,28 @@ def defaults() -> dict[str, str]:
     return out
 
 
+def show_method(name: str) -> int:
+    """One method's description and parameter table; the keys every run shares are listed by `runner ls`."""
+    from overparam.params import format_table
+    from overparam.specs import all_specs
+
+    specs = all_specs()
+    if name not in specs:
+        from overparam.errors import UserError
+
+        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(sorted(specs))}")
+    spec = specs[name]
+    path = config_dir() / "method" / f"{name}.yaml"
+    print(f"{name}: {describe(path) if path.is_file() else spec.doc}")
+    rows = spec.table()
+    print(format_table(rows) if rows else "  (no parameters of its own: only the shared keys, train.*, optim.*, ...)")
+    example = next((row for row in rows if row[1] not in ("run", "runs")), None)
+    if example is not None:
+        command = "runner train -m hparams_search=lr_wd" if name == "search" else f"runner train method={name}"
+        print(f"\n(set any with key=value, e.g. {command} {example[0]}={example[3].replace(' ', '')})")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """List every group, or one group, with descriptions; `runner ls runs` lists run directories."""
     if argv and argv[0] == "runs":
@@ -46,7 +72,16 @@ def main(argv: list[str]) -> int:
                                      "experiments, loggers and searches, read from the config tree.")
     parser.add_argument("group", nargs="?", help=f"one of: {', '.join(GROUPS)}; or `runs [DIR]` (the run "
                         "directories, see runner ls runs --help)")
+    parser.add_argument("name", nargs="?", help="with group `method`: one method, whose parameters are listed "
+                        "(runner ls method imp)")
     args = parser.parse_args(argv)
+    if args.name is not None:
+        if ALIASES.get(args.group, args.group) != "method":
+            from overparam.errors import UserError
+
+            raise UserError(f"runner ls {args.group} {args.name}: only methods list their parameters "
+                            f"(runner ls method {args.name})")
+        return show_method(args.name)
     groups = GROUPS
     if args.group:
         group = ALIASES.get(args.group, args.group)

@@ -297,6 +297,7 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     from omegaconf import OmegaConf
 
     from overparam.components import check_config, resolve
+    from overparam.recipes.context import call
     from overparam.store import Run, signals
     from overparam.store.loggers import build_loggers
 
@@ -322,8 +323,8 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
     try:
         with signals.handling():
             run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
-            recipe = resolve("method", cfg.method)
-            summary = recipe(cfg, run) or {}
+            # The recipe gets its typed parameters (its Spec) and a context: the run and the shared keys.
+            summary = call(resolve("method", cfg.method), cfg, run)
             summary.setdefault("method", cfg.method.name)
             if (cfg.get("dataset") or {}).get("label_noise"):
                 summary.setdefault("label_noise", float(cfg.dataset.label_noise))

@@ -1,1 +1,1 @@
-"""Recipes: one module per method, called as `recipe(cfg, run) -> summary dict`."""
+"""Recipes: one module per method, called as `run(params, context) -> summary dict` (see context.py)."""

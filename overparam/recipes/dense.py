@@ -6,8 +6,9 @@ from overparam.engine import fit
 from overparam.recipes.common import model_summary, prepare
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Train `cfg.model` on `cfg.dataset`; save the final weights as checkpoints/model.safetensors."""
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     model = setup.new_model()
     result = fit(model, setup.data, run, tag="dense", label="dense", **setup.fit_kwargs())

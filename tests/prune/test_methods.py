@@ -78,14 +78,15 @@ def test_a_second_job_of_a_sparsity_sweep_trains_no_level_the_first_trained(trai
 
 
 def test_a_restarted_imp_run_skips_complete_levels(compose_tiny, monkeypatch, tmp_path):
+    from overparam.recipes.context import call
     from overparam.recipes.prune import imp
     from overparam.store import Run
 
     cfg, container = compose_tiny("method=imp", "sparsity=0.5", "prune.cache=false")
-    first = imp.run(cfg, Run(tmp_path / "restart", container).start())
+    first = call(imp.run, cfg, Run(tmp_path / "restart", container).start())
     calls = []
     monkeypatch.setattr(imp, "train_level", lambda *a, **k: calls.append(a[2]))
-    again = imp.run(cfg, Run(tmp_path / "restart", container).start())
+    again = call(imp.run, cfg, Run(tmp_path / "restart", container).start())
     assert calls == []
     assert again["levels"] == first["levels"]
 

@@ -9,15 +9,11 @@ Ingredients are found, checked and evaluated on the same val/test splits as the 
 
 from __future__ import annotations
 
-from overparam.checks import choice
 from overparam.recipes.merge import common
 
-AVERAGES = ("probs", "logits")
 
-
-def validate(cfg: dict) -> None:
-    """ensemble.average is probs|logits; ingredients exist, finished and share one architecture."""
-    choice(cfg, "ensemble.average", AVERAGES)
+def check(params, cfg: dict) -> None:
+    """Ingredients exist, finished and share one architecture (the values: analysis/params.py)."""
     common.validate_refs(cfg, same_masks=False)
 
 
@@ -55,10 +51,11 @@ def combine(logits: list, average: str):
     return torch.logsumexp(torch.log_softmax(stacked, dim=2), dim=0) - math.log(len(logits))
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Predict with every ingredient (one loaded at a time), average, and score the ensemble and each one."""
+    cfg, run = context.cfg, context.run
     setup = common.open_merge(cfg, same_masks=False)
-    average = str(cfg.ensemble.average)
+    average = params["ensemble.average"]
     splits = setup.data.splits()
     logits: dict[str, list] = {split: [] for split in splits}
     rows = []

@@ -29,16 +29,8 @@ from overparam.store.load import check_finished
 NON_HYPERPARAMETERS = ("paths.", "logger.", "hydra.", "claims", "report.", "seed", "train.checkpoint_seconds")
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients resolve to at least two finished runs with weights; the measure settings are sane."""
-    from overparam.checks import number
-
-    number(cfg, "measures.margin_percentile", low=0.0, high=100.0, low_open=True)
-    number(cfg, "measures.pacbayes_samples", low=1, integer=True)
-    number(cfg, "measures.pacbayes_depth", low=1, integer=True)
-    number(cfg, "measures.pacbayes_target", low=0.0, high=1.0, low_open=True, high_open=True)
-    number(cfg, "measures.magnitude_eps", low=0.0)
-    number(cfg, "measures.max_examples", low=1, integer=True, optional=True)
+def check(params, cfg: dict) -> None:
+    """Ingredients resolve to at least two finished runs with weights (the values: analysis/params.py)."""
     refs = common.resolve_ingredients(cfg.get("ingredients"))
     if len(refs) < 2:
         raise UserError(f"ingredients: a rank correlation needs at least 2 runs, got {len(refs)}")
@@ -46,8 +38,6 @@ def validate(cfg: dict) -> None:
         check_finished(ref.root)
         if not ref.weights.is_file():
             raise UserError(f"ingredients: {common.ref_text(ref)} has no weights at {ref.weights}")
-
-
 
 
 def swept_keys(configs: list[dict]) -> list[str]:
@@ -134,12 +124,13 @@ def rank(runs: list[dict], settings: list[dict], keys: list[str]) -> list[dict]:
     return rows
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Measure every run of the sweep, rank the measures by Kendall tau with the gap, save the table."""
     from omegaconf import OmegaConf
 
     from overparam.engine import setup_hardware
 
+    cfg, run = context.cfg, context.run
     device = setup_hardware(cfg.hardware)
     refs = common.resolve_ingredients(cfg.get("ingredients"))
     settings = OmegaConf.to_container(cfg.measures, resolve=True)

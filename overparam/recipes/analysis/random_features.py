@@ -10,15 +10,7 @@ and falls again beyond it (Belkin et al. 2019; Nakkiran et al. 2020; Mei & Monta
 
 from __future__ import annotations
 
-from overparam.checks import number
 from overparam.errors import UserError
-
-
-def validate(cfg: dict) -> None:
-    """width and train_samples are positive integers, ridge is >= 0."""
-    number(cfg, "random_features.width", low=1, integer=True)
-    number(cfg, "random_features.train_samples", low=1, integer=True, optional=True)
-    number(cfg, "random_features.ridge", low=0.0)
 
 
 def features(x, projection):
@@ -49,13 +41,14 @@ def scores(phi, readout, y, num_classes: int) -> dict:
     return {"accuracy": accuracy, "error": 1.0 - accuracy, "mse": mse}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Draw the features, fit the readout on (a seeded subset of) train, score train, val and test."""
     import torch
     import torch.nn.functional as F
 
     from overparam.recipes.common import prepare
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     data = setup.data
     options = cfg.random_features

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overparam.checks import choice, number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError
@@ -22,16 +21,6 @@ from overparam.recipes.distill.losses import FeatureTaps, WeightedTerms, ce_term
 from overparam.recipes.tune.source import frozen, obtain_model, output_head, steps_between_logs
 
 EMBEDDING = "embedding"  # the input of the classifier layer, for any model of the zoo
-
-
-def validate(cfg: dict) -> None:
-    """feature_kd.distance in (linear, cka), weights >= 0, layers as 'student:guide' pairs."""
-    choice(cfg, "feature_kd.distance", ("linear", "cka"))
-    number(cfg, "feature_kd.weight", low=0.0)
-    number(cfg, "feature_kd.task_weight", low=0.0)
-    for pair in (cfg.get("feature_kd") or {}).get("layers") or ():
-        if not isinstance(pair, str) or pair.count(":") != 1:
-            raise UserError(f"feature_kd.layers entries are 'student_path:guide_path', got {pair!r}")
 
 
 class Guided(nn.Module):
@@ -66,8 +55,9 @@ class Taps:
             self.handle.remove()
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Train the student on task_weight * CE + weight * sum of per-layer feature distances to the guide."""
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     options = cfg.feature_kd
     guide, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)

@@ -9,23 +9,12 @@ while distilling (IMP's levels, each trained on this loss).
 
 from __future__ import annotations
 
-from overparam.checks import number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.losses import TeacherLogits, WeightedTerms, ce_term, kd_term
 from overparam.recipes.tune.source import cached_phase, frozen, load_from_run, obtain_model, output_head, steps_between_logs
-
-
-def validate(cfg: dict) -> None:
-    """kd.temperature > 0, 0 <= kd.alpha <= 1."""
-    number(cfg, "kd.temperature", low=0.0, low_open=True)
-    number(cfg, "kd.alpha", low=0.0, high=1.0)
-    if ((cfg.get("prune") or {}).get("with")) == "imp":  # +prune=imp: IMP's own checks of its keys
-        from overparam.recipes.prune import imp
-
-        imp.validate(cfg)
 
 
 def kd_loss(teacher, setup, *, alpha: float, temperature: float, train, seed: int):
@@ -78,8 +67,9 @@ def teacher_figures(teacher, figures: dict) -> dict:
     return out
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Distill the teacher into the student; optionally also train the student alone (`kd.baseline`)."""
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     teacher, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
     frozen(teacher)

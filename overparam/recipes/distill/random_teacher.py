@@ -28,31 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.checks import number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
-from overparam.errors import UserError
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.losses import WeightedTerms
 from overparam.recipes.tune.source import cached_phase, frozen, output_head, replace_head, steps_between_logs
-
-
-def validate(cfg: dict) -> None:
-    """Temperatures > 0, head sizes >= 1, momentum in [0, 1), views 1 or 2, noise/shift >= 0, probe_epochs > 0."""
-    for key in ("teacher_temperature", "student_temperature"):
-        number(cfg, f"random_teacher.{key}", low=0.0, low_open=True)
-    for key in ("out_dim", "bottleneck"):
-        number(cfg, f"random_teacher.{key}", low=1, integer=True)
-    hidden = (cfg.get("random_teacher") or {}).get("hidden")
-    if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
-                                               for h in hidden):
-        raise UserError(f"random_teacher.hidden={hidden!r} must be a list of positive integers (widths)")
-    number(cfg, "random_teacher.center_momentum", low=0.0, high=1.0, high_open=True, optional=True)
-    number(cfg, "random_teacher.views", low=1, high=2, integer=True)
-    number(cfg, "random_teacher.shift", low=0, integer=True)
-    number(cfg, "random_teacher.noise", low=0.0)
-    number(cfg, "random_teacher.student_init_noise", low=0.0, optional=True)
-    number(cfg, "random_teacher.probe_epochs", low=0.0, low_open=True)
 
 
 class ProjectionHead(nn.Module):
@@ -168,8 +148,9 @@ def build_pair(setup, options, seed: int) -> tuple[WithProjection, WithProjectio
     return teacher, student.train()
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Distill a random teacher into a student on unlabeled inputs (DINO-style); probe both on the labels."""
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     options = cfg.random_teacher
     seed = int(cfg.seed)

@@ -7,8 +7,6 @@ A preset of the task-vector merge (`task_vectors.py`): breadcrumbs sparsificatio
 
 from __future__ import annotations
 
-from overparam.checks import number
-from overparam.errors import UserError
 from overparam.recipes.merge.task_vectors import TaskVectorMerge, run_merge, validate_inputs
 
 PARAMS = "breadcrumbs"
@@ -20,18 +18,14 @@ def settings(params) -> TaskVectorMerge:
                            scale=float(params["lambda"]))
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; beta + gamma < 1."""
-    number(cfg, f"{PARAMS}.beta", low=0.0, high=1.0, high_open=True)
-    number(cfg, f"{PARAMS}.gamma", low=0.0, high=1.0, high_open=True)
-    number(cfg, f"{PARAMS}.lambda")
-    if float(cfg[PARAMS]["beta"]) + float(cfg[PARAMS]["gamma"]) >= 1.0:
-        raise UserError(f"{PARAMS}.beta + {PARAMS}.gamma must be below 1 (they would drop every entry)")
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
     validate_inputs(cfg)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Drop outliers and the smallest entries of each task vector, then add their scaled sum to the base."""
-    params = cfg[PARAMS]
-    how = settings(params)
-    return run_merge(cfg, run, how, {"beta": float(params.beta), "gamma": float(params.gamma), "lambda": how.scale})
+    cfg, run = context.cfg, context.run
+    how = settings(cfg[PARAMS])
+    return run_merge(cfg, run, how, {"beta": float(cfg[PARAMS].beta), "gamma": float(cfg[PARAMS].gamma),
+                                     "lambda": how.scale})

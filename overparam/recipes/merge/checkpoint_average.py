@@ -7,7 +7,6 @@ With one run and `checkpoint_average.last=K`, its snapshots (listed by `store.sn
 
 from __future__ import annotations
 
-from overparam.checks import number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.ingredients import check_ingredients, resolve_ingredients
@@ -37,14 +36,14 @@ def select(cfg) -> list[RunRef]:
     return found[-int(last):]
 
 
-def validate(cfg: dict) -> None:
-    """last is a positive integer or null; the checkpoints exist and match."""
-    number(cfg, f"{PARAMS}.last", low=1, integer=True, optional=True)
+def check(params, cfg: dict) -> None:
+    """The checkpoints exist and match."""
     check_ingredients(select(cfg))
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Average the selected checkpoints (streamed); report the average and each checkpoint."""
+    cfg, run = context.cfg, context.run
     refs = select(cfg)
     setup = common.prepare_merge(cfg, refs, check_ingredients(refs))
     rows = ingredient_rows(setup)

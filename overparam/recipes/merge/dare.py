@@ -6,7 +6,6 @@ A preset of the task-vector merge (`task_vectors.py`): random sparsification at 
 
 from __future__ import annotations
 
-from overparam.checks import number
 from overparam.recipes.merge.task_vectors import TaskVectorMerge, run_merge, validate_inputs
 
 PARAMS = "dare"
@@ -18,14 +17,13 @@ def settings(params, seed: int) -> TaskVectorMerge:
                            seed=int(seed))
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; drop in [0, 1)."""
-    number(cfg, f"{PARAMS}.drop", low=0.0, high=1.0, high_open=True)
-    number(cfg, f"{PARAMS}.lambda")
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
     validate_inputs(cfg)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Drop-and-rescale every task vector, then add their scaled sum to the base."""
+    cfg, run = context.cfg, context.run
     how = settings(cfg[PARAMS], int(cfg.seed))
     return run_merge(cfg, run, how, {"drop": float(cfg[PARAMS].drop), "lambda": how.scale})

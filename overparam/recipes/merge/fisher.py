@@ -14,14 +14,12 @@ from typing import Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
-from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
 from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 
 PARAMS = "fisher"
-KINDS = ("exact", "empirical")
 
 
 def diagonal_fisher(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, kind: str = "exact",
@@ -118,18 +116,16 @@ def _weights(cfg, count: int) -> list[float] | None:
     return weights
 
 
-def validate(cfg: dict) -> None:
-    """kind, samples, floor and per-model weights make sense; ingredients exist and match."""
-    choice(cfg, f"{PARAMS}.kind", KINDS)
-    number(cfg, f"{PARAMS}.samples", low=1, integer=True)
-    number(cfg, f"{PARAMS}.floor", low=0.0)
+def check(params, cfg: dict) -> None:
+    """Ingredients exist and match; one weight per ingredient."""
     check = common.validate_refs(cfg)
     _weights(cfg, len(check.refs))
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Estimate each ingredient's Fisher, merge, evaluate, save."""
 
+    cfg, run = context.cfg, context.run
     setup = common.open_merge(cfg)
     params = cfg[PARAMS]
     weights = _weights(cfg, len(setup.refs))

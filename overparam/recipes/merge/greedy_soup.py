@@ -9,20 +9,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from overparam.checks import choice
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
 from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 
-ACCEPT = ("gt", "ge")
 
-
-def validate(cfg: dict) -> None:
-    """soup.accept is gt|ge; ingredients exist and match; a val split exists to select on."""
-    choice(cfg, "soup.accept", ACCEPT)
-    if not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
-        raise UserError("greedy_soup selects on the val split: set dataset.val_fraction > 0")
+def check(params, cfg: dict) -> None:
+    """Ingredients exist and match."""
     common.validate_refs(cfg)
 
 
@@ -59,13 +53,14 @@ def greedy(setup: common.MergeSetup, rows: list[dict], accept: str,
     return _mean(total, len(kept)), kept
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Greedy soup of the ingredients; report the soup and every ingredient on val and test."""
+    cfg, run = context.cfg, context.run
     setup = common.open_merge(cfg)
     if setup.data.val_x is None:
         raise UserError("greedy_soup selects on the val split: set dataset.val_fraction > 0")
     rows = ingredient_rows(setup)
-    soup, kept = greedy(setup, rows, str(cfg.soup.accept))
+    soup, kept = greedy(setup, rows, params["soup.accept"])
     for index, row in enumerate(rows):
         row["in_soup"] = int(index in kept)
     final = common.save_merged(run, setup, soup)

@@ -9,7 +9,6 @@ that checkpoint, with different data orders: the instability analysis behind lat
 
 from __future__ import annotations
 
-from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.ingredients import IngredientCheck, check_ingredients
@@ -17,7 +16,6 @@ from overparam.recipes.merge.states import load_weights
 from overparam.store.load import RunRef
 
 PARAMS = "lmc"
-SPLITS = ("train", "val", "test")
 
 
 def barrier(values: list[float]) -> float:
@@ -53,33 +51,19 @@ def path_barriers(rows: list[dict], split: str, prefix: str = "") -> dict:
             f"{prefix}midpoint_{split}_accuracy": rows[len(rows) // 2][f"{split}_accuracy"]}
 
 
-def _from(cfg) -> str | None:
-    return (cfg.get(PARAMS) or {}).get("from")
-
-
-def _seeds(cfg) -> list[int] | None:
-    seeds = (cfg.get(PARAMS) or {}).get("seeds")
-    return None if seeds is None else [int(s) for s in seeds]
-
-
-def validate(cfg: dict) -> None:
-    """points >= 2, a known split, and two ingredients (or one checkpoint in lmc.from)."""
-    number(cfg, f"{PARAMS}.points", low=2, integer=True)
-    choice(cfg, f"{PARAMS}.split", SPLITS)
-    origin = _from(cfg)
-    seeds = _seeds(cfg)
+def check(params, cfg: dict) -> None:
+    """Two ingredients, or one checkpoint in lmc.from, or two different seeds."""
+    origin, seeds = params["lmc.from"], params["lmc.seeds"]
     if sum(bool(x) for x in (origin, seeds, cfg.get("ingredients"))) > 1:
         raise UserError(f"give one of ingredients, {PARAMS}.from and {PARAMS}.seeds")
     if seeds is not None:
         if len(seeds) != 2 or seeds[0] == seeds[1]:
-            raise UserError(f"{PARAMS}.seeds takes two different seeds, got {seeds}")
+            raise UserError(f"{PARAMS}.seeds takes two different seeds, got {list(seeds)}")
     elif origin:
         ref = RunRef.parse(origin)
         check_ingredients([ref], key=f"{PARAMS}.from")
     else:
         common.validate_refs(cfg, minimum=2, maximum=2)
-    if cfg[PARAMS]["split"] == "val" and not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
-        raise UserError(f"{PARAMS}.split=val needs dataset.val_fraction > 0")
 
 
 def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[dict, dict, dict]:
@@ -135,12 +119,12 @@ def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dic
     return setup, states[0], states[1], figures
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Evaluate the path before and after alignment; report the barriers."""
-    params = cfg[PARAMS]
-    points, split = int(params.points), str(params.split)
-    origin = _from(cfg)
-    seeds = _seeds(cfg)
+    cfg, run = context.cfg, context.run
+    points, split = params["lmc.points"], params["lmc.split"]
+    origin = params["lmc.from"]
+    seeds = None if params["lmc.seeds"] is None else [int(s) for s in params["lmc.seeds"]]
     if seeds is not None:
         setup, a, b, extra = train_from_seeds(cfg, run, seeds)
     elif origin:
@@ -156,7 +140,7 @@ def run(cfg, run) -> dict:
         raise UserError(f"{PARAMS}.split=val needs dataset.val_fraction > 0")
     rows = [{"aligned": False, **r} for r in path(setup, a, b, points, split)]
     summary = {**path_barriers(rows, split), **extra}
-    if bool(params.align):
+    if params["lmc.align"]:
         from overparam.models.permutation import align, spec_for
 
         spec = spec_for(setup.model, setup.data.input_shape)
@@ -170,7 +154,7 @@ def run(cfg, run) -> dict:
     # The run's model is the midpoint of the (aligned, if aligned) path: the merge this analysis is about.
     from overparam.recipes.merge.wise_ft import interpolate
 
-    final = common.save_merged(run, setup, interpolate(a, b_aligned if bool(params.align) else b, 0.5))
+    final = common.save_merged(run, setup, interpolate(a, b_aligned if params["lmc.align"] else b, 0.5))
     del final
     summary.update({k: v for k, v in midpoint.items() if k.endswith(("_accuracy", "_loss"))})
     summary.update({"points": points, "split": split, **setup.notes})

@@ -8,14 +8,12 @@ beside the aligned one.
 
 from __future__ import annotations
 
-from overparam.checks import choice, number
 from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.states import load_weights, stream, weighted_average
 from overparam.recipes.merge.summary import ingredient_figures, ingredient_rows
 
 PARAMS = "rebasin"
-OUTPUTS = ("average", "aligned")
 
 
 def aligned_states(setup: common.MergeSetup, max_iterations: int = 100):
@@ -34,17 +32,16 @@ def aligned_states(setup: common.MergeSetup, max_iterations: int = 100):
         yield apply_permutation(spec, perms, state), moved
 
 
-def validate(cfg: dict) -> None:
+def check(params, cfg: dict) -> None:
     """Two or more ingredients of one architecture that has a permutation spec."""
-    choice(cfg, f"{PARAMS}.output", OUTPUTS)
-    number(cfg, f"{PARAMS}.max_iterations", low=1, integer=True)
     check = common.validate_refs(cfg, minimum=2)
-    if cfg[PARAMS]["output"] == "aligned" and len(check.refs) != 2:
+    if params["rebasin.output"] == "aligned" and len(check.refs) != 2:
         raise UserError(f"{PARAMS}.output=aligned needs exactly two ingredients, got {len(check.refs)}")
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Align, average (or keep the aligned model), and compare with the naive average."""
+    cfg, run = context.cfg, context.run
     setup = common.open_merge(cfg, minimum=2)
     rows = ingredient_rows(setup)
     naive = weighted_average(stream(setup.refs, setup.device))

@@ -13,8 +13,6 @@ the checkpoint `phase_<p>_copy_<c>`: a killed run resumes at the first copy not 
 
 from __future__ import annotations
 
-from overparam.checks import choice, number
-from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.evaluation import recalibrate_batchnorm
 from overparam.recipes.merge.ingredients import ref_text, validate_base
@@ -22,8 +20,6 @@ from overparam.recipes.merge.states import weighted_average
 from overparam.recipes.merge.greedy_soup import greedy
 
 PARAMS = "sms"
-VARY = ("seed", "data_order", "weight_decay", "lr")
-SOUPS = ("uniform", "greedy")
 
 
 def phase_remaining(sparsity: float, phase: int, phases: int) -> float:
@@ -58,26 +54,8 @@ def retrain_schedule(cfg) -> dict:
     return train
 
 
-def validate(cfg: dict) -> None:
-    """Phases, copies, variation, soup and the target sparsity; the starting model if given."""
-    number(cfg, f"{PARAMS}.phases", low=1, integer=True)
-    number(cfg, f"{PARAMS}.copies", low=1, integer=True)
-    choice(cfg, f"{PARAMS}.vary", VARY)
-    choice(cfg, f"{PARAMS}.soup", SOUPS)
-    choice(cfg, f"{PARAMS}.accept", ("gt", "ge"))
-    number(cfg, f"{PARAMS}.retrain_epochs", low=0, low_open=True, optional=True)
-    params = cfg[PARAMS]
-    if not float(cfg.get("sparsity") or 0) > 0:
-        raise UserError("sms needs a target sparsity > 0 (sparsity=0.9)")
-    if params["vary"] in ("lr", "weight_decay"):
-        values = params.get("values")
-        if not isinstance(values, (list, tuple)) or len(values) != int(params["copies"]):
-            raise UserError(f"{PARAMS}.vary={params['vary']} needs {PARAMS}.values: one number per copy "
-                            f"({params['copies']} of them)")
-        if any(not isinstance(v, (int, float)) or v < 0 for v in values):
-            raise UserError(f"{PARAMS}.values must be non-negative numbers, got {values}")
-    if params["soup"] == "greedy" and not float((cfg.get("dataset") or {}).get("val_fraction") or 0):
-        raise UserError(f"{PARAMS}.soup=greedy selects on the val split: set dataset.val_fraction > 0")
+def check(params, cfg: dict) -> None:
+    """The starting model, if given."""
     if cfg.get("base"):
         validate_base(cfg, None)
 
@@ -109,7 +87,7 @@ def _level_row(summary: dict) -> dict:
     return {**{k: v for k, v in summary.items() if k != "lineage"}, **({"lineage": lineage} if lineage else {})}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Prune, retrain copies, soup; phase after phase. One summary row (`levels`) per phase."""
     import copy as copying
 
@@ -120,6 +98,7 @@ def run(cfg, run) -> dict:
     from overparam.recipes.prune import common as prune_common
     from overparam.recipes.prune.masks import select_masks
 
+    cfg, run = context.cfg, context.run
     params = cfg[PARAMS]
     phases, copies = int(params.phases), int(params.copies)
     setup = prepare(cfg)

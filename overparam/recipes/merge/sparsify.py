@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import torch
 
-MODES = ("none", "magnitude", "random", "breadcrumbs")
-SCOPES = ("global", "tensor")
-
 
 def _rank_mask(values: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
     """Boolean mask of the `count` largest (or smallest) entries of `values` (flat order breaks ties)."""

@@ -5,7 +5,6 @@ A preset of the task-vector merge (`task_vectors.py`): no sparsification, no sig
 
 from __future__ import annotations
 
-from overparam.checks import number
 from overparam.recipes.merge.task_vectors import TaskVectorMerge, run_merge, validate_inputs
 
 PARAMS = "task_arithmetic"
@@ -15,13 +14,13 @@ def settings(params) -> TaskVectorMerge:
     return TaskVectorMerge(scale=float(params["lambda"]))
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; lambda is a number."""
-    number(cfg, f"{PARAMS}.lambda")
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
     validate_inputs(cfg)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Add lambda times the sum of the ingredients' task vectors to the base."""
+    cfg, run = context.cfg, context.run
     how = settings(cfg[PARAMS])
     return run_merge(cfg, run, how, {"lambda": how.scale})

@@ -15,16 +15,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
-from overparam.checks import choice, number
-from overparam.errors import UserError
 from overparam.recipes.merge import common
 from overparam.recipes.merge.ingredients import ref_text, validate_base
 from overparam.recipes.merge.states import finish_state, is_averaged, load_weights, stream
 from overparam.recipes.merge.summary import ingredient_figures, ingredient_rows, masked_sparsity
-from overparam.recipes.merge.sparsify import MODES, SCOPES, elect_signs, sparsify_deltas
+from overparam.recipes.merge.sparsify import elect_signs, sparsify_deltas
 
 PARAMS = "task_vectors"
-CONSENSUS = ("none", "sign")
 
 
 @dataclass(frozen=True)
@@ -119,23 +116,14 @@ def settings(cfg) -> TaskVectorMerge:
                            seed=int(cfg.seed))
 
 
-def validate(cfg: dict) -> None:
-    """sparsify, consensus and scope are known; density in (0, 1], gamma in [0, 1); ingredients and base match."""
-    choice(cfg, f"{PARAMS}.sparsify", MODES)
-    choice(cfg, f"{PARAMS}.consensus", CONSENSUS)
-    choice(cfg, f"{PARAMS}.scope", SCOPES)
-    number(cfg, f"{PARAMS}.density", low=0.0, high=1.0, low_open=True)
-    number(cfg, f"{PARAMS}.gamma", low=0.0, high=1.0, high_open=True)
-    number(cfg, f"{PARAMS}.lambda")
-    params = cfg[PARAMS]
-    if params["sparsify"] == "breadcrumbs" and float(params["density"]) + float(params["gamma"]) > 1.0:
-        raise UserError(f"{PARAMS}.density + {PARAMS}.gamma must be at most 1 (breadcrumbs keeps density "
-                        f"below the dropped gamma), got {params['density']} + {params['gamma']}")
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
     validate_inputs(cfg)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Sparsify every task vector, combine them, add lambda times the result to the base."""
+    cfg, run = context.cfg, context.run
     how = settings(cfg)
     extra = {k: v for k, v in asdict(how).items() if k not in ("scale", "seed", "smallest")}
     return run_merge(cfg, run, how, {**extra, "lambda": how.scale})

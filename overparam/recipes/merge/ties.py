@@ -10,8 +10,6 @@ merged = base + lambda * disjoint mean. A preset of the task-vector merge (`task
 
 from __future__ import annotations
 
-from overparam.checks import choice, number
-from overparam.recipes.merge.sparsify import SCOPES
 from overparam.recipes.merge.task_vectors import TaskVectorMerge, run_merge, validate_inputs
 
 PARAMS = "ties"
@@ -22,15 +20,13 @@ def settings(params) -> TaskVectorMerge:
                            scope=str(params.get("scope") or "global"), scale=float(params["lambda"]))
 
 
-def validate(cfg: dict) -> None:
-    """Ingredients and base exist and match; density in (0, 1]; scope global|tensor."""
-    number(cfg, f"{PARAMS}.density", low=0.0, high=1.0, low_open=True)
-    number(cfg, f"{PARAMS}.lambda")
-    choice(cfg, f"{PARAMS}.scope", SCOPES)
+def check(params, cfg: dict) -> None:
+    """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
     validate_inputs(cfg)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """TIES-merge the ingredients' task vectors onto the base."""
+    cfg, run = context.cfg, context.run
     how = settings(cfg[PARAMS])
     return run_merge(cfg, run, how, {"density": how.density, "scope": how.scope, "lambda": how.scale})

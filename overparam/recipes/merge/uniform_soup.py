@@ -7,13 +7,14 @@ from overparam.recipes.merge.states import stream, weighted_average
 from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 
 
-def validate(cfg: dict) -> None:
+def check(params, cfg: dict) -> None:
     """Ingredients exist, finished, and share architecture, shapes and masks."""
     common.validate_refs(cfg)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Average every ingredient (streamed), evaluate the soup and each ingredient, save the soup."""
+    cfg, run = context.cfg, context.run
     setup = common.open_merge(cfg)
     rows = ingredient_rows(setup)
     soup = weighted_average(stream(setup.refs, setup.device))

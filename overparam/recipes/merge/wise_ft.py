@@ -31,11 +31,11 @@ def _alphas(cfg) -> list[float]:
         raise UserError(f"{PARAMS}.alphas={list(alphas)!r} must be numbers") from None
 
 
-def validate(cfg: dict) -> None:
-    """One fine-tuned ingredient, its base, and a list of alphas."""
+def check(params, cfg: dict) -> None:
+    """One fine-tuned ingredient, its base; the alphas are numbers and save_alpha one of them."""
     _alphas(cfg)
-    save = (cfg.get(PARAMS) or {}).get("save_alpha")
-    if save is not None and float(save) not in _alphas(cfg):
+    save = params["wise_ft.save_alpha"]
+    if save is not None and save not in _alphas(cfg):
         raise UserError(f"{PARAMS}.save_alpha={save} is not one of {PARAMS}.alphas")
     shift = shift_settings(cfg)
     from overparam.data.mnist1d_settings import STANDARD, generator_args
@@ -46,8 +46,9 @@ def validate(cfg: dict) -> None:
     validate_base(cfg, check)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Evaluate every alpha; save the chosen one as the run's model."""
+    cfg, run = context.cfg, context.run
     setup = common.open_merge(cfg, minimum=1, maximum=1)
     base_ref = validate_base(cfg, setup.check)
     base = load_weights(base_ref, setup.device)

@@ -9,15 +9,6 @@ import torch
 from overparam.recipes.prune import common
 
 
-def validate_at_init(cfg: dict, *, scope: bool = True) -> None:
-    """Checks of the keys every pruning-at-init method has: prune.scope, prune.output_rate (0..1)."""
-    from overparam.checks import choice, number
-
-    if scope:
-        choice(cfg, "prune.scope", common.SCOPES)
-    number(cfg, "prune.output_rate", low=0.0, high=1.0, optional=True)
-
-
 def score_batch(data, cfg, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`batches` training batches of the seeded first-epoch order: the data a saliency score sees."""
     from overparam.engine.fit import epoch_order

@@ -27,16 +27,6 @@ from overparam.recipes.prune import common
 from overparam.recipes.prune.masks import round_to_total
 
 
-def validate(cfg: dict) -> None:
-    """channel's keys: channel.scope, channel.min_fraction in [0, 1], channel.shrink (bool)."""
-    from overparam.checks import choice, number
-
-    choice(cfg, "channel.scope", common.SCOPES)
-    number(cfg, "channel.min_fraction", low=0.0, high=1.0, optional=True)
-    if not isinstance(common.get(cfg, "channel.shrink"), bool):
-        raise UserError(f"channel.shrink={common.get(cfg, 'channel.shrink')!r} must be true or false")
-
-
 def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The prunable layers in order, checked to form a chain (each one's outputs are the next one's inputs)."""
     from overparam.models.masked import masked_modules
@@ -152,7 +142,7 @@ def expand_into(full: nn.Module, small: nn.Module, keep: dict[str, torch.Tensor]
             kept_inputs = rows if name in keep else None
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Dense training, L1 channel pruning to `sparsity` of hidden channels, (shrinking,) fine-tuning."""
     import copy
 
@@ -160,6 +150,7 @@ def run(cfg, run) -> dict:
     from overparam.models import count_parameters
     from overparam.recipes.common import prepare
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     model = common.make_prunable(setup.new_model(), exclude_output=False)
     chain(model)

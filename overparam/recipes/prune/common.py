@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -23,50 +22,8 @@ from overparam.checks import get  # dotted-key reads, shared with the global che
 from overparam.recipes.prune.stats import (  # noqa: F401
     LEVEL_ROW_KEYS, flops_per_example, level_row, mask_statistics, print_level_table)
 
-SCOPES = ("global", "layerwise")
-DISTRIBUTIONS = ("uniform", "erk")
-REWIND_PATTERN = re.compile(r"^(init|none|(\d+)(it|ep))$")
-
-
-# --- validation helpers ---------------------------------------------------------------------------
-
-
-
-def validate_prune_block(cfg: dict, *, rate: bool = True) -> None:
-    """Checks of the shared `prune.*` keys: rate in (0, 1), scope, output_rate."""
-    from overparam.checks import choice, number
-
-    if rate:
-        number(cfg, "prune.rate", low=0.0, high=1.0, low_open=True, high_open=True)
-    if get(cfg, "prune.scope") is not None:
-        choice(cfg, "prune.scope", SCOPES)
-    number(cfg, "prune.output_rate", low=0.0, optional=True)
-    output_rate = float(get(cfg, "prune.output_rate", 1.0) or 0.0)
-    if rate and output_rate * float(get(cfg, "prune.rate")) >= 1.0:
-        raise UserError(f"prune.output_rate={output_rate} times prune.rate={get(cfg, 'prune.rate')} must stay below 1")
-
-
-def parse_rewind(text: Any) -> tuple[str, int]:
-    """`init` -> ("init", 0); `none` -> ("none", 0); `500it` -> ("it", 500); `2ep` -> ("ep", 2)."""
-    match = REWIND_PATTERN.match(str(text))
-    if not match:
-        raise UserError(f"rewind={text!r} is not allowed; use init, none, <N>it or <N>ep (e.g. rewind=500it)")
-    if match.group(2) is None:
-        return match.group(1), 0
-    return match.group(3), int(match.group(2))
-
-
-def validate_rewind(cfg: dict) -> None:
-    """rewind syntax, retrain.lr_schedule, and a rewind point inside training when that is knowable now."""
-    from overparam.checks import choice
-
-    kind, amount = parse_rewind(get(cfg, "rewind"))
-    choice(cfg, "retrain.lr_schedule", ("ft", "lrw", "clr"))
-    steps, epochs = get(cfg, "train.steps"), get(cfg, "train.epochs")
-    if kind == "it" and steps is not None and amount >= int(steps):
-        raise UserError(f"rewind={get(cfg, 'rewind')} is not before the end of training (train.steps={steps})")
-    if kind == "ep" and epochs is not None and amount >= float(epochs):
-        raise UserError(f"rewind={get(cfg, 'rewind')} is not before the end of training (train.epochs={epochs})")
+# The values a config may take are declared with the parameters (torch-free); the recipes read them here.
+from overparam.recipes.prune.params import DISTRIBUTIONS, REWIND_PATTERN, SCOPES, parse_rewind  # noqa: F401,E402
 
 
 def target_count(total: int, sparsity: float) -> int:

@@ -16,18 +16,6 @@ import torch.nn.functional as F
 from overparam.errors import UserError
 from overparam.recipes.prune import common
 
-SCORES = ("el2n", "grand", "random")
-
-
-def validate(cfg: dict) -> None:
-    """data_diet's keys: diet.keep in (0, 1], diet.score, diet.seeds >= 1, diet.epochs > 0."""
-    from overparam.checks import choice, number
-
-    number(cfg, "diet.keep", low=0.0, high=1.0, low_open=True)
-    choice(cfg, "diet.score", SCORES)
-    number(cfg, "diet.seeds", low=1, integer=True)
-    number(cfg, "diet.epochs", low=0, low_open=True)
-
 
 @torch.no_grad()
 def el2n(model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 2048) -> torch.Tensor:
@@ -87,11 +75,12 @@ def example_scores(cfg, setup, kind: str) -> torch.Tensor:
     return total / int(cfg.diet.seeds)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Score the training examples, keep `diet.keep` of them, train on the kept subset."""
     from overparam.engine import fit
     from overparam.recipes.common import prepare
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     kind = str(cfg.diet.score)
     scoring = run.phase("diet_scores")

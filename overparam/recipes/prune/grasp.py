@@ -15,17 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from overparam.recipes.prune import common
-from overparam.recipes.prune.at_init import run_at_init, score_batch, validate_at_init
+from overparam.recipes.prune.at_init import run_at_init, score_batch
 from overparam.recipes.prune.masks import select_masks
-
-
-def validate(cfg: dict) -> None:
-    """grasp's keys: prune.scope, prune.output_rate, prune.score_batches >= 1, prune.temperature > 0."""
-    from overparam.checks import number
-
-    validate_at_init(cfg)
-    number(cfg, "prune.score_batches", low=1, integer=True)
-    number(cfg, "prune.temperature", low=0.0, low_open=True)
 
 
 def grasp_scores(model, x: torch.Tensor, y: torch.Tensor, temperature: float = 200.0) -> dict[str, torch.Tensor]:
@@ -41,9 +32,10 @@ def grasp_scores(model, x: torch.Tensor, y: torch.Tensor, temperature: float = 2
     return {name: (w * hg).detach().cpu() for (name, w), hg in zip(weights.items(), hessian_grad)}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """GraSP masks to `sparsity` at initialization, then training."""
 
+    cfg, run = context.cfg, context.run
     def masks(model, setup, keep, sparsity, output_rate):
         x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
         scores = grasp_scores(model, x, y, float(cfg.prune.temperature))

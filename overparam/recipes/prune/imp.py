@@ -33,19 +33,7 @@ from overparam.errors import UserError
 from overparam.recipes.prune import common
 from overparam.recipes.prune.masks import distribution_counts, random_masks, select_masks
 
-CONTROLS = ("none", "random_reinit", "random_mask", "random_prune")
 RETRAIN_SCHEDULES = ("ft", "lrw", "clr")
-
-
-def validate(cfg: dict) -> None:
-    """imp's own keys: prune.rate in (0, 1), scope, output_rate, rewind syntax, retraining, control."""
-    from overparam.checks import choice
-
-    common.validate_prune_block(cfg)
-    common.validate_rewind(cfg)
-    choice(cfg, "control", CONTROLS)
-    if common.get(cfg, "control") == "random_prune":
-        choice(cfg, "prune.distribution", common.DISTRIBUTIONS)
 
 
 # --- the plan of levels ---------------------------------------------------------------------------
@@ -431,6 +419,7 @@ def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
     return summary
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Iterative magnitude pruning to `sparsity` at `prune.rate` per round; every level in `<run>/level_<L>/`."""
+    cfg, run = context.cfg, context.run
     return run_lottery(cfg, run, oneshot=False)

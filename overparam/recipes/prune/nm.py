@@ -17,25 +17,6 @@ import torch
 from overparam.errors import UserError
 from overparam.recipes.prune import common
 
-SCHEDULES = ("oneshot", "gradual")
-
-
-def validate(cfg: dict) -> None:
-    """nm's keys: 1 <= nm.n < nm.m, schedule, gradual_fraction; `sparsity` is 0 or 1 - n/m."""
-    from overparam.checks import choice, number
-
-    number(cfg, "nm.m", low=2, integer=True)
-    number(cfg, "nm.n", low=1, integer=True)
-    n, m = int(common.get(cfg, "nm.n")), int(common.get(cfg, "nm.m"))
-    if n >= m:
-        raise UserError(f"nm.n={n} must be smaller than nm.m={m}")
-    choice(cfg, "nm.schedule", SCHEDULES)
-    number(cfg, "nm.gradual_fraction", low=0.0, high=1.0, low_open=True)
-    sparsity = float(common.get(cfg, "sparsity") or 0.0)
-    if sparsity and abs(sparsity - (1 - n / m)) > 1e-9:
-        raise UserError(f"method=nm sets the sparsity by nm.n:nm.m ({n}:{m} = {1 - n / m:g}); "
-                        f"leave sparsity at 0 or set it to {1 - n / m:g}")
-
 
 def nm_mask(weight: torch.Tensor, n: int, m: int, alive: torch.Tensor | None = None) -> torch.Tensor:
     """0/1 mask with exactly `n` of every `m` consecutive row entries kept (largest |w|; ties: first).
@@ -66,11 +47,12 @@ def apply_nm(model, n: int, m: int, keep_pruned: bool) -> None:
     common.apply_masks_by_name(model, masks)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """N:M pruning by magnitude (one-shot after dense training, or gradually during training)."""
     from overparam.engine import fit
     from overparam.recipes.common import prepare
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     n, m = int(cfg.nm.n), int(cfg.nm.m)
     model = common.make_prunable(setup.new_model(), exclude_output=False)

@@ -9,16 +9,8 @@ from __future__ import annotations
 import torch
 
 from overparam.recipes.prune import common
+from overparam.recipes.prune.at_init import run_at_init
 from overparam.recipes.prune.masks import distribution_counts, random_masks
-from overparam.recipes.prune.at_init import run_at_init, validate_at_init
-
-
-def validate(cfg: dict) -> None:
-    """random_prune's keys: prune.distribution (uniform | erk), prune.output_rate."""
-    from overparam.checks import choice
-
-    validate_at_init(cfg, scope=False)
-    choice(cfg, "prune.distribution", common.DISTRIBUTIONS)
 
 
 def random_init_masks(model, keep: int, sparsity: float, distribution: str, output_rate: float,
@@ -30,9 +22,10 @@ def random_init_masks(model, keep: int, sparsity: float, distribution: str, outp
     return random_masks(counts, shapes, generator)
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Random pruning to `sparsity` at initialization, then ordinary training."""
-    distribution = str(cfg.prune.distribution)
+    cfg, run = context.cfg, context.run
+    distribution = params["prune.distribution"]
 
     def masks(model, setup, keep, sparsity, output_rate):
         return random_init_masks(model, keep, sparsity, distribution, output_rate, int(cfg.seed))

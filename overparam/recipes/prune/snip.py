@@ -6,16 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from overparam.recipes.prune import common
-from overparam.recipes.prune.at_init import run_at_init, score_batch, validate_at_init
+from overparam.recipes.prune.at_init import run_at_init, score_batch
 from overparam.recipes.prune.masks import select_masks
-
-
-def validate(cfg: dict) -> None:
-    """snip's keys: prune.scope, prune.output_rate, prune.score_batches >= 1."""
-    from overparam.checks import number
-
-    validate_at_init(cfg)
-    number(cfg, "prune.score_batches", low=1, integer=True)
 
 
 def snip_scores(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -27,9 +19,10 @@ def snip_scores(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tens
     return {name: (g * w).detach().abs().cpu() for (name, w), g in zip(weights.items(), grads)}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """SNIP masks to `sparsity` from `prune.score_batches` batches at initialization, then training."""
 
+    cfg, run = context.cfg, context.run
     def masks(model, setup, keep, sparsity, output_rate):
         x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
         return select_masks(snip_scores(model, x, y), keep, scope=str(cfg.prune.scope),

@@ -13,16 +13,8 @@ import math
 import torch
 
 from overparam.recipes.prune import common
-from overparam.recipes.prune.at_init import run_at_init, validate_at_init
+from overparam.recipes.prune.at_init import run_at_init
 from overparam.recipes.prune.masks import select_masks
-
-
-def validate(cfg: dict) -> None:
-    """synflow's keys: prune.scope, prune.output_rate, prune.rounds >= 1."""
-    from overparam.checks import number
-
-    validate_at_init(cfg)
-    number(cfg, "prune.rounds", low=1, integer=True)
 
 
 def synflow_probe(model: torch.nn.Module) -> torch.nn.Module:
@@ -65,9 +57,10 @@ def synflow_masks(model, input_shape, keep: int, sparsity: float, output_rate: f
     return {name: mask.float() for name, mask in masks.items()}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """SynFlow masks to `sparsity` (no data), then training."""
 
+    cfg, run = context.cfg, context.run
     def masks(model, setup, keep, sparsity, output_rate):
         return synflow_masks(model, setup.data.input_shape, keep, sparsity, output_rate, str(cfg.prune.scope),
                              int(cfg.prune.rounds))

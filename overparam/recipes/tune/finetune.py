@@ -9,23 +9,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from overparam.checks import choice
 from overparam.engine import fit
 from overparam.engine.evaluate import evaluate_splits
-from overparam.errors import UserError
 from overparam.models.counting import trainable_summary
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import load_from_run
 
-MODES = ("all", "head", "norm_bias")
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
-
-
-def validate(cfg: dict) -> None:
-    """`from` names a run; finetune.train is one of all, head, norm_bias."""
-    if not cfg.get("from"):
-        raise UserError("method=finetune needs from=<run dir> (or <run dir>@level_<L>)")
-    choice(cfg, "finetune.train", MODES)
 
 
 def trainable_parameters(model: nn.Module, mode: str) -> list[nn.Parameter]:
@@ -49,10 +39,11 @@ def trainable_parameters(model: nn.Module, mode: str) -> list[nn.Parameter]:
     return chosen
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Load `from`, choose what trains, fine-tune on the configured data; save the result as model."""
     from overparam.models.masked import densify, masked_modules, sparsity_report
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     model = load_from_run(cfg["from"], setup)
     if cfg.finetune.get("dense"):

@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.checks import number
 from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.models.counting import trainable_summary
@@ -27,16 +26,6 @@ from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import load_from_run
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # masked twins are subclasses, so they qualify too
-
-
-def validate(cfg: dict) -> None:
-    """lora.rank >= 1, lora.alpha > 0, 0 <= lora.dropout < 1, targets a list of name patterns."""
-    number(cfg, "lora.rank", low=1, integer=True)
-    number(cfg, "lora.alpha", low=0.0, low_open=True)
-    number(cfg, "lora.dropout", low=0.0, high=1.0, high_open=True)
-    targets = (cfg.get("lora") or {}).get("targets")
-    if not isinstance(targets, list) or not targets:
-        raise UserError("lora.targets must be a non-empty list of module-name patterns, e.g. [fc0,fc1] or ['*']")
 
 
 class LoRA(nn.Module):
@@ -136,10 +125,11 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
             for name, module in model.named_modules() if isinstance(module, LoRA) for key in ("lora_A", "lora_B")}
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Adapt `from` (or a fresh model) with LoRA on the configured data; merge at the end if asked."""
     from overparam.engine.evaluate import evaluate
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     options = cfg.lora
     model = load_from_run(cfg["from"], setup) if cfg.get("from") else setup.new_model()

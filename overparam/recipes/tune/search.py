@@ -10,7 +10,6 @@ over those seeds, so the search only ever sees its tuning seeds. Afterwards `run
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 
 from overparam.errors import UserError
@@ -43,24 +42,15 @@ def _seeds(cfg, key: str) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def validate(cfg: dict) -> None:
-    """Tuning and evaluation seeds are disjoint lists; the searched method's own checks pass."""
-    tuning, evaluation = _seeds(cfg, "tuning_seeds"), _seeds(cfg, "eval_seeds")
-    overlap = sorted(set(tuning) & set(evaluation))
-    if overlap:
-        raise UserError(f"search.tuning_seeds and search.eval_seeds share {overlap}: evaluate on unseen seeds")
-    module = sys.modules[inner_recipe(cfg).__module__]
-    if hasattr(module, "validate"):
-        module.validate(cfg)
-
-
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """One trial: the method on every tuning seed; the summary holds the means (the objective among them)."""
     from omegaconf import OmegaConf
 
+    from overparam.recipes.context import call
     from overparam.store import Run
     from overparam.store.atomic import atomic_write_text
 
+    cfg, run = context.cfg, context.run
     recipe = inner_recipe(cfg)
     rows = []
     for seed in _seeds(cfg, "tuning_seeds"):
@@ -74,7 +64,7 @@ def run(cfg, run) -> dict:
         if sub.done:
             summary = sub.read_summary() or {}
         else:
-            summary = recipe(seed_cfg, sub) or {}
+            summary = call(recipe, seed_cfg, sub)
             summary.setdefault("method", cfg.method.name)
             sub.finish("done", summary=summary)
         rows.append({"seed": seed, **{k: v for k, v in summary.items() if isinstance(v, (int, float))}})

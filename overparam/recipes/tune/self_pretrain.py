@@ -23,22 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.checks import number
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import cached_phase, merged, replace_head
-
-
-def validate(cfg: dict) -> None:
-    """0 < pretrain_fraction < 1, 0 <= mask_fraction < 1, noise >= 0, one of them corrupts."""
-    number(cfg, "self_pretrain.pretrain_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
-    number(cfg, "self_pretrain.mask_fraction", low=0.0, high=1.0, high_open=True)
-    number(cfg, "self_pretrain.noise", low=0.0)
-    options = cfg.get("self_pretrain") or {}
-    if not options.get("mask_fraction") and not options.get("noise"):
-        raise UserError("self_pretrain needs a corruption: mask_fraction > 0 or noise > 0")
 
 
 def reconstruction_loss(mask_fraction: float, noise: float):
@@ -85,8 +74,9 @@ def sequence_reconstruction_loss(mask_fraction: float, noise: float):
     return loss_fn
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Self-pretrain, then fine-tune, within the run's training length; optionally train from scratch too."""
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     options = cfg.self_pretrain
     seed = int(cfg.seed)

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.checks import number
 from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.kernels import masked_matmul
@@ -23,16 +22,6 @@ from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import load_from_run
 
 TUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
-
-def validate(cfg: dict) -> None:
-    """`from` is set; exactly one of sparse_finetune.mask / sparse_finetune.fraction (in (0, 1])."""
-    options = cfg.get("sparse_finetune") or {}
-    if not cfg.get("from"):
-        raise UserError("method=sparse_finetune needs from=<run dir> (or <run dir>@level_<L>)")
-    if (options.get("mask") is None) == (options.get("fraction") is None):
-        raise UserError("set exactly one of sparse_finetune.mask and sparse_finetune.fraction")
-    number(cfg, "sparse_finetune.fraction", low=0.0, high=1.0, low_open=True, optional=True)
 
 
 class SparseDelta(nn.Module):
@@ -93,10 +82,11 @@ def given_subset(spec: str, layer_names: list[str]) -> dict[str, torch.Tensor]:
     return subsets
 
 
-def run(cfg, run) -> dict:
+def run(params, context) -> dict:
     """Train only the chosen subset of `from`'s weights; save the folded model."""
     from overparam.models.masked import MASKED_TYPES
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     options = cfg.sparse_finetune
     model = load_from_run(cfg["from"], setup)

@@ -1,0 +1,67 @@
+"""What a recipe receives besides its own parameters: the run it writes to and the composed config.
+
+A recipe is `run(params, context) -> summary`: `params` is its typed parameters (its Spec's `parse`), and
+`context` carries the store `Run` and the keys every run shares (model, dataset, train, optim, hardware,
+seed, paths). Called without Hydra, a context is built from a plain dict:
+
+    params = SPEC.parse(config)
+    summary = recipe(params, Context.from_dict(config, Run(out_dir, config, device="cpu").start()))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Context:
+    """The run and the composed config (an OmegaConf DictConfig, read by the shared engine helpers)."""
+
+    cfg: Any
+    run: Any
+
+    @classmethod
+    def from_dict(cls, config: dict, run: Any) -> "Context":
+        """A context from a plain nested dict (no Hydra composition)."""
+        from omegaconf import OmegaConf
+
+        return cls(cfg=OmegaConf.create(config), run=run)
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg.seed)
+
+    @property
+    def model(self) -> Any:
+        return self.cfg.model
+
+    @property
+    def dataset(self) -> Any:
+        return self.cfg.dataset
+
+    @property
+    def train(self) -> Any:
+        return self.cfg.train
+
+    @property
+    def optim(self) -> Any:
+        return self.cfg.optim
+
+    @property
+    def hardware(self) -> Any:
+        return self.cfg.hardware
+
+
+def call(recipe: Callable, cfg: Any, run: Any) -> dict:
+    """Run `recipe` on a composed config: parse the method's parameters from its Spec, build the context."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from overparam.params import Params
+    from overparam.specs import method_name, spec_for
+
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    spec = spec_for(method_name(container.get("method") or {}))
+    params = spec.parse(container) if spec is not None else Params({})
+    context = Context(cfg=cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg), run=run)
+    return recipe(params, context) or {}

@@ -1,0 +1,91 @@
+"""Every method's parameter declaration, by method name, and the keys every run shares (`SHARED`).
+
+The declarations are torch-free modules (`overparam/recipes/<family>/params.py`), imported on demand:
+`runner ls method imp` and `runner validate` read them without loading a recipe.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from overparam.errors import UserError
+from overparam.params import Param, Params, Spec
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine", "linear")
+PRECISIONS = ("fp32", "bf16", "fp16")
+KERNELS = ("auto", "torch", "triton", "sparse")
+
+# family module of each method's Spec (its SPECS dict holds the method by name)
+FAMILIES = ("overparam.recipes.prune.params", "overparam.recipes.merge.params", "overparam.recipes.tune.params",
+            "overparam.recipes.distill.params", "overparam.recipes.analysis.params")
+
+
+def _steps_or_epochs(params: Params, cfg: dict) -> None:
+    if (params["train.steps"] is None) == (params["train.epochs"] is None):
+        raise UserError("set exactly one of train.steps and train.epochs (the other to null)")
+
+
+def _mnist1d_settings(params: Params, cfg: dict) -> None:
+    dataset = cfg.get("dataset") or {}
+    if isinstance(dataset, dict) and dataset.get("name") == "mnist1d":
+        from overparam.data.mnist1d_settings import STANDARD, generator_args
+
+        # A bad variant or generator setting ends here, before a run directory is written.
+        generator_args(dataset.get("variant"), **{k: v for k, v in dataset.items() if k in STANDARD})
+
+
+def _n(key: str, kind: str = "float", **kwargs) -> Param:
+    return Param(key, kind, None, **kwargs)
+
+
+# The keys of every run (configs/train.yaml and its groups); their defaults live in those groups' files.
+SHARED = Spec("shared", [
+    _n("seed", "int", low=0, doc="seed of the initialization and the data order"),
+    _n("sparsity", low=0.0, high=1.0, high_open=True, doc="target fraction of pruned weights"),
+    _n("train.steps", "int", low=0, low_open=True, optional=True, doc="training length in steps (or train.epochs)"),
+    _n("train.epochs", low=0, low_open=True, optional=True, doc="training length in epochs (or train.steps)"),
+    _n("train.batch_size", "int", low=1, doc="examples per step"),
+    _n("train.eval_every", "int", low=1, optional=True, doc="steps between evaluations"),
+    _n("train.eval_every_epochs", low=0, low_open=True, optional=True, doc="epochs between evaluations"),
+    _n("train.checkpoint_every", "int", low=1, optional=True, doc="steps between resume points"),
+    _n("train.checkpoint_seconds", low=0.0, optional=True, doc="seconds between resume points"),
+    _n("train.snapshot_every", "int", low=1, optional=True, doc="steps between kept snapshots"),
+    _n("train.grad_clip", low=0, low_open=True, optional=True, doc="gradient norm clip"),
+    Param("optim.name", "choice", "sgd", "optimizer", choices=OPTIMIZERS),
+    _n("optim.lr", low=0.0, doc="learning rate"),
+    _n("optim.weight_decay", low=0.0, doc="weight decay"),
+    _n("optim.momentum", low=0.0, high=1.0, high_open=True, doc="momentum"),
+    _n("optim.warmup_steps", "int", low=0, doc="linear warm-up steps"),
+    Param("optim.schedule", "choice", "constant", "learning-rate schedule", choices=SCHEDULES),
+    _n("dataset.val_fraction", low=0.0, high=1.0, high_open=True, optional=True, doc="train fraction held out"),
+    _n("dataset.label_noise", low=0.0, high=1.0, optional=True, doc="fraction of labels replaced at random"),
+    _n("dataset.label_noise_seed", "int", low=0, optional=True, doc="seed of the label noise"),
+    _n("dataset.split_seed", "int", low=0, optional=True, doc="seed of the val split"),
+    Param("hardware.precision", "choice", "fp32", "compute precision", choices=PRECISIONS),
+    Param("hardware.kernel", "choice", "auto", "masked-matmul backend", choices=KERNELS),
+    _n("hardware.threads", "int", low=1, optional=True, doc="CPU threads"),
+], check=(_steps_or_epochs, _mnist1d_settings), doc="The keys every run uses.")
+
+DENSE = Spec("dense", [], doc="Train one dense model (the baseline).")
+
+
+def all_specs() -> dict[str, Spec]:
+    """{method name: Spec} of every method of the package (imports the torch-free declaration modules)."""
+    out = {"dense": DENSE}
+    for family in FAMILIES:
+        out.update(importlib.import_module(family).SPECS)
+    return out
+
+
+def spec_for(name: str | None) -> Spec | None:
+    """The Spec of the registered method `name`, or None (a user's own component declares none)."""
+    return all_specs().get(name) if name else None
+
+
+def method_name(method: dict) -> str | None:
+    """The registered name of the method a config selects: by its `_target_` when given, else its `name`."""
+    from overparam.components import name_of_target
+
+    target = method.get("_target_")
+    return name_of_target("method", target) if target else method.get("name")
