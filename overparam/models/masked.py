@@ -16,15 +16,17 @@ from torch import nn
 
 from overparam.kernels import masked_matmul
 from overparam.kernels.conv import masked_conv
+from overparam.models.paths import modules_of_type, replace_module
 
 
 class _MaskMixin:
-    """Mask bookkeeping shared by the masked layers."""
+    """Mask bookkeeping shared by the masked layers: built like the dense layer, plus an all-ones mask."""
 
     weight: nn.Parameter
     weight_mask: torch.Tensor
 
-    def _init_mask(self) -> None:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self.register_buffer("weight_mask", torch.ones_like(self.weight, dtype=self.weight.dtype))
         self.backend: str | None = None
 
@@ -53,16 +55,13 @@ class _MaskMixin:
 class MaskedLinear(_MaskMixin, nn.Linear):
     """nn.Linear whose forward is `masked_matmul` (weights outside the mask never contribute)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
-        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_mask()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return masked_matmul(x, self.weight, self.weight_mask, self.bias, backend=self.backend)
 
 
 class _MaskedConv(_MaskMixin):
-    """Convolution through `masked_conv`: the backend (`hardware.kernel`) may compute only at the mask's nonzeros."""
+    """A convolution of any dimension (the nn.Conv*d it is mixed with) through `masked_conv`, which convolves
+    with `weight * weight_mask`; the backend (`hardware.kernel`) may compute only at the mask's nonzeros."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padding = self.padding
@@ -74,24 +73,26 @@ class _MaskedConv(_MaskMixin):
                            self.groups, backend=self.backend)
 
 
-class MaskedConv2d(_MaskedConv, nn.Conv2d):
-    """nn.Conv2d convolving with `weight * weight_mask`."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_mask()
-
-
 class MaskedConv1d(_MaskedConv, nn.Conv1d):
     """nn.Conv1d convolving with `weight * weight_mask`."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_mask()
+
+class MaskedConv2d(_MaskedConv, nn.Conv2d):
+    """nn.Conv2d convolving with `weight * weight_mask`."""
 
 
 MASKED_TWINS = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d, nn.Conv1d: MaskedConv1d}
 MASKED_TYPES = tuple(MASKED_TWINS.values())
+
+
+def _layer_like(cls: type[nn.Module], module: nn.Module) -> nn.Module:
+    """A new `cls` layer (Linear or Conv*d, masked or plain) with `module`'s shape, options, device and dtype."""
+    options = dict(bias=module.bias is not None, device=module.weight.device, dtype=module.weight.dtype)
+    if isinstance(module, nn.Linear):
+        return cls(module.in_features, module.out_features, **options)
+    return cls(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+               padding=module.padding, dilation=module.dilation, groups=module.groups,
+               padding_mode=module.padding_mode, **options)
 
 
 def _matches(name: str, patterns: Iterable[str] | None) -> bool:
@@ -99,15 +100,7 @@ def _matches(name: str, patterns: Iterable[str] | None) -> bool:
 
 
 def _twin(module: nn.Module) -> nn.Module:
-    cls = MASKED_TWINS[type(module)]
-    if cls is MaskedLinear:
-        twin = MaskedLinear(module.in_features, module.out_features, bias=module.bias is not None,
-                            device=module.weight.device, dtype=module.weight.dtype)
-    else:
-        twin = cls(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                   padding=module.padding, dilation=module.dilation, groups=module.groups,
-                   bias=module.bias is not None, padding_mode=module.padding_mode,
-                   device=module.weight.device, dtype=module.weight.dtype)
+    twin = _layer_like(MASKED_TWINS[type(module)], module)
     # Share the same Parameter objects: an optimizer built before sparsify still trains them.
     twin.weight = module.weight
     if module.bias is not None:
@@ -119,52 +112,32 @@ def _twin(module: nn.Module) -> nn.Module:
 
 def sparsify(model: nn.Module, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None) -> nn.Module:
     """Swap Linear/Conv1d/Conv2d modules (names matching `include`, default all; not `exclude`) for masked twins."""
-    for name, module in list(model.named_modules()):
-        if type(module) not in MASKED_TWINS:
-            continue
+    for name, module in modules_of_type(model, tuple(MASKED_TWINS), exact=True):
         if include is not None and not _matches(name, include):
             continue
         if _matches(name, exclude):
             continue
-        _replace(model, name, _twin(module))
+        replace_module(model, name, _twin(module))
     return model
 
 
 def densify(model: nn.Module) -> nn.Module:
     """Fold every mask into its weight and swap masked layers back to plain nn layers (for export)."""
     plain_of = {v: k for k, v in MASKED_TWINS.items()}
-    for name, module in list(model.named_modules()):
-        if not isinstance(module, MASKED_TYPES):
-            continue
-        base = plain_of[type(module)]
-        if base is nn.Linear:
-            plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None,
-                              device=module.weight.device, dtype=module.weight.dtype)
-        else:
-            plain = base(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                         padding=module.padding, dilation=module.dilation, groups=module.groups,
-                         bias=module.bias is not None, padding_mode=module.padding_mode,
-                         device=module.weight.device, dtype=module.weight.dtype)
+    for name, module in modules_of_type(model, MASKED_TYPES):
+        plain = _layer_like(plain_of[type(module)], module)
         with torch.no_grad():
             plain.weight.copy_(module.weight * module.weight_mask)
             if module.bias is not None:
                 plain.bias.copy_(module.bias)
         plain.train(module.training)
-        _replace(model, name, plain)
+        replace_module(model, name, plain)
     return model
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    if name == "":
-        raise ValueError("cannot replace the root module; wrap it in a container first")
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def masked_modules(model: nn.Module) -> dict[str, nn.Module]:
     """{name: masked layer} in registration order."""
-    return {name: m for name, m in model.named_modules() if isinstance(m, MASKED_TYPES)}
+    return dict(modules_of_type(model, MASKED_TYPES))
 
 
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:

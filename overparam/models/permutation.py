@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from overparam.errors import UserError
+from overparam.models.paths import modules_of_type
+from overparam.models.taps import FeatureTap
 
 # An axis entry: (permutation name, block) - the axis has n*block entries and unit i owns the
 # contiguous block [i*block, (i+1)*block) (block > 1 where a Linear reads flattened feature maps).
@@ -195,25 +197,17 @@ def chain_spec(model: nn.Module, input_shape) -> PermutationSpec:
 
 def _input_widths(model: nn.Module, input_shape) -> dict[str, int]:
     """Flattened input width of every Linear (channels for convs), from one forward pass."""
-    widths: dict[str, int] = {}
-    hooks = []
-    for name, module in model.named_modules():
-        if isinstance(module, _WEIGHTED):
-            def record(mod, args, _name=name):
-                x = args[0]
-                widths[_name] = int(x.shape[-1]) if isinstance(mod, nn.Linear) else int(x.shape[1])
-            hooks.append(module.register_forward_pre_hook(record))
-    try:
+    layers = dict(modules_of_type(model, _WEIGHTED))
+    with FeatureTap(model, [(name, "input") for name in layers]) as tap:
         was_training = model.training
         model.eval()
         with torch.no_grad():
             parameter = next(model.parameters())
             model(torch.zeros(2, *input_shape, device=parameter.device, dtype=parameter.dtype))
         model.train(was_training)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return widths
+        widths = {point[0]: x for point, x in tap.values.items()}
+    return {name: int(x.shape[-1]) if isinstance(layers[name], nn.Linear) else int(x.shape[1])
+            for name, x in widths.items()}
 
 
 def resnet_spec(model: nn.Module, input_shape) -> PermutationSpec:

@@ -20,15 +20,10 @@ from torch import nn
 
 from overparam.errors import UserError
 from overparam.models.common import image_shape
+from overparam.models.paths import replace_module
 
 # Models whose auxiliary heads change the training output to a tuple; the engine wants one tensor.
 AUX_LOGIT_ARCHS = ("googlenet", "inception_v3")
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def _classifier_name(model: nn.Module) -> str:
@@ -74,7 +69,7 @@ def _adapt_input_channels(model: nn.Module, channels: int, pretrained: bool, arc
         new.weight.copy_(old.weight.repeat(1, repeats, 1, 1)[:, :channels])
     if old.bias is not None:
         new.bias.copy_(old.bias)
-    _set_module(model, name, new)
+    replace_module(model, name, new)
 
 
 def _small_input_stem(model: nn.Module, arch: str) -> None:
@@ -126,9 +121,9 @@ def torchvision_model(input_shape, num_classes: int, arch: str = "resnet18", wei
         head_name = _classifier_name(model)
         head = model.get_submodule(head_name)
         if isinstance(head, nn.Linear) and head.out_features != int(num_classes):
-            _set_module(model, head_name, nn.Linear(head.in_features, int(num_classes), bias=head.bias is not None))
+            replace_module(model, head_name, nn.Linear(head.in_features, int(num_classes), bias=head.bias is not None))
         elif isinstance(head, nn.Conv2d) and head.out_channels != int(num_classes):
-            _set_module(model, head_name, nn.Conv2d(head.in_channels, int(num_classes), 1))
+            replace_module(model, head_name, nn.Conv2d(head.in_channels, int(num_classes), 1))
     if small_input_stem:
         _small_input_stem(model, arch)
     _adapt_input_channels(model, channels, weights is not None, arch)

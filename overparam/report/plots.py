@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
-import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from overparam.errors import UserError
 from overparam.report.aggregate import METRIC_ALIASES, Cell, Table, cell_records, display, resolve_metric
 from overparam.report.index import Record, SEED_KEYS, varying_keys
 from overparam.report.readable import spread_phrase
+from overparam.store.metrics import MetricRows, metrics_file, read_metric_rows
 
 PLOT_KINDS = ("auto", "lottery", "path", "bar")
 
@@ -250,24 +251,11 @@ def choose_kind(records: list[Record]) -> str:
     return "bar"
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Rows of a run's metrics.jsonl; a torn last line (a killed run) and lines that are not rows are skipped."""
-    rows = []
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+def read_metrics(run_dir: str | Path) -> MetricRows:
+    """Rows of a run's metrics.jsonl (`store.metrics`: a torn last line, from a killed run, is left out)."""
+    if not metrics_file(run_dir).is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    row = json.loads(line)
-                except (json.JSONDecodeError, RecursionError):
-                    continue
-                if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
-                    rows.append(row)
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    return rows
+    return read_metric_rows(run_dir)
 
 
 def curves_figure(run_dir: str | Path, out: str | Path, metric: str = "test_accuracy") -> Path:
@@ -276,7 +264,11 @@ def curves_figure(run_dir: str | Path, out: str | Path, metric: str = "test_accu
     split, _, name = metric.partition("_")
     if not name:
         raise UserError(f"--metric {metric}: curves need <split>_<metric>, e.g. test_accuracy or val_loss")
-    rows = [r for r in read_metrics(run_dir) if r.get("split") == split and r.get("metric") == name
+    all_rows = read_metrics(run_dir)
+    if all_rows.torn:
+        print(f"note: {metrics_file(run_dir)} ends in a line cut short (a killed run?); it is left out",
+              file=sys.stderr)
+    rows = [r for r in all_rows if r.get("split") == split and r.get("metric") == name
             and isinstance(r.get("value"), (int, float)) and (r.get("level") is None or type(r["level"]) is int)]
     if not rows:
         raise UserError(f"{run_dir}/metrics.jsonl has no rows with split={split} metric={name}")

@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from overparam.store.metrics import read_metric_rows  # noqa: F401 - the one metrics.jsonl reader, used below
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -107,16 +109,6 @@ def copy_level(source: Path, target: Path, *, reused_from: str | None = None) ->
         summary["lineage"] = {**(summary.get("lineage") or {}), "reused_from": str(reused_from)}
         staging.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(staging, target / "summary.json")
-
-
-def read_metric_rows(path: Path) -> list[dict]:
-    rows = []
-    metrics = Path(path) / "metrics.jsonl"
-    if metrics.is_file():
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
-    return rows
 
 
 def replay_metrics(run, rows: list[dict], level: int) -> None:

@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from overparam.errors import UserError
 
@@ -91,38 +91,54 @@ def _yaml_events_check(text: str, path: Path) -> None:
             raise UserError(f"{path}: has the YAML tag {tag}; run files are plain data without tags")
 
 
-def read_yaml(path: str | os.PathLike, *, limit: int = MAX_YAML_BYTES) -> Any:
-    """A YAML file from a run directory as plain data (None if it does not exist); UserError if it is not data."""
-    import yaml
-
+def _read_data(path: str | os.PathLike, limit: int, parse: Callable[[str, Path], Any]) -> Any:
+    """`parse(text, path)` of a run file as plain data of bounded depth (None if the file does not exist)."""
     path = Path(path)
     text = _read_text(path, limit)
     if text is None:
         return None
     try:
+        return _check_depth(parse(text, path), path)
+    except RecursionError:
+        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
+
+
+def _parse_yaml(text: str, path: Path) -> Any:
+    import yaml
+
+    try:
         _yaml_events_check(text, path)
-        return _check_depth(yaml.load(text, Loader=yaml_loader()), path)
+        return yaml.load(text, Loader=yaml_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or _one_line(exc)
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
+
+
+def _parse_json(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def read_yaml(path: str | os.PathLike, *, limit: int = MAX_YAML_BYTES) -> Any:
+    """A YAML file from a run directory as plain data (None if it does not exist); UserError if it is not data."""
+    return _read_data(path, limit, _parse_yaml)
 
 
 def read_json_file(path: str | os.PathLike, *, limit: int = MAX_JSON_BYTES) -> Any:
     """A JSON file from a run directory (None if it does not exist); UserError if it is malformed or huge."""
-    path = Path(path)
-    text = _read_text(path, limit)
-    if text is None:
-        return None
-    try:
-        return _check_depth(json.loads(text), path)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
+    return _read_data(path, limit, _parse_json)
+
+
+def _json_object(path: Path, what: str) -> dict | None:
+    """A JSON file that must hold an object (None when absent); UserError naming `what` it should be."""
+    value = read_json_file(path)
+    if value is not None and not isinstance(value, dict):
+        raise UserError(f"{path}: not {what} (a JSON object)")
+    return value
 
 
 def _one_line(exc: BaseException) -> str:
@@ -199,11 +215,7 @@ def saved_config(run_dir: str | Path, *, trust: bool | None = None):
 
 def run_info(run_dir: str | Path) -> dict | None:
     """run.json of a run directory as a mapping (None when absent); UserError when malformed."""
-    path = Path(run_dir) / "run.json"
-    info = read_json_file(path)
-    if info is not None and not isinstance(info, dict):
-        raise UserError(f"{path}: not a run record (a JSON object)")
-    return info
+    return _json_object(Path(run_dir) / "run.json", "a run record")
 
 
 def check_finished(run_dir: str | Path) -> dict:
@@ -341,11 +353,7 @@ def saved_overrides(run_dir: str | Path, *, trust: bool | None = None) -> list[s
 
 def saved_summary(run_dir: str | Path) -> dict | None:
     """summary.json of a run as a mapping (None when absent)."""
-    path = Path(run_dir) / "summary.json"
-    summary = read_json_file(path)
-    if summary is not None and not isinstance(summary, dict):
-        raise UserError(f"{path}: not a summary (a JSON object)")
-    return summary
+    return _json_object(Path(run_dir) / "summary.json", "a summary")
 
 
 # Keys of a composed config that name one run to start from: opened (and checked) before anything runs.

@@ -24,6 +24,7 @@ from overparam.errors import UserError
 from overparam.store.atomic import atomic_write_json, atomic_write_text, read_json
 from overparam.store.checkpoint import file_sha256, load_state, save_state
 from overparam.store.identity import config_hash  # the one identity rule (re-exported for callers)
+from overparam.store.metrics import end_torn_line, read_metric_rows
 
 __all__ = ["Run", "config_hash", "environment_info"]
 
@@ -215,6 +216,7 @@ class Run:
     def log(self, step: int, split: str, metrics: dict, level: int | None = None) -> None:
         """Append one row per metric to metrics.jsonl and forward them to the loggers."""
         if self._metrics_handle is None:
+            end_torn_line(self.metrics_path)
             self._metrics_handle = open(self.metrics_path, "a", encoding="utf-8")
         lines = []
         for name, value in metrics.items():
@@ -229,17 +231,8 @@ class Run:
             logger.log_metrics({f"{prefix}{split}/{k}": float(v) for k, v in metrics.items()}, step)
 
     def read_metrics(self) -> list[dict]:
-        """All rows of metrics.jsonl (a torn last line from a kill is ignored)."""
-        rows = []
-        if not self.metrics_path.exists():
-            return rows
-        with open(self.metrics_path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-        return rows
+        """All rows of metrics.jsonl (a torn last line from a kill is left out: `store.metrics`)."""
+        return read_metric_rows(self.metrics_path)
 
     def truncate_metrics(self, level: int | None, step: int) -> None:
         """Drop rows logged after (level, step): a resumed phase logs them again."""

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from overparam.recipes.distill.losses import FeatureTaps, WeightedTerms, ce_term, cka_term, kd_term, linear_cka
+from overparam.recipes.distill.losses import WeightedTerms, ce_term, cka_term, kd_term, linear_cka
 
 
 def softmax(values, temperature):
@@ -60,15 +60,3 @@ def test_linear_cka_is_one_under_rotation_and_scaling():
     rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=generator))
     assert float(linear_cka(features, 3.0 * features @ rotation)) == pytest.approx(1.0, abs=1e-5)
     assert float(cka_term(features, torch.randn(64, 8, generator=generator))) > 0.3
-
-
-def test_feature_taps_read_module_outputs_by_path():
-    from overparam.models.zoo import mlp
-
-    model = mlp((10,), 3, widths=[6, 5])
-    taps = FeatureTaps(model, ["fc1", "."])
-    x = torch.randn(4, 10)
-    out = model(x)
-    assert taps["fc1"].shape == (4, 5) and torch.equal(taps["."], out)
-    taps.close()
-    assert not model.fc1._forward_hooks

@@ -15,10 +15,11 @@ from torch import nn
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError
+from overparam.models.taps import FeatureTap, embedding_point
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.kd import new_student, teacher_figures
-from overparam.recipes.distill.losses import FeatureTaps, WeightedTerms, ce_term, cka_term, mapped_mse_term
-from overparam.recipes.tune.source import frozen, obtain_model, output_head, steps_between_logs
+from overparam.recipes.distill.losses import WeightedTerms, ce_term, cka_term, mapped_mse_term
+from overparam.recipes.tune.source import frozen, obtain_model, steps_between_logs
 
 EMBEDDING = "embedding"  # the input of the classifier layer, for any model of the zoo
 
@@ -35,24 +36,9 @@ class Guided(nn.Module):
         return self.student(x)
 
 
-class Taps:
-    """Features of a model at paths; `embedding` is the classifier's input (a forward pre-hook)."""
-
-    def __init__(self, model: nn.Module, paths: list[str]):
-        self.values: dict[str, torch.Tensor] = {}
-        self.module_taps = FeatureTaps(model, [p for p in paths if p != EMBEDDING])
-        self.handle = None
-        if EMBEDDING in paths:
-            self.handle = output_head(model).register_forward_pre_hook(
-                lambda module, inputs: self.values.__setitem__(EMBEDDING, inputs[0]))
-
-    def __getitem__(self, path: str) -> torch.Tensor:
-        return self.values[path] if path == EMBEDDING else self.module_taps[path]
-
-    def close(self) -> None:
-        self.module_taps.close()
-        if self.handle is not None:
-            self.handle.remove()
+def tap_point(model: nn.Module, path: str) -> tuple[str, str]:
+    """Where a `feature_kd.layers` path is tapped: `embedding` at the classifier's input, a module at its output."""
+    return embedding_point(model) if path == EMBEDDING else (path, "output")
 
 
 def run(params, context) -> dict:
@@ -64,13 +50,10 @@ def run(params, context) -> dict:
     frozen(guide)
     student = new_student(cfg, setup)
     pairs = [tuple(pair.split(":")) for pair in (options.get("layers") or [f"{EMBEDDING}:{EMBEDDING}"])]
-    for student_path, guide_path in pairs:
-        for model, path, who in ((student, student_path, "student"), (guide, guide_path, "guide")):
-            if path != EMBEDDING and path not in dict(model.named_modules()):
-                raise UserError(f"feature_kd.layers: the {who} has no module {path!r}")
+    pairs = [(tap_point(student, s), tap_point(guide, g)) for s, g in pairs]
     guided = Guided(student).to(setup.device)
-    student_taps = Taps(student, [s for s, _ in pairs])
-    guide_taps = Taps(guide, [g for _, g in pairs])
+    student_taps = FeatureTap(student, [s for s, _ in pairs], "feature_kd.layers: the student")
+    guide_taps = FeatureTap(guide, [g for _, g in pairs], "feature_kd.layers: the guide")
     distance = str(options.distance)
     if distance == "linear":
         with torch.no_grad():
@@ -105,7 +88,7 @@ def run(params, context) -> dict:
     hook = terms.hook(run, steps_between_logs(kwargs["train"], len(setup.data.train_x)), total)
     result = fit(guided, setup.data, run, tag="feature_kd", label="feature_kd", loss_fn=loss_fn, step_hook=hook,
                  **kwargs)
-    student_taps.close()
-    guide_taps.close()
+    student_taps.remove()
+    guide_taps.remove()
     run.save_checkpoint("model", student.state_dict())
     return {**result.flat(), **model_summary(student), "steps": result.steps, **teacher_figures(guide, figures)}

@@ -1,4 +1,4 @@
-"""Distillation loss terms, their weighted sum, and features taken with forward hooks.
+"""Distillation loss terms and their weighted sum (features are tapped by `overparam.models.taps`).
 
 A distillation objective is a weighted sum of named terms (`kd`, `ce`, `feature`, ...); each term
 is logged on its own (`train/loss_<name>` rows of metrics.jsonl). A term whose weight is 0 is not
@@ -91,30 +91,6 @@ class WeightedTerms:
             if step % every == 0 or step == total:
                 self.flush(run, step, level)
         return step_hook
-
-
-class FeatureTaps:
-    """Outputs of modules named by path (`fc0`, `layer3.1`; `.` = the model's output), via forward hooks."""
-
-    def __init__(self, model: nn.Module, paths: list[str]):
-        self.outputs: dict[str, torch.Tensor] = {}
-        self._handles = []
-        for path in paths:
-            module = model if path in (".", "") else model.get_submodule(path)
-            self._handles.append(module.register_forward_hook(self._saver(path)))
-
-    def _saver(self, path: str):
-        def save(module, inputs, output):
-            self.outputs[path] = output
-        return save
-
-    def __getitem__(self, path: str) -> torch.Tensor:
-        return self.outputs[path]
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
 
 
 class TeacherLogits:

@@ -30,6 +30,8 @@ from torch import nn
 
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
+from overparam.errors import UserError
+from overparam.models.taps import FeatureTap, embedding_point
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.losses import WeightedTerms
 from overparam.recipes.tune.source import cached_phase, frozen, output_head, replace_head, steps_between_logs
@@ -64,11 +66,8 @@ class WithProjection(nn.Module):
         super().__init__()
         self.body = body
         self.projection = head
-        self.embedding = None
-        self._hook = output_head(body).register_forward_pre_hook(self._save)
-
-    def _save(self, module, inputs):
-        self.embedding = inputs[0]
+        self.embedding = embedding_point(body)
+        self.tap = FeatureTap(body, [self.embedding])
 
     def forward(self, x):
         return self.body(x)
@@ -76,10 +75,10 @@ class WithProjection(nn.Module):
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Projection-head outputs of a batch (before temperature and centering)."""
         self.body(x)
-        return self.projection(self.embedding.flatten(1))
+        return self.projection(self.tap[self.embedding].flatten(1))
 
     def close(self) -> None:
-        self._hook.remove()
+        self.tap.remove()
 
 
 def augment(x: torch.Tensor, shift: int, noise: float) -> torch.Tensor:

@@ -93,7 +93,7 @@ def channel_masks(model: nn.Module, keep: dict[str, torch.Tensor]) -> dict[str, 
 
 def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
     """Replace the chain's layers by narrower plain layers holding only the kept channels (in place)."""
-    from overparam.models.masked import _replace
+    from overparam.models.paths import replace_module
 
     layers = chain(model)
     kept_inputs = None
@@ -117,7 +117,7 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
             small.weight.copy_(weight)
             if bias is not None:
                 small.bias.copy_(bias)
-        _replace(model, name, small)
+        replace_module(model, name, small)
         kept_inputs = rows
     return model
 

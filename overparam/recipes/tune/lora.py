@@ -22,6 +22,7 @@ from torch import nn
 from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.models.counting import trainable_summary
+from overparam.models.paths import modules_of_type, replace_module
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import load_from_run
 
@@ -88,18 +89,13 @@ class LoRA(nn.Module):
         return base
 
 
-def _set(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
 def add_adapters(model: nn.Module, targets: list[str], rank: int, alpha: float, dropout: float = 0.0,
                  seed: int = 0) -> dict[str, LoRA]:
     """Wrap every Linear/Conv layer whose name matches a pattern in `targets`; freeze everything else."""
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    chosen = [name for name, module in model.named_modules()
-              if isinstance(module, ADAPTABLE) and any(fnmatch.fnmatchcase(name, p) for p in targets)]
+    chosen = [name for name, _ in modules_of_type(model, ADAPTABLE)
+              if any(fnmatch.fnmatchcase(name, p) for p in targets)]
     if not chosen:
         raise UserError(f"lora.targets={list(targets)} match no Linear/Conv layer of the model")
     adapters = {}
@@ -107,15 +103,14 @@ def add_adapters(model: nn.Module, targets: list[str], rank: int, alpha: float, 
         torch.manual_seed(int(seed) + 7)
         for name in chosen:
             adapters[name] = LoRA(model.get_submodule(name), rank, alpha, dropout)
-            _set(model, name, adapters[name])
+            replace_module(model, name, adapters[name])
     return adapters
 
 
 def merge_adapters(model: nn.Module) -> nn.Module:
     """Fold every adapter into its base layer (in place)."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoRA):
-            _set(model, name, module.merged())
+    for name, module in modules_of_type(model, LoRA):
+        replace_module(model, name, module.merged())
     return model
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from overparam.errors import UserError
+from overparam.models.paths import replace_module
 
 
 def model_config(spec, default):
@@ -85,8 +86,7 @@ def replace_head(model: nn.Module, out_features: int, seed: int) -> nn.Linear:
         torch.manual_seed(int(seed) + 104729)
         new = nn.Linear(old.in_features, out_features, bias=old.bias is not None,
                         device=old.weight.device, dtype=old.weight.dtype)
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+    replace_module(model, name, new)
     return new
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.kernels import masked_matmul
+from overparam.models.paths import modules_of_type, replace_module
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.tune.source import load_from_run
 
@@ -90,7 +91,7 @@ def run(params, context) -> dict:
     setup = prepare(cfg)
     options = cfg.sparse_finetune
     model = load_from_run(cfg["from"], setup)
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, TUNABLE)}
+    layers = dict(modules_of_type(model, TUNABLE))
     given = given_subset(options.mask, list(layers)) if options.get("mask") is not None else None
     wrapped = {}
     for name, layer in layers.items():
@@ -103,8 +104,7 @@ def run(params, context) -> dict:
         else:
             subset = smallest_magnitude(layer.weight, float(options.fraction), alive)
         wrapped[name] = SparseDelta(layer, subset)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped[name])
+        replace_module(model, name, wrapped[name])
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     params = [w.delta for w in wrapped.values()]
@@ -115,8 +115,7 @@ def run(params, context) -> dict:
     result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", params=params,
                  **setup.fit_kwargs())
     for name, module in wrapped.items():
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, module.folded())
+        replace_module(model, name, module.folded())
     run.save_checkpoint("model", model.state_dict())
     return {**result.flat(), **model_summary(model), "steps": result.steps, "trainable_weights": trainable,
             "trainable_parameters": trainable,
