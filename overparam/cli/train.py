@@ -219,6 +219,16 @@ def trusted() -> bool:
     return flag()
 
 
+def _method_help(argv: list[str]) -> None:
+    """With `method=NAME` on the command line, `--help` ends with that method's parameters (its Spec)."""
+    from overparam.cli.ls import show_method
+
+    names = [arg.split("=", 1)[1] for arg in argv if arg.startswith("method=")]
+    if len(names) == 1 and "," not in names[0]:
+        print(f"\n== Parameters of method={names[0]} ==")
+        show_method(names[0])
+
+
 def main(argv: list[str]) -> int:
     """Validate, then run Hydra's app (single run or -m sweep)."""
     if "--trust" in argv:
@@ -239,6 +249,8 @@ def main(argv: list[str]) -> int:
         app()
     finally:
         sys.argv = saved_argv
+        if any(arg in ("--help", "-h") for arg in argv):  # Hydra's help ends with sys.exit(0)
+            _method_help(argv)
     # A preset may set hydra.mode=MULTIRUN itself, so failures are reported whatever the flags were.
     if FAILED_JOBS:
         print(f"runner train: {len(FAILED_JOBS)} job(s) failed:", file=sys.stderr)

@@ -255,3 +255,13 @@ def test_a_recipe_reads_its_own_keys_from_params(tmp_path):
     assert out["uniform"]["layer_sparsity/fc_out"] == pytest.approx(0.5, abs=1e-6)
     # ERK prunes the larger input layer harder than the 16x10 output layer (density ~ (n_in + n_out) / (n_in * n_out))
     assert out["erk"]["layer_sparsity/fc0"] > 0.55 and out["erk"]["layer_sparsity/fc_out"] < 0.25
+
+
+def test_train_help_with_a_method_ends_with_its_parameters():
+    out = subprocess.run([sys.executable, "-m", "overparam.cli.main", "train", "method=ties", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    tail = out.stdout[out.stdout.index("== Parameters of method=ties =="):].splitlines()
+    rows = {line.split()[0]: line.split()[1:4] for line in tail[3:] if line.strip() and not line.startswith("(")}
+    assert rows["ties.scope"] == ["choice", "global|tensor", "global"]
+    assert rows["ties.density"] == ["float", "(0.0,", "1.0]"]
