@@ -259,9 +259,7 @@ class Lineage:
         ctx = self.ctx
         model = ctx.fresh_model()
         if ctx.rewind_kind in ("it", "ep"):
-            from overparam.store.checkpoint import load_state
-
-            _load_into(model, load_state(self.path(0) / "rewind.safetensors"))
+            _load_into(model, self.run.level(0).rewind_point())
             start = ctx.rewind_step
         elif ctx.rewind_kind == "none":
             _load_into(model, common.load_level_state(self.path(level - 1)))
@@ -284,15 +282,12 @@ class Lineage:
         train_level(ctx, self.run, level, model, start_step=start, optim=optim, label=self._label(level))
 
     def _rewind_saver(self, model: torch.nn.Module) -> Callable | None:
-        """A step hook that stores the rewind point's weights once, in level_0/rewind.safetensors."""
-        from overparam.store.checkpoint import save_state
-
+        """A step hook that stores the rewind point's weights once, with level 0 (`Phase.save_rewind_point`)."""
         step_wanted = self.ctx.rewind_step
-        path = self.path(0) / "rewind.safetensors"
+        level_0 = self.run.level(0)
 
         def save(current: torch.nn.Module) -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_state(path, {k: v.detach().cpu() for k, v in current.state_dict().items()})
+            level_0.save_rewind_point(current.state_dict())
 
         if step_wanted == 0:
             save(model)
