@@ -2,14 +2,19 @@
 
 Exact resume without saving RNG streams: the data order of epoch e is a permutation drawn
 from a generator seeded by (data_seed, e), and the global RNG (dropout, augmentation) is
-reseeded from (seed, level, step) at the start and at every checkpoint. A run resumed from
-any checkpoint therefore replays the same batches and random draws as an uninterrupted run.
+reseeded from (seed, level, step) at the start and at every resume boundary. A run resumed from
+any checkpoint therefore replays the same batches and random draws as an uninterrupted run, and
+`fit(start_step=N)` (late rewinding) trains steps N..T exactly as a resume at N would.
+
+Hooks for recipes: `loss_fn(model, x, y, step, index)` gets the batch's example indices into
+`data.train_x` (so a teacher's logits are looked up, not recomputed); `on_eval(step, results)`
+runs after every evaluation (per-term loss rows line up with fit's own); `step_hook(step, model,
+optimizer)` after every optimizer step.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -22,7 +27,10 @@ from overparam.engine.evaluate import evaluate_splits
 from overparam.engine.optim import build_optimizer, lr_at, total_steps
 from overparam.engine.sharpness import Sharpness
 from overparam.errors import UserError
+from overparam.engine.progress import Progress, plain_line
 from overparam.store import signals
+
+__all__ = ["FitResult", "Schedule", "default_loss", "epoch_order", "fit", "plain_line", "setup_hardware"]
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -116,278 +124,297 @@ def epoch_order(num_examples: int, data_seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_examples, generator=generator)
 
 
-def default_loss(model, x, y, step):
-    """Cross-entropy of the model's logits."""
+def default_loss(model, x, y, step, index):
+    """Cross-entropy of the model's logits (`step` and the example indices `index` are unused)."""
     return F.cross_entropy(model(x), y)
 
 
-def _autocast_loss(loss_fn, model, x, y, step, device, autocast_dtype):
-    """`loss_fn` under the run's autocast (SAM's second pass)."""
-    if autocast_dtype is None:
-        return loss_fn(model, x, y, step)
-    with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
-        return loss_fn(model, x, y, step)
+@dataclass(frozen=True)
+class Schedule:
+    """When a phase of `total` steps evaluates and where its resume boundaries are (from the `train` config).
 
-
-def plain_line(run, label: str, text: str) -> None:
-    """One plain progress line: printed when stdout is not a terminal, and appended to the run's train.log."""
-    stamped = f"{time.strftime('%H:%M:%S')} [{label}] {text}"
-    if not sys.stdout.isatty():
-        print(stamped, flush=True)
-    if run is not None and getattr(run, "root", None) is not None:
-        from overparam.store.textlog import append_line, log_path
-
-        append_line(log_path(run), stamped)
-
-
-class _Progress:
-    """A rich bar on a terminal; without one (Slurm, CI, nohup) a plain line per phase and per evaluation.
-
-    The plain lines also go to the run's `train.log` (terminal or not), so a run can be followed with
-    `tail -f` and its log says afterwards what happened when.
+    Resume boundaries are every evaluation, every `checkpoint_every` steps and the last step. The RNG
+    is reseeded at each of them whether or not a checkpoint is written there, so how often
+    checkpoints are actually written (a step count, or wall time) never changes the numbers.
     """
 
-    def __init__(self, label: str, total: int, start: int, run=None, trainable: str = ""):
-        self.label, self.total = label, total
-        self.enabled = sys.stderr.isatty()
-        self.every = max(1, total // 200)
+    total: int
+    steps_per_epoch: int
+    batch_size: int
+    eval_every: int
+    checkpoint_every: int = 0
+
+    @classmethod
+    def of(cls, train, num_examples: int) -> "Schedule":
+        total, steps_per_epoch = total_steps(train, num_examples)
+        if total <= 0:
+            raise UserError(f"training length must be positive, got {total} steps")
+        if train.get("eval_every"):
+            eval_every = int(train["eval_every"])
+        else:
+            eval_every = max(1, int(round(float(train.get("eval_every_epochs") or 1) * steps_per_epoch)))
+        return cls(total=total, steps_per_epoch=steps_per_epoch, batch_size=int(train["batch_size"]),
+                   eval_every=eval_every, checkpoint_every=int(train.get("checkpoint_every") or 0))
+
+    def evaluates(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.total
+
+    def at_interval(self, step: int) -> bool:
+        return bool(self.checkpoint_every) and step % self.checkpoint_every == 0
+
+    def boundary(self, step: int) -> bool:
+        return step % self.eval_every == 0 or self.at_interval(step) or step == self.total
+
+
+class _Loop:
+    """One training phase: its settings, the state a resume point holds, and the steps that change it."""
+
+    def __init__(self, model: torch.nn.Module, data: DataBundle, run, *, train, optim, hardware, seed: int,
+                 level: Optional[int], tag: str, data_seed: Optional[int], loss_fn: Callable,
+                 step_hook: Optional[Callable], on_eval: Optional[Callable], params, label: Optional[str]):
+        self.model, self.data, self.run = model, data, run
+        self.device = str(hardware.get("device", "cpu"))
+        precision = str(hardware.get("precision", "fp32"))
+        self.autocast_dtype = AUTOCAST[precision]
+        self.seed, self.level, self.tag, self.label = seed, level, tag, label or tag
+        self.data_seed = seed if data_seed is None else data_seed
+        self.loss_fn, self.step_hook, self.on_eval = loss_fn, step_hook, on_eval
+        model.to(self.device)
+        self.num_examples = len(data.train_x)
+        self.schedule = Schedule.of(train, self.num_examples)
+        self.checkpoint_seconds = float(train.get("checkpoint_seconds") or 0.0)
+        # Weight snapshots (kept, unlike resume points) for checkpoint averaging: checkpoints/step_<N>
+        # (level_<L>_step_<N> inside a level), the model's state_dict alone.
+        self.snapshot_every = int(train.get("snapshot_every") or 0)
+        self.grad_clip = train.get("grad_clip")
+        self.stop_on_nonfinite = bool(train.get("stop_on_nonfinite", True))
+        self.resume_name = f"resume_{tag}"
+
+        if not hardware.get("threads") and _chosen_threads is not None:
+            from overparam import hardware as machine
+
+            torch.set_num_threads(machine.threads_for_model(
+                _chosen_threads, forward_macs(model, data.input_shape) * self.schedule.batch_size))
+        self.trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+        self.optimizer = build_optimizer(self.trainable, optim)
+        self.optim = optim
+        self.scaler = torch.amp.GradScaler(self.device.split(":")[0]) if precision == "fp16" else None
+        # optim.sam / optim.saf (null by default: then None and the step is plain).
+        self.sharpness = Sharpness.from_config(model, optim, self.num_examples)
+        if self.sharpness is not None and self.sharpness.sam and self.scaler is not None:
+            raise UserError("optim.sam=true does not support hardware.precision=fp16; use bf16 or fp32")
+
+        # What a resume point holds.
+        self.step = 0
+        self.best_step, self.best_loss, self.best = 0, math.inf, {}
+        self.history: list = []
+        self.elapsed = 0.0
+        self.running = (0.0, 0)  # (sum, count) of train losses since the last evaluation
+        self.last_results: dict = {}
+        self._order_epoch, self._order = -1, None
+        self.resumed = False
+
+    # --- starting point ---------------------------------------------------------------------------
+    def resume(self, start_step: int) -> None:
+        """Continue from the newest intact resume slot of the phase; without one, start at `start_step`.
+
+        Starting at N is a resume at N without a file: the fresh optimizer's state, no best yet.
+        """
+        state = self.run.load_resume_point(self.resume_name) if self.run is not None else None
+        if state is None:
+            if not 0 <= start_step < self.schedule.total:
+                raise UserError(f"start step {start_step} is not within the {self.schedule.total} steps of training")
+            self.step = self.best_step = int(start_step)
+            return
+        self.resumed = True
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_step, self.best_loss, self.best = int(state["best_step"]), float(state["best_loss"]), state["best"]
+        self.history = state.get("history", [])
+        self.elapsed = float(state.get("seconds", 0.0))
+        self.running = (float(state.get("running_loss", 0.0)), int(state.get("running_count", 0)))
+        if self.sharpness is not None:
+            self.sharpness.load_state_dict(state.get("sharpness"))
+        self.run.truncate_metrics(self.level, self.step)
+
+    def reseed(self, at_step: int) -> None:
+        torch.manual_seed(_mix(self.seed, -1 if self.level is None else self.level, at_step, 17))
+
+    # --- one step ---------------------------------------------------------------------------------
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(x, y, example indices, epoch) of the current step: the epoch's permutation, sliced."""
+        schedule = self.schedule
+        epoch, position = divmod(self.step, schedule.steps_per_epoch)
+        if epoch != self._order_epoch:
+            self._order = epoch_order(self.num_examples, self.data_seed, epoch).to(self.data.train_x.device)
+            self._order_epoch = epoch
+        index = self._order[position * schedule.batch_size:(position + 1) * schedule.batch_size]
+        x, y = self.data.train_x[index], self.data.train_y[index]
+        if self.data.augment is not None:
+            x = self.data.augment(x, None)
+        return x, y, index, epoch
+
+    def loss(self, x, y, index) -> torch.Tensor:
+        """`loss_fn` under the run's autocast."""
+        if self.autocast_dtype is None:
+            return self.loss_fn(self.model, x, y, self.step, index)
+        with torch.autocast(device_type=self.device.split(":")[0], dtype=self.autocast_dtype):
+            return self.loss_fn(self.model, x, y, self.step, index)
+
+    def train_step(self) -> None:
+        """One optimizer step (SAM/SAF, the fp16 scaler and gradient clipping included); advances `step`."""
+        x, y, index, epoch = self.batch()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, self.schedule.total, self.optim)
+        loss = self.loss(x, y, index)
+        if self.sharpness is not None:
+            loss = self.sharpness.add_trajectory_term(loss, index, epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.trainable, float(self.grad_clip))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if self.sharpness is not None:
+                self.sharpness.second_pass(self.trainable, lambda: self.loss(x, y, index))
+            if self.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.trainable, float(self.grad_clip))
+            self.optimizer.step()
+        self.step += 1
+        if self.step_hook is not None:
+            self.step_hook(self.step, self.model, self.optimizer)
+        self.running_loss += loss.detach().float()
+        self.running_count += 1
+
+    # --- evaluation, snapshots, resume points -----------------------------------------------------
+    def evaluate(self, train_loss: float | None = None) -> dict:
+        """Evaluate every split, log the rows, keep the best (val loss, else test), then `on_eval`."""
+        at_step = self.step
+        results = evaluate_splits(self.model, self.data, self.autocast_dtype)
+        selection = "val" if "val" in results else "test"
+        if results[selection]["loss"] < self.best_loss:
+            self.best_loss, self.best_step, self.best = results[selection]["loss"], at_step, results
+        self.history.append({"step": at_step, **{f"{s}_{k}": v for s, m in results.items() for k, v in m.items()}})
+        if self.run is not None:
+            for split, metrics in results.items():
+                self.run.log(at_step, split, metrics, level=self.level)
+        self.last_results = results
+        self.progress.evaluation(at_step, train_loss, results)
+        if self.on_eval is not None:
+            self.on_eval(at_step, results)
+        return results
+
+    def log_train_and_evaluate(self) -> None:
+        """At an evaluation step: the mean train loss since the last one (nonfinite stops the run), then evaluate."""
+        mean_loss = float(self.running_loss) / max(self.running_count, 1)
+        if self.stop_on_nonfinite and not math.isfinite(mean_loss):
+            raise FloatingPointError(f"training loss became {mean_loss} by step {self.step}")
+        if self.run is not None:
+            self.run.log(self.step, "train", {"loss": mean_loss}, level=self.level)
+        self.running_loss.zero_()
+        self.running_count = 0
+        results = self.evaluate(mean_loss)
+        split = "val" if "val" in results else "test"
+        self.progress.update(self.step, f"{split} acc {results[split]['accuracy']:.3f}")
+
+    def snapshot(self) -> None:
+        prefix = "" if self.level is None else f"level_{self.level}_"
+        self.run.save_checkpoint(f"{prefix}step_{self.step}", {k: v.detach() for k, v in self.model.state_dict().items()})
+
+    def checkpoint(self) -> None:
+        """Save the phase's resume point at the current step (a no-op without a run)."""
+        if self.run is None:
+            return
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "step": self.step, "best_step": self.best_step, "best_loss": self.best_loss, "best": self.best,
+            "history": self.history, "seconds": self.seconds(),
+            # The train loss logged at the next evaluation averages over steps on both sides of a resume.
+            "running_loss": float(self.running_loss), "running_count": self.running_count,
+        }
+        if self.sharpness is not None:
+            state["sharpness"] = self.sharpness.state_dict()
+        self.run.save_resume_point(self.resume_name, state)
+
+    def seconds(self) -> float:
+        return self.elapsed + time.perf_counter() - self.t_start
+
+    # --- the phase --------------------------------------------------------------------------------
+    def train(self) -> FitResult:
+        """Train from `step` to the end of the schedule; returns what the phase ended with."""
+        from overparam.models.counting import effective_count
+
+        schedule = self.schedule
         self.t_start = time.perf_counter()
-        self.run = run
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(label, total=total, completed=start, info="")
-        resumed = f" (resumed at step {start})" if start else ""
-        self.line(f"start: {total} steps{resumed}{trainable}")
-
-    def line(self, text: str) -> None:
-        """One plain line: stdout when it is not a terminal, and the run's train.log."""
-        plain_line(self.run, self.label, text)
-
-    def update(self, step: int, info: str | None = None) -> None:
-        if self.enabled and (step % self.every == 0 or info is not None):
-            fields = {"info": info} if info is not None else {}
-            self.bar.update(self.task, completed=step, **fields)
-
-    def evaluation(self, step: int, train_loss: float | None, results: dict) -> None:
-        """The line of one evaluation: step, train loss, each split's accuracy and loss, seconds so far."""
-        parts = [f"step {step}/{self.total}"]
-        if train_loss is not None:
-            parts.append(f"train_loss {train_loss:.4f}")
-        for split, metrics in results.items():
-            parts.extend(f"{split}_{name} {value:.4f}" for name, value in metrics.items())
-        parts.append(f"{time.perf_counter() - self.t_start:.1f}s")
-        self.line("  ".join(parts))
-
-    def close(self, step: int | None = None) -> None:
-        if self.enabled:
-            self.bar.stop()
-        if step is not None:
-            self.line(f"done: {step}/{self.total} steps in {time.perf_counter() - self.t_start:.1f}s")
+        last_checkpoint_time = time.perf_counter()
+        trainable_count = effective_count(self.model, self.trainable)
+        alive_count = effective_count(self.model, self.model.parameters())
+        self.progress = Progress(self.label, schedule.total, self.step, self.run, resumed=self.resumed,
+                                 trainable=f", {trainable_count:,} of {alive_count:,} parameters trainable")
+        self.model.train()
+        self.reseed(self.step)
+        if self.step == 0:
+            self.evaluate()
+        self.running_loss = torch.full((), self.running[0], device=self.device)
+        self.running_count = self.running[1]
+        finished = False
+        # SIGINT/SIGTERM during the loop wait for the end of the step (store.signals): a resume point is
+        # written when that step is a resume boundary, then the run stops as `interrupted`.
+        try:
+            with signals.deferred():
+                while self.step < schedule.total:
+                    self.train_step()
+                    step = self.step
+                    self.progress.update(step)
+                    if self.snapshot_every and self.run is not None and step % self.snapshot_every == 0:
+                        self.snapshot()
+                    if schedule.evaluates(step):
+                        self.log_train_and_evaluate()
+                    if schedule.boundary(step):
+                        due = (schedule.at_interval(step) or step == schedule.total or signals.pending() is not None
+                               or time.perf_counter() - last_checkpoint_time >= self.checkpoint_seconds)
+                        if due:
+                            self.checkpoint()
+                            last_checkpoint_time = time.perf_counter()
+                        self.reseed(step)
+                    signals.stop_if_requested(False, lambda: None)  # a due resume point was written just above
+                finished = True
+        finally:
+            self.progress.close(self.step if finished else None)
+            if self.sharpness is not None:
+                self.sharpness.close()
+        if not self.last_results:  # resumed from the final checkpoint: nothing was evaluated in this session
+            self.last_results = evaluate_splits(self.model, self.data, self.autocast_dtype)
+        final = {split: dict(metrics) for split, metrics in self.last_results.items()}
+        return FitResult(final=final, steps=self.step, best_step=self.best_step, best=self.best,
+                         seconds=self.seconds(), history=self.history)
 
 
 def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, hardware, seed: int,
         level: Optional[int] = None, tag: str = "train", data_seed: Optional[int] = None,
         loss_fn: Callable = default_loss, step_hook: Optional[Callable] = None,
+        on_eval: Optional[Callable] = None, start_step: int = 0,
         params=None, label: Optional[str] = None) -> FitResult:
     """Train `model` on `data` for `train.steps`/`train.epochs`, evaluating and checkpointing on schedule.
 
     `run` (a store.Run) receives metrics and resume checkpoints named `resume_<tag>` (two alternating
     slots, so a damaged one falls back to the previous); when one exists the phase continues from it.
-    `step_hook(step, model, optimizer)` runs after
-    every optimizer step (gradual pruning uses it). `params` restricts what the optimizer trains.
+    `start_step=N` otherwise starts the schedule (learning rate, data order, reseeding, evaluation and
+    checkpoint boundaries) at step N as a resume at N would, with a fresh optimizer and no file written.
+    `loss_fn(model, x, y, step, index)` gives the loss of a batch (`index`: its rows of `data.train_x`);
+    `on_eval(step, results)` runs after every evaluation; `step_hook(step, model, optimizer)` after every
+    optimizer step (gradual pruning uses it). `params` restricts what the optimizer trains.
     """
-    device = str(hardware.get("device", "cpu"))
-    precision = str(hardware.get("precision", "fp32"))
-    autocast_dtype = AUTOCAST[precision]
-    data_seed = seed if data_seed is None else data_seed
-    model.to(device)
-    num_examples = len(data.train_x)
-    total, steps_per_epoch = total_steps(train, num_examples)
-    if total <= 0:
-        raise UserError(f"training length must be positive, got {total} steps")
-    batch_size = int(train["batch_size"])
-    if train.get("eval_every"):
-        eval_every = int(train["eval_every"])
-    else:
-        eval_every = max(1, int(round(float(train.get("eval_every_epochs") or 1) * steps_per_epoch)))
-    # Resume points: every evaluation and every `checkpoint_every` steps. The RNG is reseeded at
-    # each of them whether or not a checkpoint is written there, so how often checkpoints are
-    # actually written (a step count, or wall time) never changes the numbers.
-    checkpoint_every = int(train.get("checkpoint_every") or 0)
-    checkpoint_seconds = float(train.get("checkpoint_seconds") or 0.0)
-    # Weight snapshots (kept, unlike resume points) for checkpoint averaging: checkpoints/step_<N>
-    # (level_<L>_step_<N> inside a level), the model's state_dict alone.
-    snapshot_every = int(train.get("snapshot_every") or 0)
-    last_checkpoint_time = time.perf_counter()
-    grad_clip = train.get("grad_clip")
-    stop_on_nonfinite = bool(train.get("stop_on_nonfinite", True))
-
-    if not hardware.get("threads") and _chosen_threads is not None:
-        from overparam import hardware as machine
-
-        torch.set_num_threads(machine.threads_for_model(
-            _chosen_threads, forward_macs(model, data.input_shape) * int(train["batch_size"])))
-    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    optimizer = build_optimizer(trainable, optim)
-    scaler = torch.amp.GradScaler(device.split(":")[0]) if precision == "fp16" else None
-    # optim.sam / optim.saf (null by default: then None and the loop below is unchanged).
-    sharpness = Sharpness.from_config(model, optim, num_examples)
-    if sharpness is not None and sharpness.sam and scaler is not None:
-        raise UserError("optim.sam=true does not support hardware.precision=fp16; use bf16 or fp32")
-    resume_name = f"resume_{tag}"
-    step = 0
-    best_step, best_loss, best = 0, math.inf, {}
-    history: list = []
-    elapsed = 0.0
-    resumed_loss = (0.0, 0)
-
-    # The newest intact of the phase's two resume slots (a damaged one is reported and skipped).
-    state = run.load_resume_point(resume_name) if run is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        best_step, best_loss, best = int(state["best_step"]), float(state["best_loss"]), state["best"]
-        history = state.get("history", [])
-        elapsed = float(state.get("seconds", 0.0))
-        resumed_loss = (float(state.get("running_loss", 0.0)), int(state.get("running_count", 0)))
-        if sharpness is not None:
-            sharpness.load_state_dict(state.get("sharpness"))
-        run.truncate_metrics(level, step)
-
-    def reseed(at_step: int) -> None:
-        torch.manual_seed(_mix(seed, -1 if level is None else level, at_step, 17))
-
-    def checkpoint(at_step: int) -> None:
-        if run is None:
-            return
-        state = {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "step": at_step, "best_step": best_step, "best_loss": best_loss, "best": best,
-            "history": history, "seconds": elapsed + time.perf_counter() - t_start,
-            # The train loss logged at the next evaluation averages over steps on both sides of a resume.
-            "running_loss": float(running_loss), "running_count": running_count,
-        }
-        if sharpness is not None:
-            state["sharpness"] = sharpness.state_dict()
-        run.save_resume_point(resume_name, state)
-
-    last_results: dict = {}
-
-    def evaluate_now(at_step: int, train_loss: float | None = None) -> dict:
-        nonlocal best_step, best_loss, best, last_results
-        results = evaluate_splits(model, data, autocast_dtype)
-        selection = "val" if "val" in results else "test"
-        if results[selection]["loss"] < best_loss:
-            best_loss, best_step, best = results[selection]["loss"], at_step, results
-        history.append({"step": at_step, **{f"{s}_{k}": v for s, m in results.items() for k, v in m.items()}})
-        if run is not None:
-            for split, metrics in results.items():
-                run.log(at_step, split, metrics, level=level)
-        last_results = results
-        progress.evaluation(at_step, train_loss, results)
-        return results
-
-    t_start = time.perf_counter()
-    from overparam.models.counting import effective_count
-
-    trainable_count = effective_count(model, trainable)
-    alive_count = effective_count(model, model.parameters())
-    progress = _Progress(label or tag, total, step, run,
-                         trainable=f", {trainable_count:,} of {alive_count:,} parameters trainable")
-    model.train()
-    reseed(step)
-    if step == 0:
-        evaluate_now(0)
-    order = None
-    order_epoch = -1
-    running_loss = torch.full((), resumed_loss[0], device=device)
-    running_count = resumed_loss[1]
-    finished = False
-    # SIGINT/SIGTERM during the loop wait for the end of the step (store.signals): a resume point is
-    # written when that step is a resume boundary, then the run stops as `interrupted`.
-    deferring = signals.deferred()
-    deferring.__enter__()
-    try:
-        while step < total:
-            epoch, position = divmod(step, steps_per_epoch)
-            if epoch != order_epoch:
-                order = epoch_order(num_examples, data_seed, epoch).to(data.train_x.device)
-                order_epoch = epoch
-            index = order[position * batch_size:(position + 1) * batch_size]
-            x, y = data.train_x[index], data.train_y[index]
-            if data.augment is not None:
-                x = data.augment(x, None)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total, optim)
-            if autocast_dtype is not None:
-                with torch.autocast(device_type=device.split(":")[0], dtype=autocast_dtype):
-                    loss = loss_fn(model, x, y, step)
-            else:
-                loss = loss_fn(model, x, y, step)
-            if sharpness is not None:
-                loss = sharpness.add_trajectory_term(loss, index, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if grad_clip:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(trainable, float(grad_clip))
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if sharpness is not None:
-                    sharpness.second_pass(trainable, lambda: _autocast_loss(loss_fn, model, x, y, step, device,
-                                                                            autocast_dtype))
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(trainable, float(grad_clip))
-                optimizer.step()
-            step += 1
-            if step_hook is not None:
-                step_hook(step, model, optimizer)
-            running_loss += loss.detach().float()
-            running_count += 1
-            progress.update(step)
-            if snapshot_every and run is not None and step % snapshot_every == 0:
-                prefix = "" if level is None else f"level_{level}_"
-                run.save_checkpoint(f"{prefix}step_{step}", {k: v.detach() for k, v in model.state_dict().items()})
-            if step % eval_every == 0 or step == total:
-                mean_loss = float(running_loss) / max(running_count, 1)
-                if stop_on_nonfinite and not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"training loss became {mean_loss} by step {step}")
-                if run is not None:
-                    run.log(step, "train", {"loss": mean_loss}, level=level)
-                running_loss.zero_()
-                running_count = 0
-                results = evaluate_now(step, mean_loss)
-                split = "val" if "val" in results else "test"
-                progress.update(step, f"{split} acc {results[split]['accuracy']:.3f}")
-            at_eval = step % eval_every == 0
-            at_interval = bool(checkpoint_every) and step % checkpoint_every == 0
-            if at_eval or at_interval or step == total:
-                due = (at_interval or step == total or signals.pending() is not None
-                       or time.perf_counter() - last_checkpoint_time >= checkpoint_seconds)
-                if due:
-                    checkpoint(step)
-                    last_checkpoint_time = time.perf_counter()
-                reseed(step)
-            signals.stop_if_requested(False, lambda: None)  # a due resume point was written just above
-        finished = True
-    finally:
-        deferring.__exit__(None, None, None)
-        progress.close(step if finished else None)
-        if sharpness is not None:
-            sharpness.close()
-    if not last_results:  # resumed from the final checkpoint: nothing was evaluated in this session
-        last_results = evaluate_splits(model, data, autocast_dtype)
-    final = {split: dict(metrics) for split, metrics in last_results.items()}
-    seconds = elapsed + time.perf_counter() - t_start
-    return FitResult(final=final, steps=step, best_step=best_step, best=best, seconds=seconds, history=history)
+    loop = _Loop(model, data, run, train=train, optim=optim, hardware=hardware, seed=seed, level=level, tag=tag,
+                 data_seed=data_seed, loss_fn=loss_fn, step_hook=step_hook, on_eval=on_eval, params=params,
+                 label=label)
+    loop.resume(int(start_step))
+    return loop.train()

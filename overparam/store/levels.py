@@ -232,6 +232,20 @@ class Phase:
         """Store the phase's result as the run's checkpoint `<name>` (atomic; a resume finds it `saved`)."""
         self.run.save_checkpoint(self.name, state)
 
+    def save_rewind_point(self, state: dict[str, torch.Tensor]) -> None:
+        """Store the weights of the late-rewinding point in the phase's folder (`rewind.safetensors`,
+        kept with the level when it is committed, cached or adopted)."""
+        from overparam.store.checkpoint import save_state
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        save_state(self.path / "rewind.safetensors", {k: v.detach().cpu() for k, v in state.items()})
+
+    def rewind_point(self) -> dict[str, torch.Tensor]:
+        """The weights `save_rewind_point` stored."""
+        from overparam.store.checkpoint import load_state
+
+        return load_state(self.path / "rewind.safetensors")
+
     def has_resume_point(self) -> bool:
         """True when either slot of the phase's resume point is intact (fit will resume from it)."""
         return self.run.has_resume_point(self.resume_name)

@@ -201,6 +201,11 @@ class Run:
         """The phase of IMP level `level` (`<run>/level_<L>/`)."""
         return self.phase(f"level_{level}", level)
 
+    def sub_run(self, name: str) -> "Run":
+        """A run nested in this one (`<run>/<name>/`, its own metrics and resume points; this run's config),
+        opened: a fresh one, or the one an earlier attempt left. IMP's controls keep their ticket lineage in one."""
+        return Run(self.root / name, self.config, device=self.device, precision=self.precision).start()
+
     def level_cache(self, kind: str, drop: tuple[str, ...] = ()):
         """The shared level cache of this run's lineage (`<paths.cache_dir>/<kind>/<identity key>`)."""
         from overparam.store.identity import level_cache_key

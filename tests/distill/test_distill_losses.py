@@ -60,3 +60,24 @@ def test_linear_cka_is_one_under_rotation_and_scaling():
     rotation, _ = torch.linalg.qr(torch.randn(8, 8, generator=generator))
     assert float(linear_cka(features, 3.0 * features @ rotation)) == pytest.approx(1.0, abs=1e-5)
     assert float(cka_term(features, torch.randn(64, 8, generator=generator))) > 0.3
+
+
+def test_teacher_logits_are_looked_up_by_the_rows_of_the_batch():
+    from types import SimpleNamespace
+
+    from overparam.recipes.distill.losses import TeacherLogits
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Linear(5, 3)
+    calls = []
+    teacher.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    data = SimpleNamespace(train_x=torch.randn(300, 5), augment=None)
+    logits = TeacherLogits(teacher, data)
+    for index in (torch.tensor([3, 250, 7]), torch.tensor([299, 0])):
+        x = data.train_x[index]
+        assert torch.allclose(logits(x, index), teacher(x), atol=1e-6, rtol=0)
+    assert calls[0] == 300 and len(calls) == 3  # the teacher ran over the train set once; the rest are checks
+    # Augmented data: a batch is new each step, so its logits come from the teacher, whatever its rows were.
+    augmented = TeacherLogits(teacher, SimpleNamespace(train_x=data.train_x, augment=lambda x, _: x))
+    noisy = data.train_x[:4] + 1.0
+    assert torch.allclose(augmented(noisy, torch.arange(4)), teacher(noisy), atol=1e-6, rtol=0)

@@ -13,13 +13,12 @@ import torch
 from torch import nn
 
 from overparam.engine import fit
-from overparam.engine.optim import total_steps
 from overparam.errors import UserError
 from overparam.models.taps import FeatureTap, embedding_point
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.kd import new_student, teacher_figures
 from overparam.recipes.distill.losses import WeightedTerms, ce_term, cka_term, mapped_mse_term
-from overparam.recipes.tune.source import frozen, obtain_model, steps_between_logs
+from overparam.recipes.tune.source import frozen, obtain_model
 
 EMBEDDING = "embedding"  # the input of the classifier layer, for any model of the zoo
 
@@ -68,7 +67,7 @@ def run(params, context) -> dict:
                 guided.maps.append(nn.Linear(size_in, size_out).to(setup.device))
     terms = WeightedTerms({"feature": float(options.weight), "ce": float(options.task_weight)})
 
-    def loss_fn(model, x, y, step):
+    def loss_fn(model, x, y, step, _index):
         with torch.no_grad():
             guide(x)
         logits = model(x)
@@ -84,10 +83,8 @@ def run(params, context) -> dict:
         return terms.combine(values)
 
     kwargs = setup.fit_kwargs()
-    total, _ = total_steps(kwargs["train"], len(setup.data.train_x))
-    hook = terms.hook(run, steps_between_logs(kwargs["train"], len(setup.data.train_x)), total)
-    result = fit(guided, setup.data, run, tag="feature_kd", label="feature_kd", loss_fn=loss_fn, step_hook=hook,
-                 **kwargs)
+    result = fit(guided, setup.data, run, tag="feature_kd", label="feature_kd", loss_fn=loss_fn,
+                 on_eval=terms.on_eval(run), **kwargs)
     student_taps.remove()
     guide_taps.remove()
     run.save_checkpoint("model", student.state_dict())

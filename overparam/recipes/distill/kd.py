@@ -10,31 +10,26 @@ while distilling (IMP's levels, each trained on this loss).
 from __future__ import annotations
 
 from overparam.engine import fit
-from overparam.engine.optim import total_steps
 from overparam.errors import UserError
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.losses import TeacherLogits, WeightedTerms, ce_term, kd_term
-from overparam.recipes.tune.source import cached_phase, frozen, load_from_run, obtain_model, output_head, steps_between_logs
+from overparam.recipes.tune.source import cached_phase, frozen, load_from_run, obtain_model, output_head
 
 
-def kd_loss(teacher, setup, *, alpha: float, temperature: float, train, seed: int):
+def kd_loss(teacher, setup, *, alpha: float, temperature: float):
     """(loss_fn for `fit`, its WeightedTerms): alpha*KD + (1-alpha)*CE against the frozen `teacher`."""
     data = setup.data
     if output_head(teacher).out_features != data.num_classes:
         raise UserError(f"the teacher predicts {output_head(teacher).out_features} classes, "
                         f"the data has {data.num_classes}")
     terms = WeightedTerms({"kd": alpha, "ce": 1.0 - alpha})
-    _, steps_per_epoch = total_steps(train, len(data.train_x))
-    teacher_logits = None
-    if terms.active("kd"):
-        teacher_logits = TeacherLogits(frozen(teacher), data, data_seed=int(seed),
-                                       batch_size=int(train["batch_size"]), steps_per_epoch=steps_per_epoch)
+    teacher_logits = TeacherLogits(frozen(teacher), data) if terms.active("kd") else None
 
-    def loss_fn(model, x, y, step):
+    def loss_fn(model, x, y, step, index):
         logits = model(x)
         values = {}
         if terms.active("kd"):
-            values["kd"] = kd_term(logits, teacher_logits(x, step), temperature)
+            values["kd"] = kd_term(logits, teacher_logits(x, index), temperature)
         if terms.active("ce"):
             values["ce"] = ce_term(logits, y)
         return terms.combine(values)
@@ -44,12 +39,9 @@ def kd_loss(teacher, setup, *, alpha: float, temperature: float, train, seed: in
 
 def distill(student, teacher, setup, run, *, alpha: float, temperature: float, tag: str, level=None, **overrides):
     """Train `student` on alpha*KD + (1-alpha)*CE against the frozen `teacher`; returns fit's result."""
-    kwargs = setup.fit_kwargs(**overrides)
-    train = kwargs["train"]
-    loss_fn, terms = kd_loss(teacher, setup, alpha=alpha, temperature=temperature, train=train, seed=kwargs["seed"])
-    total, _ = total_steps(train, len(setup.data.train_x))
-    hook = terms.hook(run, steps_between_logs(train, len(setup.data.train_x)), total, level)
-    return fit(student, setup.data, run, tag=tag, label=tag, level=level, loss_fn=loss_fn, step_hook=hook, **kwargs)
+    loss_fn, terms = kd_loss(teacher, setup, alpha=alpha, temperature=temperature)
+    return fit(student, setup.data, run, tag=tag, label=tag, level=level, loss_fn=loss_fn,
+               on_eval=terms.on_eval(run, level), **setup.fit_kwargs(**overrides))
 
 
 def new_student(cfg, setup):
@@ -104,16 +96,10 @@ def _sparsity(model) -> dict:
 def prune_while_distilling(cfg, run, setup, teacher) -> dict:
     """`method=kd +prune=imp`: IMP's levels (prune.*, rewind, sparsity), every level trained on the KD loss.
 
-    The prune family's level machinery (`imp.Context`, `imp.Lineage`) trains each level through
-    `setup.fit_kwargs()`; a setup whose fit_kwargs carry the KD loss makes every level a distillation.
-    Levels land in `<run>/level_<L>/` and the summary has the usual `levels` rows.
+    IMP's lineage driver (`imp.run_lottery`) takes the loss; its levels land in `<run>/level_<L>/` and
+    the summary has the usual `levels` rows. No level cache: its entries are plain IMP lineages.
     """
-    from dataclasses import dataclass
-    from typing import Callable
-
-    from overparam.recipes.common import Setup
-    from overparam.recipes.prune import common, imp
-    from overparam.store.checkpoint import load_state
+    from overparam.recipes.prune import imp
 
     if str(cfg.prune.get("with")) != "imp":
         raise UserError(f"prune.with={cfg.prune.get('with')!r}: only imp can be combined with kd")
@@ -121,31 +107,5 @@ def prune_while_distilling(cfg, run, setup, teacher) -> dict:
         raise UserError("student.from and +prune=imp exclude each other: IMP starts from the rewind point")
     if str(cfg.get("control") or "none") != "none":
         raise UserError("kd +prune=imp trains the ticket lineage only (control=none)")
-    loss_fn, _ = kd_loss(teacher, setup, alpha=float(cfg.kd.alpha), temperature=float(cfg.kd.temperature),
-                         train=cfg.train, seed=int(cfg.seed))
-
-    @dataclass
-    class DistillingSetup(Setup):
-        loss: Callable | None = None
-
-        def fit_kwargs(self, **overrides) -> dict:
-            return {**super().fit_kwargs(**overrides), "loss_fn": self.loss}
-
-    kd_setup = DistillingSetup(cfg=setup.cfg, device=setup.device, data=setup.data, loss=loss_fn)
-    ctx = imp.Context.from_config(cfg, kd_setup, oneshot=False)
-    ctx.rewind_step  # noqa: B018 - a rewind point past the end of training fails before any work
-    template = ctx.fresh_model()
-    total = sum(w.numel() for w in common.weights_of(template).values())
-    plan = imp.plan_levels(total, ctx.rate, ctx.sparsity)
-    # No level cache: the cache is keyed for plain IMP lineages, and these levels are distilled.
-    lineage = imp.Lineage(ctx, run, plan, common.LevelCache(None))
-    for level in range(plan.levels):
-        lineage.ensure(level)
-    levels = [common.level_row(run.level(level).summary()) for level in range(plan.levels)]
-    common.record_level_lineage(run, run.root, plan.levels)
-    final = run.level(plan.levels - 1).summary()
-    summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-    summary.pop("level", None)
-    summary.update({"levels_count": plan.levels, "levels": levels})
-    run.save_checkpoint("model", load_state(run.level(plan.levels - 1).path / "model.safetensors"))
-    return summary
+    loss_fn, _ = kd_loss(teacher, setup, alpha=float(cfg.kd.alpha), temperature=float(cfg.kd.temperature))
+    return imp.run_lottery(cfg, run, setup=setup, loss_fn=loss_fn)

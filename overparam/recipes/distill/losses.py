@@ -85,30 +85,24 @@ class WeightedTerms:
         self._count = 0
         return means
 
-    def hook(self, run, every: int, total: int, level=None):
-        """A `fit` step_hook that flushes every `every` steps and at the end."""
-        def step_hook(step, model, optimizer):
-            if step % every == 0 or step == total:
-                self.flush(run, step, level)
-        return step_hook
+    def on_eval(self, run, level=None):
+        """A `fit` on_eval that logs the term means at each of fit's evaluations (rows line up with fit's)."""
+        def flush_at(step, results):
+            self.flush(run, step, level)
+        return flush_at
 
 
 class TeacherLogits:
-    """Teacher logits per batch, computed without grad; cached for the whole train set when it is fixed.
+    """Teacher logits of a batch, computed without grad; for the whole train set once when it is fixed.
 
-    Without augmentation a batch is always the same rows of `train_x`, so the teacher runs once per
-    dataset; the batch's rows are found from `fit`'s data order and checked against the batch itself.
+    Without augmentation a batch is the rows `index` of `train_x` (fit passes them to its loss_fn),
+    so the teacher runs once per dataset and each batch looks its logits up; an augmented batch is
+    new every step and runs through the teacher.
     """
 
-    def __init__(self, teacher: nn.Module, data, *, data_seed: int, batch_size: int, steps_per_epoch: int):
+    def __init__(self, teacher: nn.Module, data):
         self.teacher = teacher
-        self.data = data
-        self.data_seed = int(data_seed)
-        self.batch_size = int(batch_size)
-        self.steps_per_epoch = int(steps_per_epoch)
         self.cache: torch.Tensor | None = None
-        self._order_epoch = -1
-        self._order: torch.Tensor | None = None
         if data.augment is None:
             self.cache = self._run(data.train_x)
 
@@ -117,15 +111,8 @@ class TeacherLogits:
         self.teacher.eval()
         return torch.cat([self.teacher(x[i:i + 2048]) for i in range(0, len(x), 2048)]).float()
 
-    def __call__(self, x: torch.Tensor, step: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Logits of the batch `x`, whose rows of the train set are `index`."""
         if self.cache is not None:
-            from overparam.engine.fit import epoch_order
-
-            epoch, position = divmod(step, self.steps_per_epoch)
-            if epoch != self._order_epoch:
-                self._order = epoch_order(len(self.data.train_x), self.data_seed, epoch).to(x.device)
-                self._order_epoch = epoch
-            index = self._order[position * self.batch_size:(position + 1) * self.batch_size]
-            if len(index) == len(x) and torch.equal(self.data.train_x[index], x):
-                return self.cache[index]
+            return self.cache[index]
         return self._run(x)

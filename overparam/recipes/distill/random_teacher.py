@@ -29,12 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from overparam.engine import fit
-from overparam.engine.optim import total_steps
 from overparam.errors import UserError
 from overparam.models.taps import FeatureTap, embedding_point
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.losses import WeightedTerms
-from overparam.recipes.tune.source import cached_phase, frozen, output_head, replace_head, steps_between_logs
+from overparam.recipes.tune.source import cached_phase, frozen, output_head, replace_head
 
 
 class ProjectionHead(nn.Module):
@@ -161,7 +160,7 @@ def run(params, context) -> dict:
     center = torch.zeros(int(options.out_dim), device=setup.device)
     terms = WeightedTerms({"distill": 1.0})
 
-    def loss_fn(model, x, y, step):  # the labels y are never used
+    def loss_fn(model, x, y, step, index):  # the labels y are never used
         nonlocal center
         crops = [augment(x, shift, noise) for _ in range(views)]
         with torch.no_grad():
@@ -176,10 +175,9 @@ def run(params, context) -> dict:
         return terms.combine({"distill": loss})
 
     kwargs = setup.fit_kwargs()
-    total, _ = total_steps(kwargs["train"], len(setup.data.train_x))
-    hook = terms.hook(run, steps_between_logs(kwargs["train"], len(setup.data.train_x)), total)
     # fit's val/test rows during this phase score the body's untrained classifier; the probes below are the result.
-    result = fit(student, setup.data, run, tag="distill", label="distill", loss_fn=loss_fn, step_hook=hook, **kwargs)
+    result = fit(student, setup.data, run, tag="distill", label="distill", loss_fn=loss_fn, on_eval=terms.on_eval(run),
+                 **kwargs)
     teacher.close()
     student.close()
     run.save_checkpoint("model", student.body.state_dict())

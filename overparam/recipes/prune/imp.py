@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from overparam.engine.fit import plain_line
+from overparam.engine.progress import plain_line
 from overparam.errors import UserError
 from overparam.recipes.prune import common
 from overparam.recipes.prune.masks import distribution_counts, random_masks, select_masks
@@ -80,7 +80,11 @@ def plan_levels(total: int, rate: float, sparsity: float, oneshot: bool = False)
 
 @dataclass
 class Context:
-    """Everything a level needs: the config, the data, the pruning settings and the training settings."""
+    """Everything a level needs: the config, the data, the pruning settings and the training settings.
+
+    `loss_fn` (a `fit` loss_fn; None: cross-entropy) is what every level trains on (`kd +prune=imp`
+    passes its distillation loss).
+    """
 
     cfg: Any
     setup: Any
@@ -96,9 +100,10 @@ class Context:
     steps_per_epoch: int = 0
     total_steps: int = 0
     sources: dict = field(default_factory=dict)
+    loss_fn: Callable | None = None
 
     @classmethod
-    def from_config(cls, cfg, setup, oneshot: bool) -> "Context":
+    def from_config(cls, cfg, setup, oneshot: bool, loss_fn: Callable | None = None) -> "Context":
         from overparam.engine.optim import total_steps
 
         prune = cfg.get("prune") or {}
@@ -110,7 +115,7 @@ class Context:
                       output_rate=1.0 if output_rate is None else float(output_rate),
                       rewind_kind=kind, rewind_amount=amount,
                       retrain_schedule=str(retrain.get("lr_schedule") or "lrw"), oneshot=oneshot,
-                      sparsity=float(cfg.sparsity), exclude_output=common.output_excluded(cfg))
+                      sparsity=float(cfg.sparsity), exclude_output=common.output_excluded(cfg), loss_fn=loss_fn)
         context.total_steps, context.steps_per_epoch = total_steps(cfg.train, len(setup.data.train_x))
         return context
 
@@ -163,25 +168,6 @@ class Context:
                             **({"sparsity": self.sparsity} if self.oneshot else {"rate": self.rate}))
 
 
-def _seed_resume_point(run, tag: str, model: torch.nn.Module, optim, step: int) -> None:
-    """Start `fit` at `step` (late rewinding trains steps N..T of the schedule, not 0..T).
-
-    `fit` continues from a `resume_<tag>` checkpoint; one written here holds the rewound weights,
-    a fresh optimizer and the step, so the phase runs the remaining schedule and data order exactly
-    as if training had been resumed there. A real resume checkpoint (a killed level) takes precedence.
-    """
-    from overparam.engine.optim import build_optimizer
-
-    name = f"resume_{tag}"
-    if step <= 0 or run.has_resume_point(name):
-        return
-    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
-    run.save_checkpoint(name, {
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": None, "step": step,
-        "best_step": step, "best_loss": math.inf, "best": {}, "history": [], "seconds": 0.0,
-    })
-
-
 def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_step: int = 0, optim=None,
                 step_hook: Callable | None = None, label: str | None = None) -> dict:
     """Train one level through `engine.fit` (tag `level_<L>`) and commit it as the run's phase `level_<L>`."""
@@ -192,10 +178,12 @@ def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_
     # update spoils the other): fit resumes from it and keeps exactly the rows up to its step; without
     # one, the rows of an interrupted earlier attempt at this level are dropped.
     phase.begin()
-    optim = optim if optim is not None else ctx.cfg.optim
-    _seed_resume_point(run, phase.name, model, optim, start_step)
+    kwargs = ctx.setup.fit_kwargs(optim=optim if optim is not None else ctx.cfg.optim)
+    if ctx.loss_fn is not None:
+        kwargs["loss_fn"] = ctx.loss_fn
+    # start_step > 0 (late rewinding): the level trains steps N..T of the schedule, as if resumed at N.
     result = fit(model, ctx.setup.data, run, tag=phase.name, level=level, label=label or phase.name,
-                 step_hook=step_hook, **ctx.setup.fit_kwargs(optim=optim))
+                 step_hook=step_hook, start_step=start_step, **kwargs)
     summary = {"level": level, **common.mask_statistics(model, ctx.setup.data.input_shape, ctx.setup.device),
                **result.flat(), "steps": result.steps}
     return phase.commit(model, summary)
@@ -258,9 +246,7 @@ class Lineage:
         ctx = self.ctx
         model = ctx.fresh_model()
         if ctx.rewind_kind in ("it", "ep"):
-            from overparam.store.checkpoint import load_state
-
-            _load_into(model, load_state(self.path(0) / "rewind.safetensors"))
+            _load_into(model, self.run.level(0).rewind_point())
             start = ctx.rewind_step
         elif ctx.rewind_kind == "none":
             _load_into(model, common.load_level_state(self.path(level - 1)))
@@ -283,15 +269,12 @@ class Lineage:
         train_level(ctx, self.run, level, model, start_step=start, optim=optim, label=self._label(level))
 
     def _rewind_saver(self, model: torch.nn.Module) -> Callable | None:
-        """A step hook that stores the rewind point's weights once, in level_0/rewind.safetensors."""
-        from overparam.store.checkpoint import save_state
-
+        """A step hook that stores the rewind point's weights once, with level 0 (`Phase.save_rewind_point`)."""
         step_wanted = self.ctx.rewind_step
-        path = self.path(0) / "rewind.safetensors"
+        level_0 = self.run.level(0)
 
         def save(current: torch.nn.Module) -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_state(path, {k: v.detach().cpu() for k, v in current.state_dict().items()})
+            level_0.save_rewind_point(current.state_dict())
 
         if step_wanted == 0:
             save(model)
@@ -375,19 +358,23 @@ def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> common
     return run.level_cache(kind, drop=drop)
 
 
-def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
-    """The IMP/one-shot loop: levels to the target, controls on the same levels, a summary with `levels`."""
-    from overparam.recipes.common import prepare
-    from overparam.store import Run
+def run_lottery(cfg, run, *, oneshot: bool = False, setup=None, loss_fn: Callable | None = None) -> dict:
+    """The IMP/one-shot loop: levels to the target, controls on the same levels, a summary with `levels`.
 
-    setup = prepare(cfg)
-    ctx = Context.from_config(cfg, setup, oneshot)
+    `setup`: the prepared device and data (default: prepared here). `loss_fn`: what every level trains on
+    instead of cross-entropy (kd +prune=imp); such levels are not shared through the level cache, whose
+    entries are plain IMP lineages.
+    """
+    from overparam.recipes.common import prepare
+
+    setup = setup if setup is not None else prepare(cfg)
+    ctx = Context.from_config(cfg, setup, oneshot, loss_fn=loss_fn)
     ctx.rewind_step  # noqa: B018 - a rewind point past the end of training is a UserError before any work
     template = ctx.fresh_model()
     total = sum(w.numel() for w in common.weights_of(template).values())
     plan = plan_levels(total, ctx.rate, ctx.sparsity, oneshot=oneshot)
     control = str(cfg.get("control") or "none")
-    ticket_cache = _cache(cfg, run, drop=("control",))
+    ticket_cache = _cache(cfg, run, drop=("control",)) if loss_fn is None else common.LevelCache(None)
     run.record("level_cache", str(ticket_cache.root) if ticket_cache.enabled else None)
     if control == "none":
         ticket = Lineage(ctx, run, plan, ticket_cache)
@@ -396,9 +383,10 @@ def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
         sources = ticket.sources
     else:
         # The ticket lineage of a control run lives in <run>/ticket/ (its own metrics and resume points).
-        ticket_run = Run(run.root / "ticket", run.config, device=run.device, precision=run.precision).start()
+        ticket_run = run.sub_run("ticket")
         ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
-        sources = _control_levels(ctx, run, ticket, control, _cache(cfg, run))
+        control_cache = _cache(cfg, run) if loss_fn is None else common.LevelCache(None)
+        sources = _control_levels(ctx, run, ticket, control, control_cache)
         ticket_run.finish("done")
     levels = [common.level_row(run.level(level).summary()) for level in range(plan.levels)]
     common.record_level_lineage(run, run.root, plan.levels)
@@ -409,9 +397,7 @@ def run_lottery(cfg, run, *, oneshot: bool = False) -> dict:
     summary["levels_count"] = plan.levels
     summary["control"] = control
     summary["levels"] = levels
-    from overparam.store.checkpoint import load_state
-
-    run.save_checkpoint("model", load_state(last.path / "model.safetensors"))
+    run.save_checkpoint("model", last.state())
     shown = [{**row, "source": sources.get(row["level"], "")} for row in levels]
     name = "one-shot" if oneshot else "IMP"
     common.print_level_table(shown, f"{name} {'ticket' if control == 'none' else control} levels -> "

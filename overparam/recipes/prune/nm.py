@@ -77,8 +77,8 @@ def run(params, context) -> dict:
         apply_nm(model, n, m, keep_pruned=True)
     else:
         dense = fit(model, setup.data, run, tag="dense", level=0, label="nm dense", **setup.fit_kwargs())
-        if not run.phase("pruned").has_resume_point():
-            apply_nm(model, n, m, keep_pruned=False)
+        # On a resumed run the pruned phase then loads its resume point (weights and masks) over these.
+        apply_nm(model, n, m, keep_pruned=False)
         result = fit(model, setup.data, run, tag="pruned", level=1, label=f"nm {n}:{m} retrain", **setup.fit_kwargs())
     run.save_checkpoint("model", model.state_dict())
     stats = common.mask_statistics(model, setup.data.input_shape, setup.device)

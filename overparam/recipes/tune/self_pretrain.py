@@ -32,7 +32,7 @@ from overparam.recipes.tune.source import cached_phase, merged, replace_head
 
 def reconstruction_loss(mask_fraction: float, noise: float):
     """A `fit` loss_fn that ignores labels: reconstruct x from its corrupted copy."""
-    def loss_fn(model, x, y, step):
+    def loss_fn(model, x, y, step, index):
         hidden = torch.rand_like(x) < mask_fraction if mask_fraction > 0 else None
         corrupted = x.masked_fill(hidden, 0.0) if hidden is not None else x
         if noise > 0:
@@ -62,7 +62,7 @@ class PositionDecoder(nn.Module):
 
 def sequence_reconstruction_loss(mask_fraction: float, noise: float):
     """A `fit` loss_fn for a `PositionDecoder`: hide positions, reconstruct their values (MSE on them)."""
-    def loss_fn(model, x, y, step):
+    def loss_fn(model, x, y, step, index):
         positions = x.shape[:1] + x.shape[-1:]
         hidden = torch.rand(positions, device=x.device) < mask_fraction if mask_fraction > 0 else None
         corrupted = x + noise * torch.randn_like(x) if noise > 0 else x
@@ -135,6 +135,6 @@ def _reconstruction(model, loss, x, seed: int) -> float:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 3)
         model.eval()
-        value = float(loss(model, x, None, 0))
+        value = float(loss(model, x, None, 0, None))  # held-out rows: no train-set index
         model.train()
     return value

@@ -153,13 +153,3 @@ def frozen(model: nn.Module) -> nn.Module:
 def clone(model: nn.Module) -> nn.Module:
     """A deep copy (independent parameters)."""
     return copy.deepcopy(model)
-
-
-def steps_between_logs(train, num_examples: int) -> int:
-    """How often `fit` evaluates, so that per-term loss rows line up with its evaluation rows."""
-    from overparam.engine.optim import total_steps
-
-    _, steps_per_epoch = total_steps(train, num_examples)
-    if train.get("eval_every"):
-        return int(train["eval_every"])
-    return max(1, int(round(float(train.get("eval_every_epochs") or 1) * steps_per_epoch)))
