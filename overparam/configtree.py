@@ -27,3 +27,15 @@ def group_options(group: str) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def group_config(group: str, name: str) -> dict:
+    """The config of option `name` of `group` (configs/<group>/<name>.yaml), read as data: a name of the
+    tree, never a path (an unknown name is one clear line listing the options)."""
+    from overparam.errors import UserError
+    from overparam.store.load import read_yaml
+
+    options = group_options(group)
+    if name not in options:
+        raise UserError(f"{group} {name!r} is not in configs/{group}; choose one of: {', '.join(options)}")
+    return read_yaml(config_dir() / group / f"{name}.yaml")

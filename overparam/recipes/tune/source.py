@@ -25,14 +25,9 @@ def model_config(spec, default):
     if spec is None:
         return default
     if isinstance(spec, str):
-        from overparam.configtree import config_dir, group_options
+        from overparam.configtree import group_config
 
-        path = config_dir() / "model" / f"{spec}.yaml"
-        if spec not in group_options("model") or not path.is_file():  # a name, never a path
-            raise UserError(f"model {spec!r} is not in configs/model; choose one of: {', '.join(group_options('model'))}")
-        from overparam.store.load import read_yaml
-
-        return OmegaConf.create(read_yaml(path))
+        return OmegaConf.create(group_config("model", spec))
     if isinstance(spec, (dict, DictConfig)):
         merged = OmegaConf.merge(default, spec) if spec.get("_target_") is None else OmegaConf.create(spec)
         return merged
