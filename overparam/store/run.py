@@ -201,10 +201,20 @@ class Run:
         """The phase of IMP level `level` (`<run>/level_<L>/`)."""
         return self.phase(f"level_{level}", level)
 
-    def sub_run(self, name: str) -> "Run":
-        """A run nested in this one (`<run>/<name>/`, its own metrics and resume points; this run's config),
-        opened: a fresh one, or the one an earlier attempt left. IMP's controls keep their ticket lineage in one."""
-        return Run(self.root / name, self.config, device=self.device, precision=self.precision).start()
+    def sub_run(self, name: str, config: dict | None = None) -> "Run":
+        """A run nested in this one (`<run>/<name>/`, its own metrics and resume points), opened: a fresh one,
+        or the one an earlier attempt left. IMP's controls keep their ticket lineage in one (this run's
+        config); a search trial runs each tuning seed in one with its own `config`, saved as the sub-run's
+        `.hydra/config.yaml` so it can be listed and reproduced like any run."""
+        if config is None:
+            return Run(self.root / name, self.config, device=self.device, precision=self.precision).start()
+        from omegaconf import OmegaConf
+
+        from overparam.store.atomic import atomic_write_text
+
+        sub = Run(self.root / name, config, device=self.device, precision=self.precision).start()
+        atomic_write_text(sub.root / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+        return sub
 
     def level_cache(self, kind: str, drop: tuple[str, ...] = ()):
         """The shared level cache of this run's lineage (`<paths.cache_dir>/<kind>/<identity key>`)."""

@@ -10,7 +10,6 @@ over those seeds, so the search only ever sees its tuning seeds. Afterwards `run
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 from overparam.errors import UserError
 
@@ -47,8 +46,6 @@ def run(params, context) -> dict:
     from omegaconf import OmegaConf
 
     from overparam.recipes.context import call
-    from overparam.store import Run
-    from overparam.store.atomic import atomic_write_text
 
     cfg, run = context.cfg, context.run
     recipe = inner_recipe(cfg)
@@ -58,9 +55,7 @@ def run(params, context) -> dict:
         container["seed"] = seed
         container["method"]["_target_"] = inner_target(cfg)
         seed_cfg = OmegaConf.create(container)
-        sub_dir = Path(run.root) / f"seed_{seed}"
-        sub = Run(sub_dir, container, device=str(cfg.hardware.device), precision=str(cfg.hardware.precision)).start()
-        atomic_write_text(sub_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(seed_cfg))
+        sub = run.sub_run(f"seed_{seed}", container)
         if sub.done:
             summary = sub.read_summary() or {}
         else:
