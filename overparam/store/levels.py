@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from overparam.store.metrics import read_metric_rows  # noqa: F401 - the one metrics.jsonl reader, used below
 
@@ -153,6 +153,27 @@ class LevelCache:
 
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f"level_{level}.lock"))
+
+    def obtain(self, level: int, phase: "Phase", produce: Callable[[], Any], *, shared: bool = True,
+               announce: Callable[[Path], None] | None = None) -> str:
+        """Make `phase` (a run's level `level`) complete: adopted from the cache when the level is there,
+        else `produce()` trains it and it is published for the next job. Returns "cache" or "trained".
+
+        The level's lock is held throughout, so concurrent jobs wait and reuse instead of training the
+        same level twice. `shared=False` (a level the sweep does not share, or no cache) just produces.
+        `announce(cache_path)` is called before a level is taken from the cache (a progress line)."""
+        if not shared or self.root is None:
+            produce()
+            return "trained"
+        with self.lock(level):
+            if self.has(level):
+                if announce is not None:
+                    announce(self.path(level))
+                phase.adopt(self.path(level))
+                return "cache"
+            produce()
+            self.publish(level, phase.path)
+            return "trained"
 
     def publish(self, level: int, source: Path) -> None:
         """Copy a complete level directory into the cache (atomically; a level already there is kept)."""

@@ -216,23 +216,10 @@ class Lineage:
         if common.level_complete(target):
             self.sources.setdefault(level, "run")
             return target
-        if not self.plan.canonical[level] or not self.cache.enabled:
-            self._train(level)
-            self.sources[level] = "trained"
-            return target
-        with self.cache.lock(level):
-            if self.cache.has(level):
-                self._fetch(level)
-                self.sources[level] = "cache"
-            else:
-                self._train(level)
-                self.cache.publish(level, target)
-                self.sources[level] = "trained"
+        self.sources[level] = self.cache.obtain(
+            level, self.run.level(level), lambda: self._train(level), shared=self.plan.canonical[level],
+            announce=lambda cached: plain_line(self.run, self._label(level), f"taken from the level cache {cached}"))
         return target
-
-    def _fetch(self, level: int) -> None:
-        plain_line(self.run, self._label(level), f"taken from the level cache {self.cache.path(level)}")
-        self.run.level(level).adopt(self.cache.path(level))
 
     def mask(self, level: int, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The magnitude mask of `level` (from the trained level before it); level 0 is all ones."""
@@ -325,30 +312,17 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
             phase.adopt(ticket.ensure(0))
             sources[level] = "ticket"
             continue
-        shared = plan.canonical[level] and cache.enabled
-        with cache.lock(level) if shared else _null():
-            if shared and cache.has(level):
-                plain_line(run, f"{control} level {level}/{plan.levels - 1}", f"taken from the level cache {cache.path(level)}")
-                phase.adopt(cache.path(level))
-                sources[level] = "cache"
-                continue
-            if level > 0:
-                ticket.ensure(level - 1)
-            else:
-                ticket.ensure(0)  # the rewind point lives in the ticket's level 0
+        label = f"{control} level {level}/{plan.levels - 1}"
+
+        def produce(level=level, label=label) -> None:
+            ticket.ensure(max(level - 1, 0))  # level 0: the rewind point lives in the ticket's level 0
             model, start, optim = _control_model(ctx, ticket, level, control)
-            train_level(ctx, run, level, model, start_step=start, optim=optim,
-                        label=f"{control} level {level}/{plan.levels - 1}")
-            if shared:
-                cache.publish(level, phase.path)
-            sources[level] = "trained"
+            train_level(ctx, run, level, model, start_step=start, optim=optim, label=label)
+
+        sources[level] = cache.obtain(level, phase, produce, shared=plan.canonical[level],
+                                      announce=lambda cached, label=label: plain_line(
+                                          run, label, f"taken from the level cache {cached}"))
     return sources
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> common.LevelCache:
