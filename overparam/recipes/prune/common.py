@@ -105,28 +105,3 @@ def mask_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> 
             buffer = state.get(key)
             if isinstance(buffer, torch.Tensor) and buffer.shape == module.weight_mask.shape:
                 buffer.mul_(module.weight_mask)
-
-
-# --- levels on disk and the level cache: owned by store (re-exported for the recipes) -------------
-
-from overparam.store.levels import (  # noqa: E402,F401
-    LEVEL_FILES,
-    LevelCache,
-    copy_level,
-    level_complete,
-    level_dir,
-    load_level_masks,
-    load_level_state,
-    read_level_summary,
-    read_metric_rows,
-    record_level_lineage,
-    replay_metrics,
-    write_level,
-)
-
-
-def cache_key(config: dict, *, drop: Iterable[str] = ()) -> str:
-    """Identity of a level lineage (store.identity's rule: the config hash without `sparsity`)."""
-    from overparam.store.identity import level_cache_key
-
-    return level_cache_key(config, drop=drop)

@@ -4,7 +4,7 @@ Frankle & Carbin 2019 (rewind=init), Frankle et al. 2020 (late rewinding, `<N>it
 prune-then-retrain (rewind=none, with the `ft`/`lrw`/`clr` retraining schedules of Renda et al.
 2020 and Le & Hua 2021). Level L keeps round(N * (1 - rate)^L) of the N prunable weights; the
 last level prunes exactly to `sparsity`. Levels are therefore a prefix sequence independent of the
-target, and a sparsity sweep shares them through a level cache (`common.LevelCache`) keyed by the
+target, and a sparsity sweep shares them through a level cache (`store.levels.LevelCache`) keyed by the
 config without `sparsity`.
 
 Each level trains through `engine.fit` with `tag=level_<L>` (so it resumes on its own) and is
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -32,6 +31,7 @@ from overparam.engine.progress import plain_line
 from overparam.errors import UserError
 from overparam.recipes.prune import common
 from overparam.recipes.prune.masks import distribution_counts, random_masks, select_masks
+from overparam.store.levels import LevelCache, record_level_lineage
 
 RETRAIN_SCHEDULES = ("ft", "lrw", "clr")
 
@@ -197,35 +197,32 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.
 class Lineage:
     """The magnitude-pruning levels of one config, stored in `run` and shared through `cache`."""
 
-    def __init__(self, ctx: Context, run, plan: Plan, cache: common.LevelCache):
+    def __init__(self, ctx: Context, run, plan: Plan, cache: LevelCache):
         self.ctx = ctx
         self.run = run
         self.plan = plan
         self.cache = cache
         self.sources: dict[int, str] = {}
 
-    def path(self, level: int) -> Path:
-        return self.run.level(level).path
-
-    def ensure(self, level: int) -> Path:
-        """Level `level` complete in the run directory: already there, linked from the cache, or trained."""
+    def ensure(self, level: int):
+        """Level `level` complete in the run (its store Phase): already there, taken from the cache, or trained."""
         for earlier in range(level):
-            if not common.level_complete(self.path(earlier)):
+            if not self.run.level(earlier).complete:
                 self.ensure(earlier)
-        target = self.path(level)
-        if common.level_complete(target):
+        phase = self.run.level(level)
+        if phase.complete:
             self.sources.setdefault(level, "run")
-            return target
+            return phase
         self.sources[level] = self.cache.obtain(
-            level, self.run.level(level), lambda: self._train(level), shared=self.plan.canonical[level],
+            level, phase, lambda: self._train(level), shared=self.plan.canonical[level],
             announce=lambda cached: plain_line(self.run, self._label(level), f"taken from the level cache {cached}"))
-        return target
+        return phase
 
     def mask(self, level: int, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """The magnitude mask of `level` (from the trained level before it); level 0 is all ones."""
         if level == 0:
             return {name: torch.ones_like(w) for name, w in common.weights_of(model).items()}
-        previous = common.load_level_state(self.path(level - 1))
+        previous = self.run.level(level - 1).state()
         return self.ctx.masks_after(previous, model, self.plan.counts[level])
 
     def start_model(self, level: int, mask: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, int, Any]:
@@ -236,7 +233,7 @@ class Lineage:
             _load_into(model, self.run.level(0).rewind_point())
             start = ctx.rewind_step
         elif ctx.rewind_kind == "none":
-            _load_into(model, common.load_level_state(self.path(level - 1)))
+            _load_into(model, self.run.level(level - 1).state())
             start = 0
         else:
             start = 0
@@ -298,7 +295,7 @@ def _control_model(ctx: Context, ticket: Lineage, level: int, control: str) -> t
     return ticket.start_model(level, mask)
 
 
-def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: common.LevelCache) -> dict[int, str]:
+def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: LevelCache) -> dict[int, str]:
     """Train (or take from the cache) the control network at every level of the plan."""
     sources: dict[int, str] = {}
     plan = ticket.plan
@@ -309,7 +306,7 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
             continue
         if level == 0 and control in ("random_mask", "random_prune"):
             # A random mask of the dense level is the dense mask: the control's level 0 is the ticket's.
-            phase.adopt(ticket.ensure(0))
+            phase.adopt(ticket.ensure(0).path)
             sources[level] = "ticket"
             continue
         label = f"{control} level {level}/{plan.levels - 1}"
@@ -325,10 +322,10 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: com
     return sources
 
 
-def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> common.LevelCache:
+def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> LevelCache:
     prune = cfg.get("prune") or {}
     if prune.get("cache") is False:
-        return common.LevelCache(None)
+        return LevelCache(None)
     return run.level_cache(kind, drop=drop)
 
 
@@ -348,7 +345,7 @@ def run_lottery(cfg, run, *, oneshot: bool = False, setup=None, loss_fn: Callabl
     total = sum(w.numel() for w in common.weights_of(template).values())
     plan = plan_levels(total, ctx.rate, ctx.sparsity, oneshot=oneshot)
     control = str(cfg.get("control") or "none")
-    ticket_cache = _cache(cfg, run, drop=("control",)) if loss_fn is None else common.LevelCache(None)
+    ticket_cache = _cache(cfg, run, drop=("control",)) if loss_fn is None else LevelCache(None)
     run.record("level_cache", str(ticket_cache.root) if ticket_cache.enabled else None)
     if control == "none":
         ticket = Lineage(ctx, run, plan, ticket_cache)
@@ -359,11 +356,11 @@ def run_lottery(cfg, run, *, oneshot: bool = False, setup=None, loss_fn: Callabl
         # The ticket lineage of a control run lives in <run>/ticket/ (its own metrics and resume points).
         ticket_run = run.sub_run("ticket")
         ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
-        control_cache = _cache(cfg, run) if loss_fn is None else common.LevelCache(None)
+        control_cache = _cache(cfg, run) if loss_fn is None else LevelCache(None)
         sources = _control_levels(ctx, run, ticket, control, control_cache)
         ticket_run.finish("done")
     levels = [common.level_row(run.level(level).summary()) for level in range(plan.levels)]
-    common.record_level_lineage(run, run.root, plan.levels)
+    record_level_lineage(run, run.root, plan.levels)
     last = run.level(plan.levels - 1)
     final = last.summary()
     summary = {k: v for k, v in final.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
