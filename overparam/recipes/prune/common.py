@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Iterable
 
 import torch
 from torch import nn
