@@ -70,7 +70,7 @@ def smallest_magnitude(weight: torch.Tensor, fraction: float, alive: torch.Tenso
 
 def given_subset(spec: str, layer_names: list[str]) -> dict[str, torch.Tensor]:
     """{"<layer>.weight": 0/1} from a run reference (its masks) or a safetensors file."""
-    from overparam.store.load import load_masks
+    from overparam.store.masks import load_masks
 
     try:
         state = load_masks(spec)
