@@ -66,7 +66,7 @@ def run(params, context) -> dict:
     teacher, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
     frozen(teacher)
     if (cfg.get("prune") or {}).get("with"):
-        return {**prune_while_distilling(cfg, run, setup, teacher), **teacher_figures(teacher, figures)}
+        return {**prune_while_distilling(params, context, setup, teacher), **teacher_figures(teacher, figures)}
     student = new_student(cfg, setup)
     result = distill(student, teacher, setup, run, alpha=float(cfg.kd.alpha),
                      temperature=float(cfg.kd.temperature), tag="kd")
@@ -93,19 +93,25 @@ def _sparsity(model) -> dict:
     return {"sparsity": report["sparsity"], "remaining_fraction": 1.0 - report["sparsity"]}
 
 
-def prune_while_distilling(cfg, run, setup, teacher) -> dict:
+def prune_while_distilling(params, context, setup, teacher) -> dict:
     """`method=kd +prune=imp`: IMP's levels (prune.*, rewind, sparsity), every level trained on the KD loss.
 
-    IMP's lineage driver (`imp.run_lottery`) takes the loss; its levels land in `<run>/level_<L>/` and
-    the summary has the usual `levels` rows. No level cache: its entries are plain IMP lineages.
+    IMP's lineage driver (`imp.run_lottery`) takes the loss and IMP's own typed parameters (its Spec,
+    parsed from the config `+prune=imp` composed); its levels land in `<run>/level_<L>/` and the summary
+    has the usual `levels` rows. No level cache: its entries are plain IMP lineages.
     """
-    from overparam.recipes.prune import imp
+    from omegaconf import OmegaConf
 
+    from overparam.recipes.prune import imp
+    from overparam.recipes.prune.params import IMP
+
+    cfg = context.cfg
     if str(cfg.prune.get("with")) != "imp":
         raise UserError(f"prune.with={cfg.prune.get('with')!r}: only imp can be combined with kd")
-    if (cfg.get("student") or {}).get("from"):
+    if params["student.from"]:
         raise UserError("student.from and +prune=imp exclude each other: IMP starts from the rewind point")
-    if str(cfg.get("control") or "none") != "none":
+    imp_params = IMP.parse(OmegaConf.to_container(cfg, resolve=True))
+    if str(imp_params.control) != "none":
         raise UserError("kd +prune=imp trains the ticket lineage only (control=none)")
-    loss_fn, _ = kd_loss(teacher, setup, alpha=float(cfg.kd.alpha), temperature=float(cfg.kd.temperature))
-    return imp.run_lottery(cfg, run, setup=setup, loss_fn=loss_fn)
+    loss_fn, _ = kd_loss(teacher, setup, alpha=float(params["kd.alpha"]), temperature=float(params["kd.temperature"]))
+    return imp.run_lottery(imp_params, context, setup=setup, loss_fn=loss_fn)
