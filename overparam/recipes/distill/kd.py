@@ -44,9 +44,8 @@ def distill(student, teacher, setup, run, *, alpha: float, temperature: float, t
                on_eval=terms.on_eval(run, level), **setup.fit_kwargs(**overrides))
 
 
-def new_student(cfg, setup):
+def new_student(source, setup):
     """The student: from a run (`student.from`, masks kept) or freshly initialized from the run's seed."""
-    source = (cfg.get("student") or {}).get("from")
     return load_from_run(source, setup) if source else setup.new_model()
 
 
@@ -63,18 +62,18 @@ def run(params, context) -> dict:
     """Distill the teacher into the student; optionally also train the student alone (`kd.baseline`)."""
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    teacher, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
+    teacher, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1)
     frozen(teacher)
     if (cfg.get("prune") or {}).get("with"):
         return {**prune_while_distilling(params, context, setup, teacher), **teacher_figures(teacher, figures)}
-    student = new_student(cfg, setup)
-    result = distill(student, teacher, setup, run, alpha=float(cfg.kd.alpha),
-                     temperature=float(cfg.kd.temperature), tag="kd")
+    student = new_student(params["student.from"], setup)
+    result = distill(student, teacher, setup, run, alpha=float(params["kd.alpha"]),
+                     temperature=float(params["kd.temperature"]), tag="kd")
     run.save_checkpoint("model", student.state_dict())
     summary = {**result.flat(), **model_summary(student), "steps": result.steps, **teacher_figures(teacher, figures)}
     summary.update(_sparsity(student))
-    if cfg.kd.get("baseline"):
-        scratch = new_student(cfg, setup)
+    if params["kd.baseline"]:
+        scratch = new_student(params["student.from"], setup)
 
         def train_alone() -> dict:
             alone = fit(scratch, setup.data, None, tag="scratch", label="scratch", **setup.fit_kwargs())
