@@ -163,6 +163,17 @@ class Params:
         n = len(self._prefix)
         return {k[n:]: v for k, v in self._values.items() if k.startswith(self._prefix)}
 
+    def tree(self) -> dict[str, Any]:
+        """The nested view under this prefix: `params["teacher"].tree()` -> {"from": ..., "train": {"steps": ...}}."""
+        out: dict[str, Any] = {}
+        for dotted, value in self.as_dict().items():
+            *parents, leaf = dotted.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return out
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Params) and self.as_dict() == other.as_dict()
 

@@ -2,7 +2,9 @@
 
 A recipe is `run(params, context) -> summary`: `params` is its typed parameters (its Spec's `parse`), and
 `context` carries the store `Run` and the keys every run shares (model, dataset, train, optim, hardware,
-seed, paths). Called without Hydra, a context is built from a plain dict:
+seed, sparsity, paths). A recipe reads its own keys only from `params`; `context.cfg` goes whole only to
+the shared helpers that need the config itself (`prepare`, the run identity, level cache keys). Called
+without Hydra, a context is built from a plain dict:
 
     params = SPEC.parse(config)
     summary = recipe(params, Context.from_dict(config, Run(out_dir, config, device="cpu").start()))

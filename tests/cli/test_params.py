@@ -265,3 +265,13 @@ def test_train_help_with_a_method_ends_with_its_parameters():
     rows = {line.split()[0]: line.split()[1:4] for line in tail[3:] if line.strip() and not line.startswith("(")}
     assert rows["ties.scope"] == ["choice", "global|tensor", "global"]
     assert rows["ties.density"] == ["float", "(0.0,", "1.0]"]
+
+
+def test_tree_nests_a_block_of_params():
+    """`params["teacher"].tree()` is the nested block kd/feature_kd hand to obtain_model."""
+    params = all_specs()["kd"].parse({"teacher": {"model": "cnn1d", "train": {"steps": 7}, "optim": {"lr": 0.5}}})
+    tree = params["teacher"].tree()
+    assert tree == {"from": None, "model": "cnn1d", "untrained": False,
+                    "train": {"steps": 7, "epochs": None, "batch_size": None},
+                    "optim": {"name": None, "lr": 0.5, "weight_decay": None}}
+    assert params.tree()["kd"] == {"temperature": 4.0, "alpha": 0.9, "baseline": False}

@@ -205,3 +205,34 @@ def test_a_bad_sparsify_or_scope_is_one_line_before_anything_is_written(ingredie
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and override.split("=")[0] in err, err
         assert not out.exists()
+
+
+def test_ties_follows_its_params_not_the_config(ingredients, tmp_path):
+    """Called without Hydra, ties reads ties.density/scope from its typed params: a config that says
+    density 0.9 (tensor scope) with params parsed at 0.3 (global) merges exactly as `runner train ties.density=0.3`."""
+    import yaml
+
+    from overparam.cli.train import train_in_process
+    from overparam.recipes.context import Context
+    from overparam.recipes.merge import ties
+    from overparam.specs import all_specs
+    from overparam.store import Run
+    from overparam.store.checkpoint import load_state
+
+    runs = [f"base={ingredients['a']}", f"ingredients=[{ingredients['b']},{ingredients['c']}]"]
+    expected = train_in_process(["method=ties", *runs, "ties.density=0.3"], tmp_path / "runner")
+    config = yaml.safe_load((tmp_path / "runner" / ".hydra" / "config.yaml").read_text())
+    config.pop("hydra", None)
+    params = all_specs()["ties"].parse(config)
+    config["ties"] = {**config["ties"], "density": 0.9, "scope": "tensor"}  # what the config would say
+    run = Run(tmp_path / "plain", config, device="cpu", precision="fp32").start()
+    summary = ties.run(params, Context.from_dict(config, run))
+    assert (summary["density"], summary["scope"]) == (0.3, "global") == (expected["density"], expected["scope"])
+    assert summary["test_accuracy"] == expected["test_accuracy"] and summary["val_loss"] == expected["val_loss"]
+    ours = load_state(tmp_path / "plain" / "checkpoints" / "model.safetensors")
+    theirs = load_state(tmp_path / "runner" / "checkpoints" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # ...and the config's own settings would have merged something else.
+    dense = train_in_process(["method=ties", *runs, "ties.density=0.9", "ties.scope=tensor"], tmp_path / "dense")
+    other = load_state(tmp_path / "dense" / "checkpoints" / "model.safetensors")
+    assert dense["density"] == 0.9 and any(not torch.equal(ours[k], other[k]) for k in ours)

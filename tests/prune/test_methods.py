@@ -10,6 +10,7 @@ import torch
 
 from overparam.recipes.prune import common
 from overparam.recipes.prune.imp import plan_levels
+from overparam.specs import all_specs
 from overparam.store.checkpoint import load_state
 from overparam.store.levels import LevelCache
 
@@ -99,7 +100,8 @@ def test_rewind_init_restores_the_exact_initial_values_of_kept_weights(train_tin
 
     summary, out = train_tiny("ticket", "method=imp", "sparsity=0.5")
     cfg, container = compose_tiny("method=imp", "sparsity=0.5")
-    ctx = Context.from_config(cfg, prepare(cfg), oneshot=False)
+    params = all_specs()["imp"].parse(container)
+    ctx = Context.from_params(params, cfg, prepare(cfg), oneshot=False)
     lineage = Lineage(ctx, Run(out, container), plan_levels(PRUNABLE, 0.2, 0.5), LevelCache(None))
     mask = load_state(out / "level_3" / "mask.safetensors")
     model, start, _ = lineage.start_model(3, mask)

@@ -88,3 +88,32 @@ def test_lora_run_end_to_end_merges_and_saves_a_loadable_model(tmp_path, dense_r
     assert summary["test_accuracy_merged"] == pytest.approx(summary["test_accuracy"], abs=2e-3)
     model, _ = load_run_model(out)
     assert sum(p.numel() for p in model.parameters()) == summary["base_parameters"]
+
+
+def test_lora_follows_its_params_not_the_config(tmp_path):
+    """Called without Hydra, lora reads lora.rank/targets/merge from its typed params, not from the config."""
+    from tiny_runs import TINY
+
+    from overparam.cli.train import compose_checked
+    from overparam.recipes.context import Context
+    from overparam.recipes.tune import lora
+    from overparam.specs import all_specs
+    from overparam.store import Run
+
+    config = compose_checked([*TINY, "method=lora", "lora.rank=2", "lora.targets=[fc0]", "lora.merge=true"])
+    config.pop("hydra", None)
+    params = all_specs()["lora"].parse({**config, "lora": {**config["lora"], "rank": 3, "targets": ["fc_out"],
+                                                          "merge": False}})
+    run = Run(tmp_path / "plain", config, device="cpu", precision="fp32").start()
+    summary = lora.run(params, Context.from_dict(config, run))
+    # fc_out is 16 -> 10: rank 3 adds 3 * (16 + 10) = 78 parameters (the config's fc0 at rank 2: 2 * (40 + 16) = 112)
+    assert summary["adapted_layers"] == 1 and summary["lora_parameters"] == 78
+    assert "test_accuracy_merged" not in summary  # params say merge=false; the config says true
+    assert sorted(load_keys(tmp_path / "plain" / "checkpoints" / "lora.safetensors")) == \
+        ["fc_out.lora_A", "fc_out.lora_B"]
+
+
+def load_keys(path):
+    from overparam.store.checkpoint import load_state
+
+    return list(load_state(path))

@@ -14,7 +14,7 @@ from overparam.recipes.merge import common
 
 def check(params, cfg: dict) -> None:
     """Ingredients exist, finished and share one architecture (the values: analysis/params.py)."""
-    common.validate_refs(cfg, same_masks=False)
+    common.validate_refs(params, same_masks=False)
 
 
 def predict(model, x, batch_size: int = 2048):
@@ -54,7 +54,7 @@ def combine(logits: list, average: str):
 def run(params, context) -> dict:
     """Predict with every ingredient (one loaded at a time), average, and score the ensemble and each one."""
     cfg, run = context.cfg, context.run
-    setup = common.open_merge(cfg, same_masks=False)
+    setup = common.open_merge(params, cfg, same_masks=False)
     average = params["ensemble.average"]
     splits = setup.data.splits()
     logits: dict[str, list] = {split: [] for split in splits}

@@ -31,7 +31,7 @@ NON_HYPERPARAMETERS = ("paths.", "logger.", "hydra.", "claims", "report.", "seed
 
 def check(params, cfg: dict) -> None:
     """Ingredients resolve to at least two finished runs with weights (the values: analysis/params.py)."""
-    refs = common.resolve_ingredients(cfg.get("ingredients"))
+    refs = common.resolve_ingredients(params.ingredients)
     if len(refs) < 2:
         raise UserError(f"ingredients: a rank correlation needs at least 2 runs, got {len(refs)}")
     for ref in refs:
@@ -132,8 +132,8 @@ def run(params, context) -> dict:
 
     cfg, run = context.cfg, context.run
     device = setup_hardware(cfg.hardware)
-    refs = common.resolve_ingredients(cfg.get("ingredients"))
-    settings = OmegaConf.to_container(cfg.measures, resolve=True)
+    refs = common.resolve_ingredients(params.ingredients)
+    settings = params["measures"].as_dict()
     configs = [flatten(OmegaConf.to_container(common.weights_config(ref.root), resolve=True)) for ref in refs]
     keys = swept_keys(configs)
     hyperparameters = [{k: c.get(k) for k in keys} for c in configs]

@@ -51,11 +51,10 @@ def run(params, context) -> dict:
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     data = setup.data
-    options = cfg.random_features
-    width = int(options.width)
+    width = int(params["random_features.width"])
     generator = torch.Generator().manual_seed(int(cfg.seed))
     x, y = data.train_x, data.train_y
-    samples = options.get("train_samples")
+    samples = params["random_features.train_samples"]
     if samples is not None:
         if int(samples) > len(x):
             raise UserError(f"random_features.train_samples={samples} but the training split has {len(x)} examples")
@@ -64,7 +63,7 @@ def run(params, context) -> dict:
     dim = int(x[0].numel())
     projection = torch.randn(dim, width, generator=generator, dtype=torch.float64).to(x.device)
     phi = features(x, projection)
-    readout = fit_readout(phi, F.one_hot(y, data.num_classes).double(), float(options.ridge))
+    readout = fit_readout(phi, F.one_hot(y, data.num_classes).double(), float(params["random_features.ridge"]))
     summary = {"width": width, "train_samples": len(x), "parameters": width * data.num_classes,
                "samples_per_parameter": len(x) / (width * data.num_classes)}
     for split, (split_x, split_y) in {"train": (x, y), **data.splits()}.items():

@@ -44,10 +44,10 @@ def run(params, context) -> dict:
     """Train the student on task_weight * CE + weight * sum of per-layer feature distances to the guide."""
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    options = cfg.feature_kd
-    guide, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
+    options = params["feature_kd"]
+    guide, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1)
     frozen(guide)
-    student = new_student(cfg, setup)
+    student = new_student(params["student.from"], setup)
     pairs = [tuple(pair.split(":")) for pair in (options.get("layers") or [f"{EMBEDDING}:{EMBEDDING}"])]
     pairs = [(tap_point(student, s), tap_point(guide, g)) for s, g in pairs]
     guided = Guided(student).to(setup.device)
@@ -63,7 +63,7 @@ def run(params, context) -> dict:
             size_in = student_taps[student_path].flatten(1).shape[1]
             size_out = guide_taps[guide_path].flatten(1).shape[1]
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(cfg.seed) + 31)
+                torch.manual_seed(context.seed + 31)
                 guided.maps.append(nn.Linear(size_in, size_out).to(setup.device))
     terms = WeightedTerms({"feature": float(options.weight), "ce": float(options.task_weight)})
 

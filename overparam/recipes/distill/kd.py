@@ -44,9 +44,8 @@ def distill(student, teacher, setup, run, *, alpha: float, temperature: float, t
                on_eval=terms.on_eval(run, level), **setup.fit_kwargs(**overrides))
 
 
-def new_student(cfg, setup):
+def new_student(source, setup):
     """The student: from a run (`student.from`, masks kept) or freshly initialized from the run's seed."""
-    source = (cfg.get("student") or {}).get("from")
     return load_from_run(source, setup) if source else setup.new_model()
 
 
@@ -63,18 +62,18 @@ def run(params, context) -> dict:
     """Distill the teacher into the student; optionally also train the student alone (`kd.baseline`)."""
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    teacher, figures = obtain_model(cfg.teacher, setup, run, "teacher", seed_offset=1)
+    teacher, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1)
     frozen(teacher)
     if (cfg.get("prune") or {}).get("with"):
-        return {**prune_while_distilling(cfg, run, setup, teacher), **teacher_figures(teacher, figures)}
-    student = new_student(cfg, setup)
-    result = distill(student, teacher, setup, run, alpha=float(cfg.kd.alpha),
-                     temperature=float(cfg.kd.temperature), tag="kd")
+        return {**prune_while_distilling(params, context, setup, teacher), **teacher_figures(teacher, figures)}
+    student = new_student(params["student.from"], setup)
+    result = distill(student, teacher, setup, run, alpha=float(params["kd.alpha"]),
+                     temperature=float(params["kd.temperature"]), tag="kd")
     run.save_checkpoint("model", student.state_dict())
     summary = {**result.flat(), **model_summary(student), "steps": result.steps, **teacher_figures(teacher, figures)}
     summary.update(_sparsity(student))
-    if cfg.kd.get("baseline"):
-        scratch = new_student(cfg, setup)
+    if params["kd.baseline"]:
+        scratch = new_student(params["student.from"], setup)
 
         def train_alone() -> dict:
             alone = fit(scratch, setup.data, None, tag="scratch", label="scratch", **setup.fit_kwargs())
@@ -93,19 +92,25 @@ def _sparsity(model) -> dict:
     return {"sparsity": report["sparsity"], "remaining_fraction": 1.0 - report["sparsity"]}
 
 
-def prune_while_distilling(cfg, run, setup, teacher) -> dict:
+def prune_while_distilling(params, context, setup, teacher) -> dict:
     """`method=kd +prune=imp`: IMP's levels (prune.*, rewind, sparsity), every level trained on the KD loss.
 
-    IMP's lineage driver (`imp.run_lottery`) takes the loss; its levels land in `<run>/level_<L>/` and
-    the summary has the usual `levels` rows. No level cache: its entries are plain IMP lineages.
+    IMP's lineage driver (`imp.run_lottery`) takes the loss and IMP's own typed parameters (its Spec,
+    parsed from the config `+prune=imp` composed); its levels land in `<run>/level_<L>/` and the summary
+    has the usual `levels` rows. No level cache: its entries are plain IMP lineages.
     """
-    from overparam.recipes.prune import imp
+    from omegaconf import OmegaConf
 
+    from overparam.recipes.prune import imp
+    from overparam.recipes.prune.params import IMP
+
+    cfg = context.cfg
     if str(cfg.prune.get("with")) != "imp":
         raise UserError(f"prune.with={cfg.prune.get('with')!r}: only imp can be combined with kd")
-    if (cfg.get("student") or {}).get("from"):
+    if params["student.from"]:
         raise UserError("student.from and +prune=imp exclude each other: IMP starts from the rewind point")
-    if str(cfg.get("control") or "none") != "none":
+    imp_params = IMP.parse(OmegaConf.to_container(cfg, resolve=True))
+    if str(imp_params.control) != "none":
         raise UserError("kd +prune=imp trains the ticket lineage only (control=none)")
-    loss_fn, _ = kd_loss(teacher, setup, alpha=float(cfg.kd.alpha), temperature=float(cfg.kd.temperature))
-    return imp.run_lottery(cfg, run, setup=setup, loss_fn=loss_fn)
+    loss_fn, _ = kd_loss(teacher, setup, alpha=float(params["kd.alpha"]), temperature=float(params["kd.temperature"]))
+    return imp.run_lottery(imp_params, context, setup=setup, loss_fn=loss_fn)

@@ -150,8 +150,8 @@ def run(params, context) -> dict:
     """Distill a random teacher into a student on unlabeled inputs (DINO-style); probe both on the labels."""
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    options = cfg.random_teacher
-    seed = int(cfg.seed)
+    options = params["random_teacher"]
+    seed = context.seed
     teacher, student = build_pair(setup, options, seed)
     teacher_temperature = float(options.teacher_temperature)
     student_temperature = float(options.student_temperature)

@@ -19,7 +19,7 @@ def run(params, context) -> dict:
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
     generations = params["self_distill.generations"]
-    seed = int(cfg.seed)
+    seed = context.seed
     model = setup.new_model(seed)
     # Each generation is its own phase (level=g, tag generation_<g>): a killed run resumes inside it.
     result = fit(model, setup.data, run, tag="generation_0", label="generation 0", level=0, **setup.fit_kwargs())

@@ -20,12 +20,12 @@ def settings(params) -> TaskVectorMerge:
 
 def check(params, cfg: dict) -> None:
     """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
-    validate_inputs(cfg)
+    validate_inputs(params)
 
 
 def run(params, context) -> dict:
     """Drop outliers and the smallest entries of each task vector, then add their scaled sum to the base."""
-    cfg, run = context.cfg, context.run
-    how = settings(cfg[PARAMS])
-    return run_merge(cfg, run, how, {"beta": float(cfg[PARAMS].beta), "gamma": float(cfg[PARAMS].gamma),
+    how = settings(params[PARAMS])
+    return run_merge(params, context, how, {"beta": float(params["breadcrumbs.beta"]),
+                                            "gamma": float(params["breadcrumbs.gamma"]),
                                      "lambda": how.scale})

@@ -18,10 +18,10 @@ from overparam.store.snapshots import snapshots
 PARAMS = "checkpoint_average"
 
 
-def select(cfg) -> list[RunRef]:
-    """The checkpoints to average."""
-    refs = resolve_ingredients(cfg.get("ingredients"))
-    last = (cfg.get(PARAMS) or {}).get("last")
+def select(params) -> list[RunRef]:
+    """The checkpoints to average: the `ingredients`, or the last `checkpoint_average.last` snapshots of one."""
+    refs = resolve_ingredients(params.ingredients)
+    last = params["checkpoint_average.last"]
     if last is None:
         if len(refs) < 2:
             raise UserError(f"one ingredient: set {PARAMS}.last=K to average its last K checkpoints, "
@@ -38,14 +38,14 @@ def select(cfg) -> list[RunRef]:
 
 def check(params, cfg: dict) -> None:
     """The checkpoints exist and match."""
-    check_ingredients(select(cfg))
+    check_ingredients(select(params))
 
 
 def run(params, context) -> dict:
     """Average the selected checkpoints (streamed); report the average and each checkpoint."""
     cfg, run = context.cfg, context.run
-    refs = select(cfg)
-    setup = common.prepare_merge(cfg, refs, check_ingredients(refs))
+    refs = select(params)
+    setup = common.prepare_merge(params, cfg, refs, check_ingredients(refs))
     rows = ingredient_rows(setup)
     average = weighted_average(stream(refs, setup.device))
     final = common.save_merged(run, setup, average)

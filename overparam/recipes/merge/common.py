@@ -41,6 +41,9 @@ class MergeSetup:
     # `task_<name>_accuracy`; `task_of[i]` is the task ingredient i was fine-tuned on.
     tasks: list = field(default_factory=list)
     task_of: list = field(default_factory=list)
+    # `merge.bn_recalibrate` / `merge.bn_fraction`: recompute BatchNorm statistics after merging.
+    recalibrate: bool = False
+    bn_fraction: float = 0.25
 
     def evaluate_state(self, state: dict, recalibrate: bool | None = None) -> dict:
         """{"val_accuracy", "val_loss", "test_accuracy", "test_loss"} of a state (BN recalibrated if set)."""
@@ -83,23 +86,21 @@ class MergeSetup:
                     row["normalized_accuracy"] = sum(ratios) / len(ratios)
         return rows
 
-    @property
-    def recalibrate(self) -> bool:
-        merge = self.cfg.get("merge") or {}
-        return bool(merge.get("bn_recalibrate", False))
-
-    @property
-    def bn_fraction(self) -> float:
-        merge = self.cfg.get("merge") or {}
-        return float(merge.get("bn_fraction", 0.25) or 0.25)
-
     def current_state(self) -> dict:
         """The evaluation model's state (after BN recalibration, if any)."""
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
 
-def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup:
-    """Device, the ingredients' dataset (val split of the first ingredient's seed) and a model template."""
+def recalibration(params) -> dict:
+    """MergeSetup's BatchNorm settings from the method's params (`merge.bn_recalibrate`, `merge.bn_fraction`)."""
+    return {"recalibrate": bool(params.get("merge.bn_recalibrate") or False),
+            "bn_fraction": float(params.get("merge.bn_fraction") or 0.25)}
+
+
+def prepare_merge(params, cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup:
+    """Device, the ingredients' dataset (val split of the first ingredient's seed) and a model template.
+
+    `params`: the method's merge.* settings; `cfg`: the shared keys (hardware, paths, seed)."""
     from overparam.data import load_dataset
     from overparam.engine import setup_hardware
     from overparam.store.load import load_run_model
@@ -107,11 +108,11 @@ def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup
     device = setup_hardware(cfg.hardware)
     # Every ingredient is evaluated on the first one's val split; one that trained on part of it is
     # refused here (unless merge.allow_val_overlap), and the summary says whether the split was shared.
-    notes = check_val_split(cfg, refs)
+    notes = check_val_split(params, refs)
     first_cfg = weights_config(refs[0].root)
     data = load_dataset(first_cfg.dataset, cfg.paths.data_dir, seed=int(first_cfg.get("seed", 0) or 0), device=device)
     model, _ = load_run_model(refs[0], device=device, data=data)
-    shift = shift_settings(cfg)
+    shift = shift_settings(params)
     shifted = None
     if shift:
         # The same dataset with the shifted settings; only its test split is read (no val split drawn).
@@ -119,28 +120,28 @@ def prepare_merge(cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup
                                cfg.paths.data_dir, device=device)
         notes = {**notes, "shift": ",".join(f"{k}={v}" for k, v in sorted(shift.items()))}
     tasks, task_of = [], []
-    if task_settings(cfg):
-        tasks, task_of = task_data(cfg, refs, device)
+    if task_settings(params):
+        tasks, task_of = task_data(cfg.paths.data_dir, refs, device)
         notes = {**notes, "tasks": ",".join(name for name, _ in tasks)}
     return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes,
-                      shift=shifted, tasks=tasks, task_of=task_of)
+                      shift=shifted, tasks=tasks, task_of=task_of, **recalibration(params))
 
 
-def validate_refs(cfg: dict, key: str = "ingredients", **kwargs) -> IngredientCheck:
-    """`validate(cfg)` helper: resolve `cfg[key]` and check the runs (cheap: headers and masks only)."""
-    task_settings(cfg)
-    shift_settings(cfg)
-    refs = resolve_ingredients(cfg.get(key), key)
+def validate_refs(params, key: str = "ingredients", **kwargs) -> IngredientCheck:
+    """`check(params, cfg)` helper: resolve `params[key]` and check the runs (cheap: headers and masks only)."""
+    task_settings(params)
+    shift_settings(params)
+    refs = resolve_ingredients(params.get(key), key)
     check = check_ingredients(refs, key=key, **kwargs)
-    check_val_split(cfg, refs, key=key)
+    check_val_split(params, refs, key=key)
     return check
 
 
-def open_merge(cfg, key: str = "ingredients", **check_kwargs) -> MergeSetup:
+def open_merge(params, cfg, key: str = "ingredients", **check_kwargs) -> MergeSetup:
     """Resolve and check the ingredients again at run time, then `prepare_merge`."""
-    refs = resolve_ingredients(cfg.get(key), key)
+    refs = resolve_ingredients(params.get(key), key)
     check = check_ingredients(refs, key=key, **check_kwargs)
-    return prepare_merge(cfg, refs, check)
+    return prepare_merge(params, cfg, refs, check)
 
 
 def save_merged(run, setup: MergeSetup, state: dict) -> dict:

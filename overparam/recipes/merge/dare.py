@@ -19,11 +19,10 @@ def settings(params, seed: int) -> TaskVectorMerge:
 
 def check(params, cfg: dict) -> None:
     """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
-    validate_inputs(cfg)
+    validate_inputs(params)
 
 
 def run(params, context) -> dict:
     """Drop-and-rescale every task vector, then add their scaled sum to the base."""
-    cfg, run = context.cfg, context.run
-    how = settings(cfg[PARAMS], int(cfg.seed))
-    return run_merge(cfg, run, how, {"drop": float(cfg[PARAMS].drop), "lambda": how.scale})
+    how = settings(params[PARAMS], context.seed)
+    return run_merge(params, context, how, {"drop": float(params["dare.drop"]), "lambda": how.scale})

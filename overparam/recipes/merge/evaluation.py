@@ -9,10 +9,10 @@ from overparam.recipes.merge.ingredients import _container, weights_config
 from overparam.store.load import RunRef
 
 
-def task_settings(cfg) -> bool:
-    """`merge.tasks`: evaluate every state on each ingredient's own training data (multitask merging);
-    raises UserError on a value that is not true/false."""
-    value = (cfg.get("merge") or {}).get("tasks", False)
+def task_settings(params) -> bool:
+    """`merge.tasks` (of the method's params; False where its Spec has none): evaluate every state on each
+    ingredient's own training data (multitask merging); raises UserError on a value that is not true/false."""
+    value = params.get("merge.tasks", False)
     if value is None:
         return False
     if not isinstance(value, bool):
@@ -37,7 +37,7 @@ def _task_name(dataset: dict, index: int) -> str:
     return str(variant) if variant and not extra and str(variant).isidentifier() else f"task{index}"
 
 
-def task_data(cfg, refs: list[RunRef], device: str) -> tuple[list, list[int]]:
+def task_data(data_dir, refs: list[RunRef], device: str) -> tuple[list, list[int]]:
     """The test split of each distinct dataset the ingredients trained on, and each ingredient's task index."""
     from overparam.data import load_dataset
 
@@ -52,17 +52,18 @@ def task_data(cfg, refs: list[RunRef], device: str) -> tuple[list, list[int]]:
             name = _task_name(dataset, len(tasks))
             if any(name == other for other, _ in tasks):
                 name = f"task{len(tasks)}"
-            data = load_dataset({**dataset, "val_fraction": 0.0, "label_noise": None}, cfg.paths.data_dir,
+            data = load_dataset({**dataset, "val_fraction": 0.0, "label_noise": None}, data_dir,
                                 device=device)
             tasks.append((name, data))
         task_of.append(keys[key])
     return tasks, task_of
 
 
-def shift_settings(cfg) -> dict:
-    """`merge.shift`: dataset keys (e.g. {variant: noisy}) of a shifted copy whose test split every merged
-    state is also evaluated on; {} when unset. Raises UserError on a value that is not a mapping of scalars."""
-    shift = (cfg.get("merge") or {}).get("shift")
+def shift_settings(params) -> dict:
+    """`merge.shift` (of the method's params; unset where its Spec has none): dataset keys (e.g. {variant: noisy})
+    of a shifted copy whose test split every merged state is also evaluated on; {} when unset. Raises UserError
+    on a value that is not a mapping of scalars."""
+    shift = params.get("merge.shift")
     if shift is None:
         return {}
     shift = _container(shift) if not isinstance(shift, dict) else dict(shift)

@@ -104,8 +104,8 @@ def merge_states(states: Iterable[tuple[dict, dict]], weights: Iterable[float] |
     return finish_state(merged)
 
 
-def _weights(cfg, count: int) -> list[float] | None:
-    weights = (cfg.get(PARAMS) or {}).get("weights")
+def _weights(params, count: int) -> list[float] | None:
+    weights = params["fisher.weights"]
     if weights is None:
         return None
     weights = [float(w) for w in weights]
@@ -118,19 +118,18 @@ def _weights(cfg, count: int) -> list[float] | None:
 
 def check(params, cfg: dict) -> None:
     """Ingredients exist and match; one weight per ingredient."""
-    check = common.validate_refs(cfg)
-    _weights(cfg, len(check.refs))
+    check = common.validate_refs(params)
+    _weights(params, len(check.refs))
 
 
 def run(params, context) -> dict:
     """Estimate each ingredient's Fisher, merge, evaluate, save."""
 
     cfg, run = context.cfg, context.run
-    setup = common.open_merge(cfg)
-    params = cfg[PARAMS]
-    weights = _weights(cfg, len(setup.refs))
+    setup = common.open_merge(params, cfg)
+    weights = _weights(params, len(setup.refs))
     rows = ingredient_rows(setup)
-    samples = min(int(params.samples), len(setup.data.train_x))
+    samples = min(int(params["fisher.samples"]), len(setup.data.train_x))
     generator = torch.Generator().manual_seed(int(cfg.seed) + 31)
     index = torch.randperm(len(setup.data.train_x), generator=generator)[:samples].to(setup.data.train_x.device)
     x, y = setup.data.train_x[index], setup.data.train_y[index]
@@ -139,10 +138,10 @@ def run(params, context) -> dict:
         for ref in setup.refs:
             state = load_weights(ref, setup.device)
             setup.model.load_state_dict(state)
-            fisher = diagonal_fisher(setup.model, x, y, kind=str(params.kind))
+            fisher = diagonal_fisher(setup.model, x, y, kind=str(params["fisher.kind"]))
             # A masked weight has zero gradient where masked: the floor keeps 0/0 out of the mean.
             yield state, fisher
 
-    merged = merge_states(with_fishers(), weights, floor=float(params.floor))
+    merged = merge_states(with_fishers(), weights, floor=float(params["fisher.floor"]))
     final = common.save_merged(run, setup, merged)
     return soup_summary(setup, final, rows, "fisher", {"fisher_samples": samples})

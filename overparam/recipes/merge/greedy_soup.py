@@ -17,7 +17,7 @@ from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 
 def check(params, cfg: dict) -> None:
     """Ingredients exist and match."""
-    common.validate_refs(cfg)
+    common.validate_refs(params)
 
 
 def _mean(total: dict, count: int) -> dict:
@@ -55,13 +55,12 @@ def greedy(setup: common.MergeSetup, rows: list[dict], accept: str,
 
 def run(params, context) -> dict:
     """Greedy soup of the ingredients; report the soup and every ingredient on val and test."""
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(cfg)
+    setup = common.open_merge(params, context.cfg)
     if setup.data.val_x is None:
         raise UserError("greedy_soup selects on the val split: set dataset.val_fraction > 0")
     rows = ingredient_rows(setup)
     soup, kept = greedy(setup, rows, params["soup.accept"])
     for index, row in enumerate(rows):
         row["in_soup"] = int(index in kept)
-    final = common.save_merged(run, setup, soup)
+    final = common.save_merged(context.run, setup, soup)
     return soup_summary(setup, final, rows, "greedy_soup", {"soup_size": len(kept)})

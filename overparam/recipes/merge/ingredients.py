@@ -157,13 +157,13 @@ def _split_text(split: dict) -> str:
     return f"dataset {split['dataset'].get('name')}, val_fraction {split['val_fraction']:g}, split_seed {split['split_seed']}"
 
 
-def check_val_split(cfg, refs: list[RunRef], key: str = "ingredients") -> dict:
+def check_val_split(params, refs: list[RunRef], key: str = "ingredients") -> dict:
     """The merge evaluates every ingredient on the first one's val split: refuse (one line naming the ingredient)
     when another ingredient held out other examples and so trained on some of that split, unless
     `merge.allow_val_overlap` is set. Returns the notes a merge summary records."""
     splits = [_split_of(ref) for ref in refs]
     evaluation = splits[0]
-    allowed = bool((cfg.get("merge") or {}).get("allow_val_overlap") or False)
+    allowed = bool(params.get("merge.allow_val_overlap") or False)
     if evaluation["val_fraction"] and not allowed:
         for ref, split in zip(refs[1:], splits[1:]):
             if split != evaluation:
@@ -175,9 +175,9 @@ def check_val_split(cfg, refs: list[RunRef], key: str = "ingredients") -> dict:
     return {"val_split_seed": evaluation["split_seed"], "val_split_shared": int(all(s == evaluation for s in splits))}
 
 
-def validate_base(cfg: dict, check: IngredientCheck | None = None, required: bool = True) -> RunRef | None:
-    """Resolve and check `base` (one run) against the ingredients' architecture."""
-    value = cfg.get("base")
+def validate_base(params, check: IngredientCheck | None = None, required: bool = True) -> RunRef | None:
+    """Resolve and check the method's `base` param (one run) against the ingredients' architecture."""
+    value = params.get("base")
     if value in (None, "", []):
         if required:
             raise UserError("base is required: the run the ingredients were fine-tuned from (base=<run dir>[@tag])")

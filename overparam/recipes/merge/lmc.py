@@ -54,7 +54,7 @@ def path_barriers(rows: list[dict], split: str, prefix: str = "") -> dict:
 def check(params, cfg: dict) -> None:
     """Two ingredients, or one checkpoint in lmc.from, or two different seeds."""
     origin, seeds = params["lmc.from"], params["lmc.seeds"]
-    if sum(bool(x) for x in (origin, seeds, cfg.get("ingredients"))) > 1:
+    if sum(bool(x) for x in (origin, seeds, params.ingredients)) > 1:
         raise UserError(f"give one of ingredients, {PARAMS}.from and {PARAMS}.seeds")
     if seeds is not None:
         if len(seeds) != 2 or seeds[0] == seeds[1]:
@@ -63,7 +63,7 @@ def check(params, cfg: dict) -> None:
         ref = RunRef.parse(origin)
         check_ingredients([ref], key=f"{PARAMS}.from")
     else:
-        common.validate_refs(cfg, minimum=2, maximum=2)
+        common.validate_refs(params, minimum=2, maximum=2)
 
 
 def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[dict, dict, dict]:
@@ -88,7 +88,7 @@ def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[di
     return copies[0], copies[1], figures
 
 
-def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dict, dict, dict]:
+def train_from_seeds(params, cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dict, dict, dict]:
     """Two models of `cfg.model` trained here from the init (and data order) of each seed."""
     from omegaconf import OmegaConf
 
@@ -114,7 +114,8 @@ def train_from_seeds(cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dic
                                    dataset=OmegaConf.to_container(cfg.dataset, resolve=True), seeds=list(seeds),
                                    shapes={})
     setup = common.MergeSetup(cfg=cfg, device=prepared.device, data=prepared.data, model=model, refs=[], check=check,
-                              notes={"val_split_seed": effective_split_seed(cfg.dataset, int(cfg.seed))})
+                              notes={"val_split_seed": effective_split_seed(cfg.dataset, int(cfg.seed))},
+                              **common.recalibration(params))
     figures["seeds"] = ",".join(str(s) for s in seeds)
     return setup, states[0], states[1], figures
 
@@ -126,14 +127,14 @@ def run(params, context) -> dict:
     origin = params["lmc.from"]
     seeds = None if params["lmc.seeds"] is None else [int(s) for s in params["lmc.seeds"]]
     if seeds is not None:
-        setup, a, b, extra = train_from_seeds(cfg, run, seeds)
+        setup, a, b, extra = train_from_seeds(params, cfg, run, seeds)
     elif origin:
         ref = RunRef.parse(origin)
-        setup = common.prepare_merge(cfg, [ref], check_ingredients([ref], key=f"{PARAMS}.from"))
+        setup = common.prepare_merge(params, cfg, [ref], check_ingredients([ref], key=f"{PARAMS}.from"))
         a, b, extra = train_copies(cfg, run, setup, ref)
         extra["from"] = origin
     else:
-        setup = common.open_merge(cfg, minimum=2, maximum=2)
+        setup = common.open_merge(params, cfg, minimum=2, maximum=2)
         a, b = (load_weights(r, setup.device) for r in setup.refs)
         extra = {}
     if split == "val" and setup.data.val_x is None:

@@ -34,7 +34,7 @@ def aligned_states(setup: common.MergeSetup, max_iterations: int = 100):
 
 def check(params, cfg: dict) -> None:
     """Two or more ingredients of one architecture that has a permutation spec."""
-    check = common.validate_refs(cfg, minimum=2)
+    check = common.validate_refs(params, minimum=2)
     if params["rebasin.output"] == "aligned" and len(check.refs) != 2:
         raise UserError(f"{PARAMS}.output=aligned needs exactly two ingredients, got {len(check.refs)}")
 
@@ -42,7 +42,7 @@ def check(params, cfg: dict) -> None:
 def run(params, context) -> dict:
     """Align, average (or keep the aligned model), and compare with the naive average."""
     cfg, run = context.cfg, context.run
-    setup = common.open_merge(cfg, minimum=2)
+    setup = common.open_merge(params, cfg, minimum=2)
     rows = ingredient_rows(setup)
     naive = weighted_average(stream(setup.refs, setup.device))
     naive_metrics = setup.evaluate_state(naive)
@@ -50,17 +50,18 @@ def run(params, context) -> dict:
     moved_units = []
 
     def aligned():
-        for state, moved in aligned_states(setup, int(cfg[PARAMS].max_iterations)):
+        for state, moved in aligned_states(setup, int(params["rebasin.max_iterations"])):
             moved_units.append(moved)
             yield state
 
-    if cfg[PARAMS].output == "average":
+    output = str(params["rebasin.output"])
+    if output == "average":
         result = weighted_average(aligned())
     else:
         result = list(aligned())[1]
     final = common.save_merged(run, setup, result)
     metrics = setup.evaluate_state(final, recalibrate=False)
-    merged_row = {"role": "merged", "name": f"rebasin_{cfg[PARAMS].output}", "aligned": True, **metrics}
+    merged_row = {"role": "merged", "name": f"rebasin_{output}", "aligned": True, **metrics}
     naive_row = {"role": "naive_average", "name": "naive_average", "aligned": False, **naive_metrics}
     return {**metrics, **{f"naive_{k}": v for k, v in naive_metrics.items()}, **ingredient_figures(rows),
             "permuted_units": sum(moved_units), **setup.notes, "rows": [merged_row, naive_row, *rows]}

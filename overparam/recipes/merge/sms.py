@@ -27,28 +27,27 @@ def phase_remaining(sparsity: float, phase: int, phases: int) -> float:
     return (1.0 - float(sparsity)) ** (phase / phases)
 
 
-def copy_settings(cfg, copy: int) -> dict:
-    """fit() keyword arguments that make copy `copy` differ from the others."""
+def copy_settings(params, cfg, copy: int) -> dict:
+    """fit() keyword arguments that make copy `copy` differ from the others (`sms.vary`, `sms.values`)."""
     from omegaconf import OmegaConf
 
-    params = cfg[PARAMS]
     seed = int(cfg.seed)
-    vary = str(params.vary)
+    vary = str(params["sms.vary"])
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     if vary == "seed":
         return {"seed": seed + copy, "data_seed": seed + copy, "optim": optim}
     if vary == "data_order":
         return {"seed": seed, "data_seed": seed + 1 + copy, "optim": optim}
-    optim["lr" if vary == "lr" else "weight_decay"] = float(params["values"][copy])
+    optim["lr" if vary == "lr" else "weight_decay"] = float(params["sms.values"][copy])
     return {"seed": seed, "data_seed": seed, "optim": optim}
 
 
-def retrain_schedule(cfg) -> dict:
+def retrain_schedule(params, cfg) -> dict:
     """train.* for each copy: `sms.retrain_epochs` epochs when set (compute matching), else train.* as is."""
     from omegaconf import OmegaConf
 
     train = OmegaConf.to_container(cfg.train, resolve=True)
-    epochs = cfg[PARAMS].get("retrain_epochs")
+    epochs = params["sms.retrain_epochs"]
     if epochs is not None:
         train.update({"epochs": epochs, "steps": None})
     return train
@@ -56,17 +55,17 @@ def retrain_schedule(cfg) -> dict:
 
 def check(params, cfg: dict) -> None:
     """The starting model, if given."""
-    if cfg.get("base"):
-        validate_base(cfg, None)
+    if params.base:
+        validate_base(params, None)
 
 
-def _start(cfg, run, setup) -> tuple[object, dict]:
+def _start(params, run, setup) -> tuple[object, dict]:
     """The trained starting model: `base`'s weights, or a dense model trained here (tag `dense`)."""
     from overparam.engine import fit
     from overparam.store.load import load_run_model
 
-    if cfg.get("base"):
-        ref = validate_base(cfg, None)
+    if params.base:
+        ref = validate_base(params, None)
         model, base_cfg = load_run_model(ref, device=setup.device, data=setup.data)
         return model, {"base": ref_text(ref), "_base_cfg": base_cfg}
     model = setup.new_model()
@@ -99,17 +98,16 @@ def run(params, context) -> dict:
     from overparam.recipes.prune.masks import select_masks
 
     cfg, run = context.cfg, context.run
-    params = cfg[PARAMS]
-    phases, copies = int(params.phases), int(params.copies)
+    phases, copies = int(params["sms.phases"]), int(params["sms.copies"])
     setup = prepare(cfg)
-    model, extra = _start(cfg, run, setup)
+    model, extra = _start(params, run, setup)
     if not common.any_masked(model):
-        prune_common.make_prunable(model, exclude_output=bool(params.exclude_output))
+        prune_common.make_prunable(model, exclude_output=bool(params["sms.exclude_output"]))
     names = prune_common.weight_names(model)
     total = sum(dict(model.named_parameters())[n].numel() for n in names)
     # Evaluating soups: a MergeSetup over the same data and a twin of the model.
     evaluator = common.MergeSetup(cfg=cfg, device=setup.device, data=setup.data, model=copying.deepcopy(model),
-                                  refs=[], check=None)  # type: ignore[arg-type]
+                                  refs=[], check=None, **common.recalibration(params))  # type: ignore[arg-type]
     levels = []
     dense_metrics = evaluate_splits(model, setup.data)
     levels.append({"level": 0, "remaining_fraction": 1.0 - sparsity_report(model)["sparsity"],
@@ -134,8 +132,8 @@ def run(params, context) -> dict:
             if copy.saved:
                 continue
             model.load_state_dict(pruned)
-            settings = copy_settings(cfg, index)
-            result = fit(model, setup.data, run, train=retrain_schedule(cfg), hardware=cfg.hardware, tag=copy.name,
+            settings = copy_settings(params, cfg, index)
+            result = fit(model, setup.data, run, train=retrain_schedule(params, cfg), hardware=cfg.hardware, tag=copy.name,
                          label=copy.name, level=copy.level, **settings)
             seconds += result.seconds
             copy.save(model.state_dict())
@@ -143,11 +141,11 @@ def run(params, context) -> dict:
         for index, copy in enumerate(copy_phases):
             copy_rows.append({"copy": index, **evaluator.evaluate_state(copy.load(setup.device), recalibrate=False)})
 
-        if params.soup == "uniform":
+        if params["sms.soup"] == "uniform":
             soup = weighted_average(copy.load(setup.device) for copy in copy_phases)
             kept = list(range(copies))
         else:
-            soup, kept = greedy(evaluator, copy_rows, str(params.accept),
+            soup, kept = greedy(evaluator, copy_rows, str(params["sms.accept"]),
                                 load=lambda index: copy_phases[index].load(setup.device))
         evaluator.model.load_state_dict(soup)
         if evaluator.recalibrate:
@@ -175,5 +173,5 @@ def run(params, context) -> dict:
                                    OmegaConf.to_container(base_cfg.dataset, resolve=True))
     final = levels[-1]
     return {**{k: v for k, v in final.items() if k != "level"}, "phases": phases, "copies": copies,
-            "vary": str(params.vary), **extra, "levels": levels}
+            "vary": str(params["sms.vary"]), **extra, "levels": levels}
 

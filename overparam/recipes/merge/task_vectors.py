@@ -81,10 +81,11 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
     return finish_state(merged, like=base)
 
 
-def run_merge(cfg, run, how: TaskVectorMerge, extra: dict) -> dict:
+def run_merge(params, context, how: TaskVectorMerge, extra: dict) -> dict:
     """The recipe body every preset shares: check, load base, merge the streamed ingredients, evaluate, save."""
-    setup = common.open_merge(cfg)
-    base_ref = validate_base(cfg, setup.check)
+    cfg, run = context.cfg, context.run
+    setup = common.open_merge(params, cfg)
+    base_ref = validate_base(params, setup.check)
     base = load_weights(base_ref, setup.device)
     rows = ingredient_rows(setup)
     base_metrics = setup.evaluate_state(base, recalibrate=False)
@@ -101,29 +102,28 @@ def run_merge(cfg, run, how: TaskVectorMerge, extra: dict) -> dict:
             **tasks, **masked_sparsity(final), **setup.notes, **extra, "rows": rows}
 
 
-def validate_inputs(cfg: dict) -> None:
+def validate_inputs(params) -> None:
     """Every preset's shared check: the ingredients and the base exist and match."""
-    check = common.validate_refs(cfg)
-    validate_base(cfg, check)
+    check = common.validate_refs(params)
+    validate_base(params, check)
 
 
-def settings(cfg) -> TaskVectorMerge:
-    params = cfg[PARAMS]
+def settings(params, seed: int) -> TaskVectorMerge:
+    params = params[PARAMS]
     density, gamma = float(params.density), float(params.gamma)
     smallest = max(0.0, 1.0 - density - gamma) if str(params.sparsify) == "breadcrumbs" else 0.0
     return TaskVectorMerge(sparsify=str(params.sparsify), density=density, gamma=gamma, smallest=smallest,
                            consensus=str(params.consensus), scope=str(params.scope), scale=float(params["lambda"]),
-                           seed=int(cfg.seed))
+                           seed=int(seed))
 
 
 def check(params, cfg: dict) -> None:
     """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
-    validate_inputs(cfg)
+    validate_inputs(params)
 
 
 def run(params, context) -> dict:
     """Sparsify every task vector, combine them, add lambda times the result to the base."""
-    cfg, run = context.cfg, context.run
-    how = settings(cfg)
+    how = settings(params, context.seed)
     extra = {k: v for k, v in asdict(how).items() if k not in ("scale", "seed", "smallest")}
-    return run_merge(cfg, run, how, {**extra, "lambda": how.scale})
+    return run_merge(params, context, how, {**extra, "lambda": how.scale})

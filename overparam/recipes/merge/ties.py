@@ -22,11 +22,10 @@ def settings(params) -> TaskVectorMerge:
 
 def check(params, cfg: dict) -> None:
     """Ingredients and base exist and match (the values: the Spec in merge/params.py)."""
-    validate_inputs(cfg)
+    validate_inputs(params)
 
 
 def run(params, context) -> dict:
     """TIES-merge the ingredients' task vectors onto the base."""
-    cfg, run = context.cfg, context.run
-    how = settings(cfg[PARAMS])
-    return run_merge(cfg, run, how, {"density": how.density, "scope": how.scope, "lambda": how.scale})
+    how = settings(params[PARAMS])
+    return run_merge(params, context, how, {"density": how.density, "scope": how.scope, "lambda": how.scale})

@@ -9,14 +9,13 @@ from overparam.recipes.merge.summary import ingredient_rows, soup_summary
 
 def check(params, cfg: dict) -> None:
     """Ingredients exist, finished, and share architecture, shapes and masks."""
-    common.validate_refs(cfg)
+    common.validate_refs(params)
 
 
 def run(params, context) -> dict:
     """Average every ingredient (streamed), evaluate the soup and each ingredient, save the soup."""
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(cfg)
+    setup = common.open_merge(params, context.cfg)
     rows = ingredient_rows(setup)
     soup = weighted_average(stream(setup.refs, setup.device))
-    final = common.save_merged(run, setup, soup)
+    final = common.save_merged(context.run, setup, soup)
     return soup_summary(setup, final, rows, "uniform_soup")

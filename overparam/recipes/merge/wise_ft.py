@@ -21,8 +21,8 @@ def interpolate(base: dict, tuned: dict, alpha: float) -> dict:
     return finish_state(mixed, like=tuned)
 
 
-def _alphas(cfg) -> list[float]:
-    alphas = (cfg.get(PARAMS) or {}).get("alphas")
+def _alphas(params) -> list[float]:
+    alphas = params["wise_ft.alphas"]
     if isinstance(alphas, str) or not hasattr(alphas, "__len__") or not len(alphas):
         raise UserError(f"{PARAMS}.alphas must be a non-empty list of numbers, e.g. [0,0.25,0.5,0.75,1]")
     try:
@@ -33,30 +33,30 @@ def _alphas(cfg) -> list[float]:
 
 def check(params, cfg: dict) -> None:
     """One fine-tuned ingredient, its base; the alphas are numbers and save_alpha one of them."""
-    _alphas(cfg)
+    _alphas(params)
     save = params["wise_ft.save_alpha"]
-    if save is not None and save not in _alphas(cfg):
+    if save is not None and save not in _alphas(params):
         raise UserError(f"{PARAMS}.save_alpha={save} is not one of {PARAMS}.alphas")
-    shift = shift_settings(cfg)
+    shift = shift_settings(params)
     from overparam.data.mnist1d_settings import STANDARD, generator_args
 
     if "variant" in shift or set(shift) & set(STANDARD):
         generator_args(shift.get("variant"), **{k: v for k, v in shift.items() if k in STANDARD})
-    check = common.validate_refs(cfg, minimum=1, maximum=1)
-    validate_base(cfg, check)
+    check = common.validate_refs(params, minimum=1, maximum=1)
+    validate_base(params, check)
 
 
 def run(params, context) -> dict:
     """Evaluate every alpha; save the chosen one as the run's model."""
     cfg, run = context.cfg, context.run
-    setup = common.open_merge(cfg, minimum=1, maximum=1)
-    base_ref = validate_base(cfg, setup.check)
+    setup = common.open_merge(params, cfg, minimum=1, maximum=1)
+    base_ref = validate_base(params, setup.check)
     base = load_weights(base_ref, setup.device)
     tuned = load_weights(setup.refs[0], setup.device)
     rows = []
-    for alpha in _alphas(cfg):
+    for alpha in _alphas(params):
         rows.append({"alpha": alpha, **setup.evaluate_state(interpolate(base, tuned, alpha))})
-    save = cfg[PARAMS].get("save_alpha")
+    save = params["wise_ft.save_alpha"]
     select = "val_accuracy" if "val_accuracy" in rows[0] else "test_accuracy"
     chosen = float(save) if save is not None else max(rows, key=lambda r: r[select])["alpha"]
     final = common.save_merged(run, setup, interpolate(base, tuned, chosen))

@@ -9,17 +9,20 @@ import torch
 from overparam.recipes.prune import common
 
 
-def score_batch(data, cfg, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
+def score_batch(data, context, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`batches` training batches of the seeded first-epoch order: the data a saliency score sees."""
     from overparam.engine.fit import epoch_order
 
-    count = min(len(data.train_x), int(batches) * int(cfg.train.batch_size))
-    order = epoch_order(len(data.train_x), int(cfg.seed), 0)[:count].to(data.train_x.device)
+    count = min(len(data.train_x), int(batches) * int(context.train.batch_size))
+    order = epoch_order(len(data.train_x), context.seed, 0)[:count].to(data.train_x.device)
     return data.train_x[order], data.train_y[order]
 
 
-def run_at_init(cfg, run, masks_fn: Callable) -> dict:
+def run_at_init(params, context, masks_fn: Callable) -> dict:
     """Build the model, `masks_fn(model, setup, keep, sparsity, output_rate)` -> masks, install them, train.
+
+    `params["prune.output_rate"]` (0: the output layer stays dense and unmasked) is the method's own key;
+    `context` gives the run and the shared keys (sparsity, the method's name).
 
     Masks are a pure function of the seed (and the data), so a resumed run recomputes the same ones
     before `fit` continues from its checkpoint.
@@ -27,9 +30,9 @@ def run_at_init(cfg, run, masks_fn: Callable) -> dict:
     from overparam.engine import fit
     from overparam.recipes.common import prepare
 
+    cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    prune = cfg.get("prune") or {}
-    output_rate = 1.0 if prune.get("output_rate") is None else float(prune.get("output_rate"))
+    output_rate = 1.0 if params["prune.output_rate"] is None else float(params["prune.output_rate"])
     model = common.make_prunable(setup.new_model(), exclude_output=output_rate == 0.0)
     total = sum(w.numel() for w in common.weights_of(model).values())
     sparsity = float(cfg.sparsity)

@@ -159,12 +159,12 @@ def run(params, context) -> dict:
     if channels.saved:
         keep = {k: v.bool() for k, v in channels.load().items()}
     else:
-        keep = channel_keep(model, float(cfg.sparsity), str(cfg.channel.scope),
-                            float(cfg.channel.get("min_fraction") or 0.0))
+        keep = channel_keep(model, float(cfg.sparsity), str(params["channel.scope"]),
+                            float(params["channel.min_fraction"] or 0.0))
         channels.save({k: v.to(torch.uint8) for k, v in keep.items()})
     common.apply_masks_by_name(model, channel_masks(model, keep))
     extra: dict = {}
-    if cfg.channel.shrink:
+    if params["channel.shrink"]:
         small = shrink(copy.deepcopy(model), keep)
         result = fit(small, setup.data, run, tag="finetune", level=1, label="channel fine-tune (shrunk)",
                      **setup.fit_kwargs())

@@ -35,13 +35,6 @@ def target_count(total: int, sparsity: float) -> int:
 
 # --- prunable models ------------------------------------------------------------------------------
 
-def output_excluded(cfg) -> bool:
-    """True when `prune.output_rate` is 0: the output layer stays dense and is not masked at all."""
-    prune = cfg.get("prune") or {}
-    rate = prune.get("output_rate", 1.0)
-    return rate is not None and float(rate) == 0.0
-
-
 def make_prunable(model: nn.Module, *, exclude_output: bool) -> nn.Module:
     """`sparsify` every Linear/Conv layer (the output layer too unless excluded); all masks start at one."""
     from overparam.models import output_layer_name

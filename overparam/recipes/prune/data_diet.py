@@ -50,21 +50,21 @@ def grand(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tor
     return torch.cat(norms).cpu()
 
 
-def example_scores(cfg, setup, kind: str) -> torch.Tensor:
-    """Scores of every training example, averaged over `diet.seeds` briefly trained models."""
+def example_scores(params, setup, kind: str) -> torch.Tensor:
+    """Scores of every training example, averaged over `diet.seeds` briefly trained models (`diet.epochs` each)."""
     from omegaconf import OmegaConf
 
     from overparam.engine import fit
 
     data = setup.data
     if kind == "random":
-        generator = torch.Generator().manual_seed(common.derived_seed(int(cfg.seed), "diet_random"))
+        generator = torch.Generator().manual_seed(common.derived_seed(int(setup.cfg.seed), "diet_random"))
         return torch.rand(len(data.train_x), generator=generator)
-    train = OmegaConf.to_container(cfg.train, resolve=True)
-    train.update({"epochs": float(cfg.diet.epochs), "steps": None})
+    train = OmegaConf.to_container(setup.cfg.train, resolve=True)
+    train.update({"epochs": float(params["diet.epochs"]), "steps": None})
     total = torch.zeros(len(data.train_x))
-    for index in range(int(cfg.diet.seeds)):
-        seed = common.derived_seed(int(cfg.seed), "diet_model", index) % (2 ** 31)
+    for index in range(int(params["diet.seeds"])):
+        seed = common.derived_seed(int(setup.cfg.seed), "diet_model", index) % (2 ** 31)
         model = setup.new_model(seed)
         # Short scoring runs are not checkpointed: the finished scores are (checkpoints/diet_scores).
         fit(model, data, None, **setup.fit_kwargs(train=train, seed=seed))
@@ -72,7 +72,7 @@ def example_scores(cfg, setup, kind: str) -> torch.Tensor:
             total += el2n(model, data.train_x, data.train_y, data.num_classes)
         else:
             total += grand(model, data.train_x, data.train_y)
-    return total / int(cfg.diet.seeds)
+    return total / int(params["diet.seeds"])
 
 
 def run(params, context) -> dict:
@@ -82,17 +82,17 @@ def run(params, context) -> dict:
 
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    kind = str(cfg.diet.score)
+    kind = str(params["diet.score"])
     scoring = run.phase("diet_scores")
     if scoring.saved:
         scores = scoring.load()["scores"]
     else:
-        scores = example_scores(cfg, setup, kind)
+        scores = example_scores(params, setup, kind)
         scoring.save({"scores": scores})
     count = len(scores)
-    keep = max(1, int(math.floor(count * float(cfg.diet.keep) + 0.5)))
+    keep = max(1, int(math.floor(count * float(params["diet.keep"]) + 0.5)))
     if keep > count:
-        raise UserError(f"diet.keep={cfg.diet.keep} keeps more examples than the {count} there are")
+        raise UserError(f"diet.keep={params['diet.keep']} keeps more examples than the {count} there are")
     kept = torch.sort(torch.argsort(scores, descending=True, stable=True)[:keep]).values
     data = setup.data.subset_train(kept.to(setup.data.train_x.device))
     model = setup.new_model()

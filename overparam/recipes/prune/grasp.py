@@ -35,11 +35,10 @@ def grasp_scores(model, x: torch.Tensor, y: torch.Tensor, temperature: float = 2
 def run(params, context) -> dict:
     """GraSP masks to `sparsity` at initialization, then training."""
 
-    cfg, run = context.cfg, context.run
     def masks(model, setup, keep, sparsity, output_rate):
-        x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
-        scores = grasp_scores(model, x, y, float(cfg.prune.temperature))
-        return select_masks(scores, keep, scope=str(cfg.prune.scope), output_name=common.output_weight_name(model),
+        x, y = score_batch(setup.data, context, params["prune.score_batches"])
+        scores = grasp_scores(model, x, y, float(params["prune.temperature"]))
+        return select_masks(scores, keep, scope=str(params["prune.scope"]), output_name=common.output_weight_name(model),
                             output_rate=output_rate, sparsity=sparsity)
 
-    return run_at_init(cfg, run, masks)
+    return run_at_init(params, context, masks)

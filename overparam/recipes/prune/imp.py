@@ -33,9 +33,6 @@ from overparam.recipes.prune import common
 from overparam.recipes.prune.masks import distribution_counts, random_masks, select_masks
 from overparam.store.levels import LevelCache, record_level_lineage
 
-RETRAIN_SCHEDULES = ("ft", "lrw", "clr")
-
-
 # --- the plan of levels ---------------------------------------------------------------------------
 
 @dataclass
@@ -88,9 +85,10 @@ class Context:
 
     cfg: Any
     setup: Any
-    rate: float
+    rate: float | None
     scope: str
     output_rate: float
+    rewind: str
     rewind_kind: str
     rewind_amount: int
     retrain_schedule: str
@@ -103,19 +101,20 @@ class Context:
     loss_fn: Callable | None = None
 
     @classmethod
-    def from_config(cls, cfg, setup, oneshot: bool, loss_fn: Callable | None = None) -> "Context":
+    def from_params(cls, params, cfg, setup, oneshot: bool, loss_fn: Callable | None = None) -> "Context":
+        """The lineage settings from the method's typed `params` (prune.*, rewind, retrain.*); `cfg` gives the
+        shared keys (seed, sparsity, train, optim). One-shot has no `prune.rate`: its plan is a single step."""
         from overparam.engine.optim import total_steps
 
-        prune = cfg.get("prune") or {}
-        kind, amount = common.parse_rewind(cfg.get("rewind", "init"))
-        retrain = cfg.get("retrain") or {}
-        output_rate = prune.get("output_rate")
-        context = cls(cfg=cfg, setup=setup, rate=float(prune.get("rate") or 0.2),
-                      scope=str(prune.get("scope") or "global"),
-                      output_rate=1.0 if output_rate is None else float(output_rate),
-                      rewind_kind=kind, rewind_amount=amount,
-                      retrain_schedule=str(retrain.get("lr_schedule") or "lrw"), oneshot=oneshot,
-                      sparsity=float(cfg.sparsity), exclude_output=common.output_excluded(cfg), loss_fn=loss_fn)
+        kind, amount = common.parse_rewind(params.rewind)
+        output_rate = params["prune.output_rate"]
+        output_rate = 1.0 if output_rate is None else float(output_rate)
+        rate = params.get("prune.rate")
+        context = cls(cfg=cfg, setup=setup, rate=None if rate is None else float(rate),
+                      scope=str(params["prune.scope"] or "global"), output_rate=output_rate,
+                      rewind=str(params.rewind), rewind_kind=kind, rewind_amount=amount,
+                      retrain_schedule=str(params["retrain.lr_schedule"]), oneshot=oneshot,
+                      sparsity=float(cfg.sparsity), exclude_output=output_rate == 0.0, loss_fn=loss_fn)
         context.total_steps, context.steps_per_epoch = total_steps(cfg.train, len(setup.data.train_x))
         return context
 
@@ -137,7 +136,7 @@ class Context:
         else:
             return 0
         if step >= self.total_steps:
-            raise UserError(f"rewind={self.cfg.rewind} is step {step}, not before the end of training "
+            raise UserError(f"rewind={self.rewind} is step {step}, not before the end of training "
                             f"({self.total_steps} steps)")
         return step
 
@@ -274,7 +273,7 @@ class Lineage:
         return f"level {level}/{self.plan.levels - 1} ({100.0 * self.plan.counts[level] / self.plan.counts[0]:.1f}%)"
 
 
-def _control_model(ctx: Context, ticket: Lineage, level: int, control: str) -> tuple[torch.nn.Module, int, Any]:
+def _control_model(ctx: Context, ticket: Lineage, level: int, control: str, distribution: str) -> tuple[torch.nn.Module, int, Any]:
     """The control network of `level`: its mask, its initial weights, start step and optimizer config."""
     template = ctx.fresh_model()
     ticket_mask = ticket.mask(level, template)
@@ -289,13 +288,13 @@ def _control_model(ctx: Context, ticket: Lineage, level: int, control: str) -> t
     else:  # random_prune
         keep = ticket.plan.counts[level]
         sparsity = 1.0 - keep / ticket.plan.counts[0]
-        distribution = str((ctx.cfg.get("prune") or {}).get("distribution") or "uniform")
         counts = distribution_counts(template, keep, distribution, ctx.output_rate, sparsity)
     mask = random_masks(counts, shapes, generator)
     return ticket.start_model(level, mask)
 
 
-def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: LevelCache) -> dict[int, str]:
+def _control_levels(ctx: Context, run, ticket: Lineage, control: str, distribution: str,
+                    cache: LevelCache) -> dict[int, str]:
     """Train (or take from the cache) the control network at every level of the plan."""
     sources: dict[int, str] = {}
     plan = ticket.plan
@@ -313,7 +312,7 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: Lev
 
         def produce(level=level, label=label) -> None:
             ticket.ensure(max(level - 1, 0))  # level 0: the rewind point lives in the ticket's level 0
-            model, start, optim = _control_model(ctx, ticket, level, control)
+            model, start, optim = _control_model(ctx, ticket, level, control, distribution)
             train_level(ctx, run, level, model, start_step=start, optim=optim, label=label)
 
         sources[level] = cache.obtain(level, phase, produce, shared=plan.canonical[level],
@@ -322,30 +321,33 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, cache: Lev
     return sources
 
 
-def _cache(cfg, run, *, drop: tuple[str, ...] = (), kind: str = "imp") -> LevelCache:
-    prune = cfg.get("prune") or {}
-    if prune.get("cache") is False:
+def _cache(run, enabled: bool, *, drop: tuple[str, ...] = (), kind: str = "imp") -> LevelCache:
+    """The run's level cache (keyed by its config without `sparsity` and `drop`), or none when disabled."""
+    if not enabled:
         return LevelCache(None)
     return run.level_cache(kind, drop=drop)
 
 
-def run_lottery(cfg, run, *, oneshot: bool = False, setup=None, loss_fn: Callable | None = None) -> dict:
+def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: Callable | None = None) -> dict:
     """The IMP/one-shot loop: levels to the target, controls on the same levels, a summary with `levels`.
 
-    `setup`: the prepared device and data (default: prepared here). `loss_fn`: what every level trains on
-    instead of cross-entropy (kd +prune=imp); such levels are not shared through the level cache, whose
-    entries are plain IMP lineages.
+    `params`: IMP's or one-shot's typed parameters (prune.*, rewind, retrain.*, control). `setup`: the
+    prepared device and data (default: prepared here). `loss_fn`: what every level trains on instead of
+    cross-entropy (kd +prune=imp); such levels are not shared through the level cache, whose entries are
+    plain IMP lineages.
     """
     from overparam.recipes.common import prepare
 
+    cfg, run = context.cfg, context.run
     setup = setup if setup is not None else prepare(cfg)
-    ctx = Context.from_config(cfg, setup, oneshot, loss_fn=loss_fn)
+    ctx = Context.from_params(params, cfg, setup, oneshot, loss_fn=loss_fn)
     ctx.rewind_step  # noqa: B018 - a rewind point past the end of training is a UserError before any work
     template = ctx.fresh_model()
     total = sum(w.numel() for w in common.weights_of(template).values())
     plan = plan_levels(total, ctx.rate, ctx.sparsity, oneshot=oneshot)
-    control = str(cfg.get("control") or "none")
-    ticket_cache = _cache(cfg, run, drop=("control",)) if loss_fn is None else LevelCache(None)
+    control = str(params.get("control") or "none")  # one-shot has no controls
+    caching = bool(params["prune.cache"]) and loss_fn is None
+    ticket_cache = _cache(run, caching, drop=("control",))
     run.record("level_cache", str(ticket_cache.root) if ticket_cache.enabled else None)
     if control == "none":
         ticket = Lineage(ctx, run, plan, ticket_cache)
@@ -356,8 +358,7 @@ def run_lottery(cfg, run, *, oneshot: bool = False, setup=None, loss_fn: Callabl
         # The ticket lineage of a control run lives in <run>/ticket/ (its own metrics and resume points).
         ticket_run = run.sub_run("ticket")
         ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
-        control_cache = _cache(cfg, run) if loss_fn is None else LevelCache(None)
-        sources = _control_levels(ctx, run, ticket, control, control_cache)
+        sources = _control_levels(ctx, run, ticket, control, str(params["prune.distribution"]), _cache(run, caching))
         ticket_run.finish("done")
     levels = [common.level_row(run.level(level).summary()) for level in range(plan.levels)]
     record_level_lineage(run, run.root, plan.levels)
@@ -378,5 +379,4 @@ def run_lottery(cfg, run, *, oneshot: bool = False, setup=None, loss_fn: Callabl
 
 def run(params, context) -> dict:
     """Iterative magnitude pruning to `sparsity` at `prune.rate` per round; every level in `<run>/level_<L>/`."""
-    cfg, run = context.cfg, context.run
-    return run_lottery(cfg, run, oneshot=False)
+    return run_lottery(params, context, oneshot=False)

@@ -54,16 +54,17 @@ def run(params, context) -> dict:
 
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    n, m = int(cfg.nm.n), int(cfg.nm.m)
+    n, m = int(params["nm.n"]), int(params["nm.m"])
     model = common.make_prunable(setup.new_model(), exclude_output=False)
     if not eligible(model, m):
         raise UserError(f"no layer of model {cfg.model.name} has a row length divisible by nm.m={m}")
-    if str(cfg.nm.schedule) == "gradual":
+    gradual = str(params["nm.schedule"]) == "gradual"
+    if gradual:
         from overparam.engine.optim import total_steps
 
         total, _ = total_steps(cfg.train, len(setup.data.train_x))
         stages = list(range(m - 1, n - 1, -1))  # M-1, ..., N
-        span = float(cfg.nm.gradual_fraction) * total
+        span = float(params["nm.gradual_fraction"]) * total
         points = {max(1, round((index + 1) * span / len(stages))): stage for index, stage in enumerate(stages)}
 
         def hook(step, current, optimizer):
@@ -84,6 +85,6 @@ def run(params, context) -> dict:
     stats = common.mask_statistics(model, setup.data.input_shape, setup.device)
     summary = {**result.flat(), **stats, "steps": result.steps, "nm": f"{n}:{m}",
                "nm_layers": len(eligible(model, m))}
-    if str(cfg.nm.schedule) != "gradual":
+    if not gradual:
         summary["dense_test_accuracy"] = dense.final["test"]["accuracy"]
     return summary

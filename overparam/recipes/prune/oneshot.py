@@ -11,5 +11,4 @@ def run(params, context) -> dict:
     """Dense training (level 0), one magnitude pruning to the target, training of the pruned net (level 1)."""
     from overparam.recipes.prune.imp import run_lottery
 
-    cfg, run = context.cfg, context.run
-    return run_lottery(cfg, run, oneshot=True)
+    return run_lottery(params, context, oneshot=True)

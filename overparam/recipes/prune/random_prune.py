@@ -24,10 +24,9 @@ def random_init_masks(model, keep: int, sparsity: float, distribution: str, outp
 
 def run(params, context) -> dict:
     """Random pruning to `sparsity` at initialization, then ordinary training."""
-    cfg, run = context.cfg, context.run
     distribution = params["prune.distribution"]
 
     def masks(model, setup, keep, sparsity, output_rate):
-        return random_init_masks(model, keep, sparsity, distribution, output_rate, int(cfg.seed))
+        return random_init_masks(model, keep, sparsity, distribution, output_rate, context.seed)
 
-    return run_at_init(cfg, run, masks)
+    return run_at_init(params, context, masks)

@@ -22,10 +22,9 @@ def snip_scores(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tens
 def run(params, context) -> dict:
     """SNIP masks to `sparsity` from `prune.score_batches` batches at initialization, then training."""
 
-    cfg, run = context.cfg, context.run
     def masks(model, setup, keep, sparsity, output_rate):
-        x, y = score_batch(setup.data, cfg, cfg.prune.score_batches)
-        return select_masks(snip_scores(model, x, y), keep, scope=str(cfg.prune.scope),
+        x, y = score_batch(setup.data, context, params["prune.score_batches"])
+        return select_masks(snip_scores(model, x, y), keep, scope=str(params["prune.scope"]),
                             output_name=common.output_weight_name(model), output_rate=output_rate, sparsity=sparsity)
 
-    return run_at_init(cfg, run, masks)
+    return run_at_init(params, context, masks)

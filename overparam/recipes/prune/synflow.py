@@ -60,9 +60,8 @@ def synflow_masks(model, input_shape, keep: int, sparsity: float, output_rate: f
 def run(params, context) -> dict:
     """SynFlow masks to `sparsity` (no data), then training."""
 
-    cfg, run = context.cfg, context.run
     def masks(model, setup, keep, sparsity, output_rate):
-        return synflow_masks(model, setup.data.input_shape, keep, sparsity, output_rate, str(cfg.prune.scope),
-                             int(cfg.prune.rounds))
+        return synflow_masks(model, setup.data.input_shape, keep, sparsity, output_rate, str(params["prune.scope"]),
+                             int(params["prune.rounds"]))
 
-    return run_at_init(cfg, run, masks)
+    return run_at_init(params, context, masks)

@@ -45,14 +45,14 @@ def run(params, context) -> dict:
 
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    model = load_from_run(cfg["from"], setup)
-    if cfg.finetune.get("dense"):
+    model = load_from_run(params["from"], setup)
+    if params["finetune.dense"]:
         densify(model)
     before = evaluate_splits(model, setup.data)
-    params = trainable_parameters(model, str(cfg.finetune.train))
+    trainable = trainable_parameters(model, str(params["finetune.train"]))
     # Counted before training ends: a pruned weight is held at zero by its mask and never trains.
-    counts = trainable_summary(model, params)
-    result = fit(model, setup.data, run, tag="finetune", label="finetune", params=params, **setup.fit_kwargs())
+    counts = trainable_summary(model, trainable)
+    result = fit(model, setup.data, run, tag="finetune", label="finetune", params=trainable, **setup.fit_kwargs())
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     run.save_checkpoint("model", model.state_dict())

@@ -126,26 +126,26 @@ def run(params, context) -> dict:
 
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    options = cfg.lora
-    model = load_from_run(cfg["from"], setup) if cfg.get("from") else setup.new_model()
+    options = params["lora"]
+    model = load_from_run(params["from"], setup) if params["from"] else setup.new_model()
     before = sum(p.numel() for p in model.parameters())
     adapters = add_adapters(model, list(options.targets), int(options.rank), float(options.alpha),
-                            float(options.dropout), seed=int(cfg.seed))
-    params = [p for adapter in adapters.values() for p in (adapter.lora_A, adapter.lora_B)]
-    if options.get("train_head"):
+                            float(options.dropout), seed=context.seed)
+    trainable = [p for adapter in adapters.values() for p in (adapter.lora_A, adapter.lora_B)]
+    if options.train_head:
         from overparam.models import output_layer_name
 
         head = model.get_submodule(output_layer_name(model))
         head = head.base if isinstance(head, LoRA) else head
         for parameter in head.parameters():
             parameter.requires_grad_(True)
-        params += list(head.parameters())
-    counts = trainable_summary(model, params)
-    result = fit(model, setup.data, run, tag="lora", label="lora", params=params, **setup.fit_kwargs())
-    summary = {**result.flat(), "steps": result.steps, "lora_parameters": sum(p.numel() for p in params),
+        trainable += list(head.parameters())
+    counts = trainable_summary(model, trainable)
+    result = fit(model, setup.data, run, tag="lora", label="lora", params=trainable, **setup.fit_kwargs())
+    summary = {**result.flat(), "steps": result.steps, "lora_parameters": sum(p.numel() for p in trainable),
                "base_parameters": before, "adapted_layers": len(adapters), **counts}
     run.save_checkpoint("lora", adapter_state(model))
-    if options.get("merge"):
+    if options.merge:
         model.eval()
         unmerged = evaluate_logits(model, setup.data.test_x)
         merge_adapters(model)

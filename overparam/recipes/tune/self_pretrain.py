@@ -78,8 +78,8 @@ def run(params, context) -> dict:
     """Self-pretrain, then fine-tune, within the run's training length; optionally train from scratch too."""
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    options = cfg.self_pretrain
-    seed = int(cfg.seed)
+    options = params["self_pretrain"]
+    seed = context.seed
     total, _ = total_steps(cfg.train, len(setup.data.train_x))
     pretrain_steps = max(1, int(round(float(options.pretrain_fraction) * total)))
     finetune_steps = total - pretrain_steps
@@ -103,7 +103,7 @@ def run(params, context) -> dict:
 
     def pretrain() -> dict:
         train = merged(cfg.train, {"steps": pretrain_steps, "eval_every": pretrain_steps})
-        kwargs = setup.fit_kwargs(train=train, optim=merged(cfg.optim, options.get("optim")))
+        kwargs = setup.fit_kwargs(train=train, optim=merged(cfg.optim, options["optim"].as_dict()))
         # run=None: fit's val/test rows would score the decoder as a classifier; the phase is resumed whole.
         result = fit(pretrained, setup.data, None, tag="pretrain", label="self-pretrain", loss_fn=loss, **kwargs)
         return {"pretrain_steps": result.steps, "pretrain_seconds": round(result.seconds, 3)}
@@ -117,7 +117,7 @@ def run(params, context) -> dict:
                  **setup.fit_kwargs(train=merged(cfg.train, {"steps": finetune_steps})))
     run.save_checkpoint("model", model.state_dict())
     summary = {**result.flat(), **model_summary(model), "steps": total, "finetune_steps": finetune_steps, **figures}
-    if options.get("baseline"):
+    if options.baseline:
         scratch = setup.new_model(seed)
 
         def from_scratch() -> dict:

@@ -89,10 +89,10 @@ def run(params, context) -> dict:
 
     cfg, run = context.cfg, context.run
     setup = prepare(cfg)
-    options = cfg.sparse_finetune
-    model = load_from_run(cfg["from"], setup)
+    mask, fraction = params["sparse_finetune.mask"], params["sparse_finetune.fraction"]
+    model = load_from_run(params["from"], setup)
     layers = dict(modules_of_type(model, TUNABLE))
-    given = given_subset(options.mask, list(layers)) if options.get("mask") is not None else None
+    given = given_subset(mask, list(layers)) if mask is not None else None
     wrapped = {}
     for name, layer in layers.items():
         alive = layer.weight_mask if isinstance(layer, MASKED_TYPES) else None
@@ -102,17 +102,17 @@ def run(params, context) -> dict:
             subset = given[name].to(layer.weight.dtype)
             subset = subset * alive if alive is not None else subset
         else:
-            subset = smallest_magnitude(layer.weight, float(options.fraction), alive)
+            subset = smallest_magnitude(layer.weight, float(fraction), alive)
         wrapped[name] = SparseDelta(layer, subset)
         replace_module(model, name, wrapped[name])
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    params = [w.delta for w in wrapped.values()]
-    for parameter in params:
+    deltas = [w.delta for w in wrapped.values()]
+    for parameter in deltas:
         parameter.requires_grad_(True)
     trainable = int(sum(int(w.subset.sum()) for w in wrapped.values()))
     total = sum(layer.weight.numel() for layer in layers.values())
-    result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", params=params,
+    result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", params=deltas,
                  **setup.fit_kwargs())
     for name, module in wrapped.items():
         replace_module(model, name, module.folded())
