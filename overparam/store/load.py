@@ -166,6 +166,10 @@ class RunRef:
             return self.root / self.tag / "model.safetensors"
         return self.root / "checkpoints" / f"{self.tag}.safetensors"
 
+    def has_weights(self) -> bool:
+        """True when the safetensors file this reference names exists."""
+        return self.weights.is_file()
+
 
 def check_saved_config(tree: Any, *, source: str, trust: bool | None = None) -> None:
     """A saved config is names and values: a mapping, safe resolvers only, registered components only."""

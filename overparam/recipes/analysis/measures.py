@@ -36,7 +36,7 @@ def check(params, cfg: dict) -> None:
         raise UserError(f"ingredients: a rank correlation needs at least 2 runs, got {len(refs)}")
     for ref in refs:
         check_finished(ref.root)
-        if not ref.weights.is_file():
+        if not ref.has_weights():
             raise UserError(f"ingredients: {common.ref_text(ref)} has no weights at {ref.weights}")
 
 

@@ -79,7 +79,7 @@ def check_ingredients(refs: list[RunRef], *, key: str = "ingredients", same_mask
         name = ref_text(ref)
         check_finished(ref.root)
         cfg = weights_config(ref.root)
-        if not ref.weights.is_file():
+        if not ref.has_weights():
             raise UserError(f"{key}: {name} has no weights at {ref.weights}")
         shapes = tensor_shapes(ref.weights)
         model_cfg, dataset_cfg = _container(cfg.get("model")), _container(cfg.get("dataset"))
