@@ -16,8 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from overparam.errors import UserError
+from overparam.models.taps import FeatureTap
 
 DEFAULT_RHO = 0.05
+OUTPUT = (".", "output")  # the model's own output
 
 
 class Sharpness:
@@ -35,8 +37,8 @@ class Sharpness:
         # Outputs of the last `saf_lag + 1` epochs, one slot per epoch modulo the ring size.
         self.bank: torch.Tensor | None = None
         self.bank_epoch: torch.Tensor | None = None
-        self._outputs: torch.Tensor | None = None
-        self._hook = model.register_forward_hook(self._capture) if saf_weight > 0 else None
+        # SAF reads the model's output of the step's forward (the logits the loss was computed on).
+        self._tap = FeatureTap(model, [OUTPUT]) if saf_weight > 0 else None
 
     @classmethod
     def from_config(cls, model, optim, num_examples: int) -> "Sharpness | None":
@@ -54,14 +56,11 @@ class Sharpness:
                    num_examples=num_examples)
 
     # --- SAF -----------------------------------------------------------------------------
-    def _capture(self, module, inputs, output) -> None:
-        self._outputs = output
-
     def add_trajectory_term(self, loss: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
         """`loss` plus SAF's KL to the outputs these examples had `saf_lag` epochs ago (stores today's)."""
-        if self.saf_weight == 0.0 or self._outputs is None:
+        outputs = self._tap.pop(OUTPUT) if self._tap is not None else None
+        if outputs is None:
             return loss
-        outputs, self._outputs = self._outputs, None
         ring = self.saf_lag + 1
         if self.bank is None:
             self.bank = torch.zeros(ring, self.num_examples, outputs.shape[-1], device=outputs.device)
@@ -119,6 +118,6 @@ class Sharpness:
             self.bank, self.bank_epoch = state["bank"], state["bank_epoch"]
 
     def close(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        if self._tap is not None:
+            self._tap.remove()
+            self._tap = None

@@ -73,6 +73,10 @@ class FeatureTap:
                 raise KeyError(f"{point!r} is not tapped; tapped: {self.points}") from None
             raise KeyError(f"{point!r} holds nothing: no forward since it was tapped or cleared") from None
 
+    def pop(self, point: tuple[str, str]) -> torch.Tensor | None:
+        """The value recorded at `point` since it was last taken (None if none), removed from the tap."""
+        return self.values.pop(point, None)
+
     def clear(self) -> None:
         """Drop the recorded values (the hooks stay)."""
         self.values.clear()

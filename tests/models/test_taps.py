@@ -124,3 +124,12 @@ def test_modules_of_type_lists_in_order_and_allows_replacing_while_walking():
     mixed = nn.Sequential(nn.Linear(2, 2), Wide(2, 2))
     assert [n for n, _ in modules_of_type(mixed, nn.Linear, exact=True)] == ["0"]
     assert [n for n, _ in modules_of_type(mixed, nn.Linear)] == ["0", "1"]
+
+
+def test_pop_takes_a_value_once():
+    model = nn.Sequential(nn.Linear(3, 2))
+    with FeatureTap(model, [(".", "output")]) as tap:
+        assert tap.pop((".", "output")) is None
+        out = model(torch.ones(1, 3))
+        assert torch.equal(tap.pop((".", "output")), out)
+        assert tap.pop((".", "output")) is None

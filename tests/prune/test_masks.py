@@ -123,3 +123,27 @@ def test_flops_count_live_weights_only():
     common.apply_masks_by_name(model, {"fc0.weight": torch.zeros(16, 40)})
     flops, dense = common.flops_per_example(model, (40,))
     assert flops == 2 * 16 * 10
+
+
+def test_flops_of_a_conv_net_count_every_output_position_by_hand():
+    from overparam.recipes.prune.stats import flops_per_example
+
+    # Conv1d 1->4, k=5, stride 1, no padding on 40 positions: 36 outputs x 4*1*5 weights; a Linear 4*36 -> 10.
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 5), torch.nn.Flatten(), torch.nn.Linear(144, 10))
+    model = common.make_prunable(model, exclude_output=False)
+    assert flops_per_example(model, (1, 40)) == (2 * (20 * 36 + 1440), 2 * (20 * 36 + 1440))
+    common.apply_masks_by_name(model, {"0.weight": torch.cat([torch.ones(2, 1, 5), torch.zeros(2, 1, 5)]),
+                                       "2.weight": torch.ones(10, 144)})
+    assert flops_per_example(model, (1, 40)) == (2 * (10 * 36 + 1440), 2 * (20 * 36 + 1440))
+    # The model itself may be the layer; a layer the forward never reaches is not counted.
+    assert flops_per_example(torch.nn.Linear(40, 10), (40,)) == (800, 800)
+
+    class Unused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = torch.nn.Linear(40, 10), torch.nn.Linear(40, 10)
+
+        def forward(self, x):
+            return self.used(x)
+
+    assert flops_per_example(Unused(), (40,)) == (800, 800)

@@ -17,25 +17,25 @@ def flops_per_example(model: nn.Module, input_shape: tuple[int, ...], device: st
     """(FLOPs, dense FLOPs) of one forward pass on one example: 2 x live weights x output positions per
     Linear/Conv layer (a multiply-add counts 2; biases, activations and pooling are not counted)."""
     from overparam.models.masked import MASKED_TYPES
+    from overparam.models.taps import FeatureTap
 
+    # By module path ("." when the model itself is the layer).
+    layers = {name or ".": m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))}
     positions: dict[nn.Module, int] = {}
-
-    def hook(module, _inputs, output):
-        channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
-        positions[module] = max(1, output.numel() // channels)
-
-    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
-    handles = [layer.register_forward_hook(hook) for layer in layers]
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros((1, *input_shape), device=device))
+        with FeatureTap(model, [(name, "output") for name in layers]) as tap:
+            model(torch.zeros((1, *input_shape), device=device))
+            for name, layer in layers.items():
+                output = tap.pop((name, "output"))
+                if output is not None:  # a layer the forward did not use is not counted
+                    channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+                    positions[layer] = max(1, output.numel() // channels)
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     sparse, dense = 0, 0
-    for layer in layers:
+    for layer in layers.values():
         if layer not in positions:
             continue
         weight_count = layer.weight.numel()
