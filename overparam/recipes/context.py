@@ -6,7 +6,7 @@ seed, sparsity, paths). A recipe reads its own keys only from `params`; `context
 the shared helpers that need the config itself (`prepare`, the run identity, level cache keys). Called
 without Hydra, a context is built from a plain dict:
 
-    params = SPEC.parse(config)
+    params = spec_for(name).parse(config)          # overparam.specs.spec_for
     summary = recipe(params, Context.from_dict(config, Run(out_dir, config, device="cpu").start()))
 """
 
