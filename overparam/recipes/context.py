@@ -1,8 +1,8 @@
 """What a recipe receives besides its own parameters: the run it writes to and the composed config.
 
 A recipe is `run(params, context) -> summary`: `params` is its typed parameters (its Spec's `parse`), and
-`context` carries the store `Run` and the keys every run shares (model, dataset, train, optim, hardware,
-seed, sparsity, paths). A recipe reads its own keys only from `params`; `context.cfg` goes whole only to
+`context` carries the store `Run` and, in `context.cfg`, the keys every run shares (model, dataset, train,
+optim, hardware, seed, sparsity, paths; `context.seed` for short). A recipe reads its own keys only from `params`; `context.cfg` goes whole only to
 the shared helpers that need the config itself (`prepare`, the run identity, level cache keys). Called
 without Hydra, a context is built from a plain dict:
 
@@ -33,26 +33,6 @@ class Context:
     @property
     def seed(self) -> int:
         return int(self.cfg.seed)
-
-    @property
-    def model(self) -> Any:
-        return self.cfg.model
-
-    @property
-    def dataset(self) -> Any:
-        return self.cfg.dataset
-
-    @property
-    def train(self) -> Any:
-        return self.cfg.train
-
-    @property
-    def optim(self) -> Any:
-        return self.cfg.optim
-
-    @property
-    def hardware(self) -> Any:
-        return self.cfg.hardware
 
 
 def call(recipe: Callable, cfg: Any, run: Any) -> dict:

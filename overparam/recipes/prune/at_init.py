@@ -13,7 +13,7 @@ def score_batch(data, context, batches: int) -> tuple[torch.Tensor, torch.Tensor
     """`batches` training batches of the seeded first-epoch order: the data a saliency score sees."""
     from overparam.engine.fit import epoch_order
 
-    count = min(len(data.train_x), int(batches) * int(context.train.batch_size))
+    count = min(len(data.train_x), int(batches) * int(context.cfg.train.batch_size))
     order = epoch_order(len(data.train_x), context.seed, 0)[:count].to(data.train_x.device)
     return data.train_x[order], data.train_y[order]
 
