@@ -12,6 +12,8 @@ import pytest
 
 from overparam.cli.main import main
 
+from light_cli import run_light
+
 
 def _run(args, cwd, timeout=300):
     env = dict(os.environ)
@@ -20,21 +22,11 @@ def _run(args, cwd, timeout=300):
 
 
 def test_help_and_ls_import_no_torch():
-    code = ("import sys, io, contextlib\n"
-            "from overparam.cli.main import main\n"
-            "buf = io.StringIO()\n"
-            "with contextlib.redirect_stdout(buf):\n"
-            "    assert main(['--help']) == 0\n"
-            "    assert main(['ls']) == 0\n"
-            "heavy = [m for m in ('torch', 'torchvision', 'hydra', 'matplotlib') if m in sys.modules]\n"
-            "assert not heavy, heavy\n"
-            "print(buf.getvalue())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+    stdout = run_light(["--help"], ["ls"], heavy=("torch", "torchvision", "hydra", "matplotlib"))
     for command in ("train", "ls", "table", "reproduce"):
-        assert command in out.stdout
+        assert command in stdout
     for group in ("method:", "model:", "dataset:", "hardware:", "experiment:"):
-        assert group in out.stdout
+        assert group in stdout
 
 
 def test_ls_one_group_lists_options_with_descriptions(capsys):

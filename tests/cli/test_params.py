@@ -16,6 +16,8 @@ from overparam.errors import UserError
 from overparam.params import Param, Params, Spec
 from overparam.specs import SHARED, all_specs
 
+from light_cli import run_light
+
 CALLS: list[tuple] = []
 
 
@@ -182,17 +184,7 @@ def test_real_specs_cross_field_rules():
 
 
 def test_ls_method_prints_the_parameter_table_without_torch():
-    code = ("import sys, io, contextlib\n"
-            "from overparam.cli.main import main\n"
-            "buf = io.StringIO()\n"
-            "with contextlib.redirect_stdout(buf):\n"
-            "    assert main(['ls', 'method', 'imp']) == 0\n"
-            "heavy = [m for m in ('torch', 'torchvision', 'hydra') if m in sys.modules]\n"
-            "assert not heavy, heavy\n"
-            "print(buf.getvalue())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    lines = run_light(["ls", "method", "imp"]).splitlines()
     assert lines[0].startswith("imp: Iterative magnitude pruning")
     assert lines[1].split() == ["key", "type", "allowed", "default", "doc"]
     rows = {line.split()[0]: line.split() for line in lines[2:] if line.strip() and not line.startswith("(")}
