@@ -209,7 +209,9 @@ class _Loop:
         self.best_step, self.best_loss, self.best = 0, math.inf, {}
         self.history: list = []
         self.elapsed = 0.0
-        self.running = (0.0, 0)  # (sum, count) of train losses since the last evaluation
+        # Sum and count of the train losses since the last evaluation (a tensor: no sync per step).
+        self.running_loss = torch.zeros((), device=self.device)
+        self.running_count = 0
         self.last_results: dict = {}
         self._order_epoch, self._order = -1, None
         self.resumed = False
@@ -235,7 +237,8 @@ class _Loop:
         self.best_step, self.best_loss, self.best = int(state["best_step"]), float(state["best_loss"]), state["best"]
         self.history = state.get("history", [])
         self.elapsed = float(state.get("seconds", 0.0))
-        self.running = (float(state.get("running_loss", 0.0)), int(state.get("running_count", 0)))
+        self.running_loss.fill_(float(state.get("running_loss", 0.0)))
+        self.running_count = int(state.get("running_count", 0))
         if self.sharpness is not None:
             self.sharpness.load_state_dict(state.get("sharpness"))
         self.run.truncate_metrics(self.level, self.step)
@@ -363,8 +366,6 @@ class _Loop:
         self.reseed(self.step)
         if self.step == 0:
             self.evaluate()
-        self.running_loss = torch.full((), self.running[0], device=self.device)
-        self.running_count = self.running[1]
         finished = False
         # SIGINT/SIGTERM during the loop wait for the end of the step (store.signals): a resume point is
         # written when that step is a resume boundary, then the run stops as `interrupted`.
