@@ -247,7 +247,7 @@ class Spec:
         """The typed parameters of `cfg` (each value checked; an absent key takes its default)."""
         values = {}
         for param in self.all_params():
-            value = _lookup(cfg, param.key)
+            value = get(cfg, param.key, _MISSING)
             if value is _MISSING and (param.default is not None or param.optional):
                 value = param.default
             else:  # a required key without a default is reported missing, as a bad value is
@@ -259,15 +259,6 @@ class Spec:
     def table(self) -> list[tuple[str, str, str, str, str]]:
         """(key, type, range or choices, default, doc) rows, for `runner ls method NAME`."""
         return [(p.key, p.type, p.allowed(), _text(p.default), p.doc) for p in self.all_params()]
-
-
-def _lookup(cfg: Any, dotted: str) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
 
 
 def _text(value: Any) -> str:
