@@ -1,7 +1,7 @@
 """Every method's parameter declaration, by method name, and the keys every run shares (`SHARED`).
 
 The declarations are torch-free modules (`overparam/recipes/<family>/params.py`), imported on demand:
-`runner ls method imp` and `runner validate` read them without loading a recipe.
+`runner ls method imp` and `cli/validate.py` read them without loading a recipe.
 """
 
 from __future__ import annotations

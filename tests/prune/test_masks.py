@@ -11,6 +11,7 @@ from overparam.recipes.prune import common
 from overparam.recipes.prune.imp import plan_levels
 from overparam.recipes.prune.masks import erk_counts, random_masks, select_masks
 from overparam.recipes.prune.nm import nm_mask
+from overparam.recipes.prune.stats import flops_per_example
 
 
 def test_plan_levels_prunes_twenty_percent_per_round_and_ends_exactly_at_the_target():
@@ -118,16 +119,14 @@ def test_flops_count_live_weights_only():
     from overparam.models.zoo import mlp
 
     model = common.make_prunable(mlp((40,), 10, widths=[16]), exclude_output=False)
-    flops, dense = common.flops_per_example(model, (40,))
+    flops, dense = flops_per_example(model, (40,))
     assert dense == 2 * (40 * 16 + 16 * 10) == flops
     common.apply_masks_by_name(model, {"fc0.weight": torch.zeros(16, 40)})
-    flops, dense = common.flops_per_example(model, (40,))
+    flops, dense = flops_per_example(model, (40,))
     assert flops == 2 * 16 * 10
 
 
 def test_flops_of_a_conv_net_count_every_output_position_by_hand():
-    from overparam.recipes.prune.stats import flops_per_example
-
     # Conv1d 1->4, k=5, stride 1, no padding on 40 positions: 36 outputs x 4*1*5 weights; a Linear 4*36 -> 10.
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 5), torch.nn.Flatten(), torch.nn.Linear(144, 10))
     model = common.make_prunable(model, exclude_output=False)

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from overparam.recipes.prune import common
+from overparam.recipes.prune.stats import mask_statistics
 
 
 def score_batch(data, context, batches: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,5 +46,5 @@ def run_at_init(params, context, masks_fn: Callable) -> dict:
     run.save_checkpoint("mask", masks_of(model))
     result = fit(model, setup.data, run, tag="train", label=str(cfg.method.name), **setup.fit_kwargs())
     run.save_checkpoint("model", model.state_dict())
-    stats = common.mask_statistics(model, setup.data.input_shape, setup.device)
+    stats = mask_statistics(model, setup.data.input_shape, setup.device)
     return {**result.flat(), **stats, "steps": result.steps}

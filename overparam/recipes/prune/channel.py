@@ -25,6 +25,7 @@ from torch import nn
 from overparam.errors import UserError
 from overparam.recipes.prune import common
 from overparam.recipes.prune.masks import round_to_total
+from overparam.recipes.prune.stats import flops_per_example, mask_statistics
 
 
 def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -170,12 +171,12 @@ def run(params, context) -> dict:
                      **setup.fit_kwargs())
         run.save_checkpoint("shrunk", small.state_dict())
         expand_into(model, small, keep)
-        flops, _ = common.flops_per_example(small, setup.data.input_shape, setup.device)
+        flops, _ = flops_per_example(small, setup.data.input_shape, setup.device)
         extra = {"shrunk_parameters": count_parameters(small), "shrunk_flops": flops}
     else:
         result = fit(model, setup.data, run, tag="finetune", level=1, label="channel fine-tune", **setup.fit_kwargs())
     run.save_checkpoint("model", model.state_dict())
-    stats = common.mask_statistics(model, setup.data.input_shape, setup.device)
+    stats = mask_statistics(model, setup.data.input_shape, setup.device)
     kept = sum(int(v.sum()) for v in keep.values())
     hidden = sum(v.numel() for v in keep.values())
     return {**result.flat(), **stats, **extra, "steps": result.steps, "channels_kept": kept,

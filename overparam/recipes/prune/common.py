@@ -1,4 +1,5 @@
-"""What the prune methods share: validation, prunable models, rewinding, seeds and the level cache (masks: masks.py).
+"""What the prune methods share: prunable models and their weights, target counts, derived seeds, installing
+masks and masking optimizer state (scores to masks: masks.py; statistics: stats.py; parameters: params.py).
 
 Masks are keyed by parameter name (`fc0.weight`), never by position. Only the weights of
 Linear/Conv layers are prunable; biases and normalization layers are never masked. The output
@@ -15,14 +16,6 @@ import torch
 from torch import nn
 
 from overparam.errors import UserError
-
-from overparam.checks import get  # dotted-key reads, shared with the global checks
-# Statistics and printing have a module of their own; recipes call them through `common`.
-from overparam.recipes.prune.stats import (  # noqa: F401
-    LEVEL_ROW_KEYS, flops_per_example, level_row, mask_statistics, print_level_table)
-
-# The values a config may take are declared with the parameters (torch-free); the recipes read them here.
-from overparam.recipes.prune.params import DISTRIBUTIONS, REWIND_PATTERN, SCOPES, parse_rewind  # noqa: F401,E402
 
 
 def target_count(total: int, sparsity: float) -> int:

@@ -31,6 +31,8 @@ from overparam.engine.progress import plain_line
 from overparam.errors import UserError
 from overparam.recipes.prune import common
 from overparam.recipes.prune.masks import distribution_counts, random_masks, select_masks
+from overparam.recipes.prune.params import parse_rewind
+from overparam.recipes.prune.stats import level_row, mask_statistics, print_level_table
 from overparam.store.levels import LevelCache, record_level_lineage
 
 # --- the plan of levels ---------------------------------------------------------------------------
@@ -106,7 +108,7 @@ class Context:
         shared keys (seed, sparsity, train, optim). One-shot has no `prune.rate`: its plan is a single step."""
         from overparam.engine.optim import total_steps
 
-        kind, amount = common.parse_rewind(params.rewind)
+        kind, amount = parse_rewind(params.rewind)
         output_rate = params["prune.output_rate"]
         output_rate = 1.0 if output_rate is None else float(output_rate)
         rate = params.get("prune.rate")
@@ -183,7 +185,7 @@ def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_
     # start_step > 0 (late rewinding): the level trains steps N..T of the schedule, as if resumed at N.
     result = fit(model, ctx.setup.data, run, tag=phase.name, level=level, label=label or phase.name,
                  step_hook=step_hook, start_step=start_step, **kwargs)
-    summary = {"level": level, **common.mask_statistics(model, ctx.setup.data.input_shape, ctx.setup.device),
+    summary = {"level": level, **mask_statistics(model, ctx.setup.data.input_shape, ctx.setup.device),
                **result.flat(), "steps": result.steps}
     return phase.commit(model, summary)
 
@@ -360,7 +362,7 @@ def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: 
         ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
         sources = _control_levels(ctx, run, ticket, control, str(params["prune.distribution"]), _cache(run, caching))
         ticket_run.finish("done")
-    levels = [common.level_row(run.level(level).summary()) for level in range(plan.levels)]
+    levels = [level_row(run.level(level).summary()) for level in range(plan.levels)]
     record_level_lineage(run, run.root, plan.levels)
     last = run.level(plan.levels - 1)
     final = last.summary()
@@ -372,7 +374,7 @@ def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: 
     run.save_checkpoint("model", last.state())
     shown = [{**row, "source": sources.get(row["level"], "")} for row in levels]
     name = "one-shot" if oneshot else "IMP"
-    common.print_level_table(shown, f"{name} {'ticket' if control == 'none' else control} levels -> "
+    print_level_table(shown, f"{name} {'ticket' if control == 'none' else control} levels -> "
                                     f"sparsity {ctx.sparsity} ({run.root})")
     return summary
 

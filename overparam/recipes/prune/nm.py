@@ -16,6 +16,7 @@ import torch
 
 from overparam.errors import UserError
 from overparam.recipes.prune import common
+from overparam.recipes.prune.stats import mask_statistics
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int, alive: torch.Tensor | None = None) -> torch.Tensor:
@@ -82,7 +83,7 @@ def run(params, context) -> dict:
         apply_nm(model, n, m, keep_pruned=False)
         result = fit(model, setup.data, run, tag="pruned", level=1, label=f"nm {n}:{m} retrain", **setup.fit_kwargs())
     run.save_checkpoint("model", model.state_dict())
-    stats = common.mask_statistics(model, setup.data.input_shape, setup.device)
+    stats = mask_statistics(model, setup.data.input_shape, setup.device)
     summary = {**result.flat(), **stats, "steps": result.steps, "nm": f"{n}:{m}",
                "nm_layers": len(eligible(model, m))}
     if not gradual:
