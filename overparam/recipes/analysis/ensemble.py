@@ -10,6 +10,9 @@ Ingredients are found, checked and evaluated on the same val/test splits as the 
 from __future__ import annotations
 
 from overparam.recipes.merge import common
+from overparam.recipes.merge.ingredients import ref_text
+from overparam.recipes.merge.states import load_weights
+from overparam.recipes.merge.summary import ingredient_figures
 
 
 def check(params, cfg: dict) -> None:
@@ -60,8 +63,8 @@ def run(params, context) -> dict:
     logits: dict[str, list] = {split: [] for split in splits}
     rows = []
     for index, ref in enumerate(setup.refs):
-        setup.model.load_state_dict(common.load_weights(ref, setup.device))
-        row = {"role": "ingredient", "ingredient": index, "name": common.ref_text(ref)}
+        setup.model.load_state_dict(load_weights(ref, setup.device))
+        row = {"role": "ingredient", "ingredient": index, "name": ref_text(ref)}
         for split, (x, y) in splits.items():
             out = predict(setup.model, x)
             logits[split].append(out)
@@ -73,4 +76,4 @@ def run(params, context) -> dict:
     common.record_architecture(run, setup.check.model, setup.check.dataset)
     extra = {"ensemble_size": len(rows), "average": average}
     ensemble_row = {"role": "merged", "name": "ensemble", **metrics, **extra}
-    return {**metrics, **common.ingredient_figures(rows), **setup.notes, **extra, "rows": [ensemble_row, *rows]}
+    return {**metrics, **ingredient_figures(rows), **setup.notes, **extra, "rows": [ensemble_row, *rows]}

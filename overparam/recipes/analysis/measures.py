@@ -23,6 +23,7 @@ from typing import Any
 
 from overparam.errors import UserError
 from overparam.recipes.merge import common
+from overparam.recipes.merge.ingredients import ref_text
 from overparam.store.identity import flatten
 from overparam.store.load import check_finished
 
@@ -37,7 +38,7 @@ def check(params, cfg: dict) -> None:
     for ref in refs:
         check_finished(ref.root)
         if not ref.has_weights():
-            raise UserError(f"ingredients: {common.ref_text(ref)} has no weights at {ref.weights}")
+            raise UserError(f"ingredients: {ref_text(ref)} has no weights at {ref.weights}")
 
 
 def swept_keys(configs: list[dict]) -> list[str]:
@@ -98,7 +99,7 @@ def measure_run(ref, cfg, device: str, data_dir: str, settings: dict, cache: dic
         model, init, x, y, seed=int(cfg.seed), percentile=float(settings["margin_percentile"]),
         samples=int(settings["pacbayes_samples"]), target=float(settings["pacbayes_target"]),
         depth=int(settings["pacbayes_depth"]), magnitude_eps=float(settings["magnitude_eps"]))
-    return {"name": common.ref_text(ref), "train_accuracy": train_accuracy, "test_accuracy": test_accuracy,
+    return {"name": ref_text(ref), "train_accuracy": train_accuracy, "test_accuracy": test_accuracy,
             "gap": train_accuracy - test_accuracy, **values}
 
 

@@ -15,10 +15,6 @@ from typing import Any
 from overparam.recipes.merge.evaluation import recalibrate_batchnorm, shift_settings, task_data, task_settings
 from overparam.recipes.merge.ingredients import (IngredientCheck, _container, check_ingredients, check_val_split,
                                                  resolve_ingredients, weights_config)
-# Names the analysis recipes (ensemble, measures) reach through `common`.
-from overparam.recipes.merge.ingredients import ref_text  # noqa: F401
-from overparam.recipes.merge.states import load_weights  # noqa: F401
-from overparam.recipes.merge.summary import ingredient_figures  # noqa: F401
 from overparam.store.load import RunRef
 
 
