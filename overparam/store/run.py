@@ -206,14 +206,14 @@ class Run:
         or the one an earlier attempt left. IMP's controls keep their ticket lineage in one (this run's
         config); a search trial runs each tuning seed in one with its own `config`, saved as the sub-run's
         `.hydra/config.yaml` so it can be listed and reproduced like any run."""
-        if config is None:
-            return Run(self.root / name, self.config, device=self.device, precision=self.precision).start()
-        from omegaconf import OmegaConf
+        sub = Run(self.root / name, self.config if config is None else config, device=self.device,
+                  precision=self.precision).start()
+        if config is not None:
+            from omegaconf import OmegaConf
 
-        from overparam.store.atomic import atomic_write_text
+            from overparam.store.atomic import atomic_write_text
 
-        sub = Run(self.root / name, config, device=self.device, precision=self.precision).start()
-        atomic_write_text(sub.root / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+            atomic_write_text(sub.root / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
         return sub
 
     def level_cache(self, kind: str, drop: tuple[str, ...] = ()):
