@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,27 +53,86 @@ def cache_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / ".cache"
 
 
+def _real_dirs(folder: Path) -> list[Path]:
+    """The folders directly in `folder` (dot names left out), by lstat; a symlink among them is refused:
+    listing or cleaning through it would reach outside the cache."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            raise UserError(f"{path} is a symlink; the cache holds only real folders, so it is not followed "
+                            f"(remove the link yourself)")
+        if stat.S_ISDIR(mode):
+            found.append(path)
+    return found
+
+
+def _cache_root_checked(output_dir: str | os.PathLike) -> Path | None:
+    """The cache folder when it is a real one, None when absent; a symlinked `.cache` is refused."""
+    root = cache_root(output_dir)
+    try:
+        mode = root.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        raise UserError(f"{root} is a symlink; the cache is not followed out of {output_dir} (remove the link "
+                        f"yourself)")
+    return root if stat.S_ISDIR(mode) else None
+
+
 def scan_entries(output_dir: str | os.PathLike) -> list[Entry]:
     """Every cache entry with its files, sizes and levels (users filled by `find_users`)."""
-    root = cache_root(output_dir)
+    root = _cache_root_checked(output_dir)
     entries: list[Entry] = []
-    if not root.is_dir():
+    if root is None:
         return entries
-    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for entry_dir in sorted(p for p in kind_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for kind_dir in _real_dirs(root):
+        for entry_dir in _real_dirs(kind_dir):
             entry = Entry(entry_dir, kind_dir.name, entry_dir.name)
-            for dirpath, _, filenames in os.walk(entry_dir):
+            for dirpath, _, filenames in os.walk(entry_dir):  # does not descend into linked folders
                 for name in filenames:
                     path = Path(dirpath) / name
-                    stat = path.lstat()
-                    entry.files[(stat.st_dev, stat.st_ino)] = path
-                    entry.bytes += stat.st_size
-                    if stat.st_nlink <= 1:
-                        entry.bytes_only_here += stat.st_size
+                    stat_ = path.lstat()
+                    entry.files[(stat_.st_dev, stat_.st_ino)] = path
+                    entry.bytes += stat_.st_size
+                    if stat_.st_nlink <= 1:
+                        entry.bytes_only_here += stat_.st_size
             entry.levels = sorted(int(p.name.split("_")[1]) for p in entry_dir.glob("level_*")
-                                  if p.is_dir() and p.name.split("_")[1].isdigit())
+                                  if p.is_dir() and not p.is_symlink() and p.name.split("_")[1].isdigit())
             entries.append(entry)
     return entries
+
+
+def leftovers(output_dir: str | os.PathLike) -> list[Path]:
+    """Entries a clean renamed for removal and did not finish (`.<key>.removing-<pid>`; killed mid-way)."""
+    root = _cache_root_checked(output_dir)
+    if root is None:
+        return []
+    return [path for kind_dir in _real_dirs(root) for path in sorted(kind_dir.glob(".*.removing-*"))]
+
+
+def _remover_alive(path: Path) -> bool:
+    """True when the clean that renamed `path` still runs (it is removing it now)."""
+    pid = path.name.rpartition("-")[2]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_renamed(path: Path) -> None:
+    """Remove a renamed entry; a link is unlinked (never followed), a folder removed without following links."""
+    if stat.S_ISDIR(path.lstat().st_mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _level_files(run_dir: Path):
@@ -140,6 +200,11 @@ def _pinned(entry: Entry) -> bool:
 def ls(output_dir: str) -> int:
     """Print each entry: kind/key, levels, size, what cleaning frees, the runs using it."""
     entries = scan_entries(output_dir)
+    unfinished = leftovers(output_dir)
+    for path in unfinished:
+        state = "being removed by a running clean" if _remover_alive(path) else \
+            "left by an interrupted clean; the next `runner cache clean` removes it"
+        print(f"{path.parent.name}/{path.name}  {state}")
     if not entries:
         print(f"{cache_root(output_dir)}: empty (no level cache)")
         return 0
@@ -163,6 +228,14 @@ def clean(output_dir: str, *, unused_only: bool = False, dry_run: bool = False) 
     entries = scan_entries(output_dir)
     find_users(output_dir, entries)
     freed = removed = 0
+    for path in leftovers(output_dir):
+        if _remover_alive(path):
+            print(f"kept    {path.parent.name}/{path.name}: a running clean is removing it")
+            continue
+        print(f"{'would finish' if dry_run else 'finished'} removing {path.parent.name}/{path.name} "
+              f"(left by an interrupted clean)")
+        if not dry_run:
+            _remove_renamed(path)
     for entry in entries:
         name = f"{entry.kind}/{entry.key}"
         if unused_only and entry.users:
@@ -180,7 +253,7 @@ def clean(output_dir: str, *, unused_only: bool = False, dry_run: bool = False) 
             # Renamed first, so a job looking for the entry sees it whole or not at all.
             doomed = entry.path.with_name(f".{entry.path.name}.removing-{os.getpid()}")
             os.rename(entry.path, doomed)
-            shutil.rmtree(doomed)
+            _remove_renamed(doomed)
         freed += entry.bytes_only_here
         removed += 1
     verb = "would free" if dry_run else "freed"

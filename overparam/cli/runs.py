@@ -62,13 +62,13 @@ def _process_gone(info: dict) -> bool:
 
 
 def _run_json(path: Path) -> dict:
-    import json
+    from overparam.store.load import read_json_file
 
     try:
-        with open(path / "run.json", "rb") as handle:
-            return json.loads(handle.read())
-    except (OSError, ValueError):
+        info = read_json_file(path / "run.json")
+    except UserError:
         return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _headline(summary: dict | None, metric: str | None) -> str:

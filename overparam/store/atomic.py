@@ -85,9 +85,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
-    """Read a JSON file, or return `default` when it does not exist."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        return default
+    """Read a JSON file, or return `default` when it does not exist (a special file or a malformed one: UserError)."""
+    from overparam.store.load import read_json_file
+
+    value = read_json_file(path)
+    return default if value is None else value

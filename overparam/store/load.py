@@ -30,23 +30,15 @@ MAX_DEPTH = 64
 
 
 def _read_text(path: Path, limit: int) -> str | None:
-    try:
-        size = os.stat(path).st_size
-    except FileNotFoundError:
+    from overparam.store.regular import read_regular
+
+    data = read_regular(path, limit)  # regular files only: a planted FIFO or device is refused, never waited on
+    if data is None:
         return None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    if size > limit:
-        raise UserError(f"{path}: {size} bytes is larger than a run file may be ({limit} bytes); refusing to read it")
     try:
-        with open(path, "rb") as handle:
-            return handle.read(limit + 1).decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, not a file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def _check_depth(tree: Any, path: Path) -> Any:

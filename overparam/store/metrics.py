@@ -14,6 +14,9 @@ import os
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
+# A row is a few hundred bytes; a long sweep of one run writes tens of megabytes.
+MAX_LINE_BYTES = 64 * 1024
+MAX_METRICS_BYTES = 1024 * 1024 * 1024
 
 
 class MetricRows(list):
@@ -39,24 +42,25 @@ def _row(line: str):
 
 
 def read_metric_rows(path: str | Path) -> MetricRows:
-    """Rows of a metrics.jsonl (or of the one in directory `path`); a missing file has none."""
+    """Rows of a metrics.jsonl (or of the one in directory `path`); a missing file has none.
+
+    Streamed with a bound on line length and on the file's size (a sparse or planted file is refused
+    in one line, never read whole), from a regular file only."""
     from overparam.errors import UserError
+    from overparam.store.regular import read_lines
 
     file = metrics_file(path)
     rows = MetricRows()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return rows
-    except UnicodeDecodeError:
-        raise UserError(f"{file}: not UTF-8 text") from None
-    lines = text.split("\n")  # a file that ends with a newline ends with an empty string here
-    for number, line in enumerate(lines, start=1):
+    for number, raw, ended in read_lines(file, max_line=MAX_LINE_BYTES, max_bytes=MAX_METRICS_BYTES):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{file}: line {number} is not UTF-8 text") from None
         if not line.strip():
             continue
         row = _row(line)
         if row is None:
-            if number == len(lines):  # the last line, with no newline after it: a write cut short
+            if not ended:  # the last line, with no newline after it: a write cut short
                 rows.torn = True
                 continue
             raise UserError(f"{file}: line {number} is not a metrics row (a JSON object with an integer step)")
