@@ -30,17 +30,24 @@ def number(cfg: dict, key: str, *, low: float | None = None, high: float | None 
             return
         raise UserError(f"{key} is required (a number)")
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
-        raise UserError(f"{key}={value!r} must be {kind}")
-    if not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (integer and isinstance(value, float) and not value.is_integer()):
+        raise UserError(f"{key}={_short(value)} must be {kind}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"{key}={value} must be a finite number")
     lo = "(" if low_open else "["
     hi = ")" if high_open else "]"
     span = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
     if low is not None and (value < low or (low_open and value == low)):
-        raise UserError(f"{key}={value} is out of range; allowed: {span}")
+        raise UserError(f"{key}={_short(value)} is out of range; allowed: {span}")
     if high is not None and (value > high or (high_open and value == high)):
-        raise UserError(f"{key}={value} is out of range; allowed: {span}")
+        raise UserError(f"{key}={_short(value)} is out of range; allowed: {span}")
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line message: a huge number or a long text is cut, not printed whole."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def choice(cfg: dict, key: str, allowed: tuple[str, ...]) -> None:

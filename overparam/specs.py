@@ -35,13 +35,31 @@ def _mnist1d_settings(params: Params, cfg: dict) -> None:
         generator_args(dataset.get("variant"), **{k: v for k, v in dataset.items() if k in STANDARD})
 
 
+def _milestones(params: Params, cfg: dict) -> None:
+    milestones = params["optim.milestones"] or ()
+    if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
+        raise UserError(f"optim.milestones={list(milestones)} must increase (fractions of training, in (0, 1])")
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _fraction(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+
+
+# Seeds go to torch and numpy, which take at most a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
+
+
 def _n(key: str, kind: str = "float", **kwargs) -> Param:
     return Param(key, kind, None, **kwargs)
 
 
 # The keys of every run (configs/train.yaml and its groups); their defaults live in those groups' files.
 SHARED = Spec("shared", [
-    _n("seed", "int", low=0, doc="seed of the initialization and the data order"),
+    _n("seed", "int", low=0, high=MAX_SEED, doc="seed of the initialization and the data order"),
     _n("sparsity", low=0.0, high=1.0, high_open=True, doc="target fraction of pruned weights"),
     _n("train.steps", "int", low=0, low_open=True, optional=True, doc="training length in steps (or train.epochs)"),
     _n("train.epochs", low=0, low_open=True, optional=True, doc="training length in epochs (or train.steps)"),
@@ -60,12 +78,16 @@ SHARED = Spec("shared", [
     Param("optim.schedule", "choice", "constant", "learning-rate schedule", choices=SCHEDULES),
     _n("dataset.val_fraction", low=0.0, high=1.0, high_open=True, optional=True, doc="train fraction held out"),
     _n("dataset.label_noise", low=0.0, high=1.0, optional=True, doc="fraction of labels replaced at random"),
-    _n("dataset.label_noise_seed", "int", low=0, optional=True, doc="seed of the label noise"),
-    _n("dataset.split_seed", "int", low=0, optional=True, doc="seed of the val split"),
+    _n("dataset.label_noise_seed", "int", low=0, high=MAX_SEED, optional=True, doc="seed of the label noise"),
+    _n("dataset.split_seed", "int", low=0, high=MAX_SEED, optional=True, doc="seed of the val split"),
+    Param("model.widths", "list", None, "hidden layer widths of an MLP", optional=True, item=_positive_int,
+          items="positive integers", min_items=1),
+    Param("optim.milestones", "list", None, "fractions of training where a step schedule multiplies the LR by gamma",
+          optional=True, item=_fraction, items="fractions of training in (0, 1]"),
     Param("hardware.precision", "choice", "fp32", "compute precision", choices=PRECISIONS),
     Param("hardware.kernel", "choice", "auto", "masked-matmul backend", choices=KERNELS),
     _n("hardware.threads", "int", low=1, optional=True, doc="CPU threads"),
-], check=(_steps_or_epochs, _mnist1d_settings), doc="The keys every run uses.")
+], check=(_steps_or_epochs, _mnist1d_settings, _milestones), doc="The keys every run uses.")
 
 DENSE = Spec("dense", [], doc="Train one dense model (the baseline).")
 
