@@ -71,7 +71,7 @@ def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False
     from overparam.models.masked import densify, masked_modules, sparsity_report
     from overparam.store.atomic import atomic_write_bytes, atomic_write_json, read_json
     from overparam.store.checkpoint import file_sha256
-    from overparam.store.load import RunRef, check_finished, load_run_model, saved_config
+    from overparam.store.load import RunRef, check_finished, load_run_model, local_data_dir, saved_config
 
     to = Path(to)
     if to.suffix != ".safetensors":
@@ -89,7 +89,8 @@ def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False
         saved[key] = value  # a merge records the architecture its weights really have
     from overparam.data import load_dataset
 
-    data = load_dataset(saved.dataset, saved.paths.data_dir, seed=int(saved.seed), device="cpu")
+    # This machine's data folder: a saved run's paths are where it ran, never where this command reads or writes.
+    data = load_dataset(saved.dataset, local_data_dir(), seed=int(saved.seed), device="cpu")
     model, cfg = load_run_model(ref, data=data)
     model.eval()
     keep = _channel_keep(ref) if shrink else None

@@ -199,10 +199,19 @@ class SavedRun:
 
     @property
     def cache_dir(self) -> Path:
-        """The shared-artifact folder the original run used (its level cache lives below it)."""
+        """The shared-artifact folder the original run used (its level cache lives below it), when that folder
+        lies beside the run here (`<a folder above the run>/.cache`): a saved path elsewhere is where the run
+        ran, not a place on this machine to read or write."""
         from overparam.store.cache import shared_cache_dir
 
-        return shared_cache_dir(self.saved_resolved.get("paths"))
+        saved = shared_cache_dir(self.saved_resolved.get("paths"))
+        run = self.path.resolve()
+        for folder in run.parents:
+            beside = folder / ".cache"
+            if beside.is_dir() and not beside.is_symlink() and saved.resolve() == beside:
+                return beside
+        raise UserError(f"--reuse-cache: {self.path}'s saved cache folder {saved} is not a .cache folder above the "
+                        f"run on this machine; reproduce without --reuse-cache")
 
     def launch(self, new_dir: Path, cache_dir: Path) -> int:
         """Re-run this run into `new_dir` with `cache_dir` as its shared cache (overrides when they reproduce

@@ -108,11 +108,24 @@ def _parse_yaml(text: str, path: Path) -> Any:
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
 
 
+# Integers a run writes (steps, counts, seeds, byte sizes) fit in 64 bits; a longer one is no run's number.
+MAX_INT_DIGITS = 19
+
+
+def json_int(text: str) -> int:
+    """`json.loads(..., parse_int=json_int)`: an integer of at most MAX_INT_DIGITS digits (ValueError beyond)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"the integer {text[:20]}... has {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
 def _parse_json(text: str, path: Path) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=json_int)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}; refusing to read it") from None
 
 
 def read_yaml(path: str | os.PathLike, *, limit: int = MAX_YAML_BYTES) -> Any:
@@ -205,8 +218,26 @@ def saved_config(run_dir: str | Path, *, trust: bool | None = None):
     # The resolved values are checked too: a reference may bring a mapping from another key.
     from overparam.components import check_config
 
-    check_config(resolve_saved(config, source=str(path)), trust=trust, source=str(path))
+    resolved = resolve_saved(config, source=str(path))
+    check_config(resolved, trust=trust, source=str(path))
+    check_saved_values(resolved, source=str(path))
     return config
+
+
+# Saved values every route that opens a run uses as numbers: checked by their declarations (overparam.specs).
+SAVED_VALUE_KEYS = ("seed", "model.widths")
+
+
+def check_saved_values(resolved: dict, *, source: str) -> None:
+    """The saved values a loader uses (the seed, an MLP's widths) have the types and ranges a run allows."""
+    from overparam.specs import SHARED
+
+    declared = {param.key: param for param in SHARED}
+    for key in SAVED_VALUE_KEYS:
+        try:
+            declared[key].check(resolved)
+        except UserError as exc:
+            raise UserError(f"{source}: {exc}") from None
 
 
 def run_info(run_dir: str | Path) -> dict | None:

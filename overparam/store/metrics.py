@@ -33,9 +33,11 @@ def metrics_file(path: str | Path) -> Path:
 
 def _row(line: str):
     """The row a line holds, or None when it is not one."""
+    from overparam.store.load import json_int
+
     try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):
+        row = json.loads(line, parse_int=json_int)
+    except (ValueError, RecursionError):  # not JSON, or an integer no run writes
         return None
     step = row.get("step") if isinstance(row, dict) else None
     return row if isinstance(step, int) and not isinstance(step, bool) else None
