@@ -104,7 +104,43 @@ def load_state(path: str | os.PathLike, device: str = "cpu") -> Any:
         raise UserError(f"corrupt checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if SKELETON_KEY not in metadata:
         return tensors
-    return _unflatten(json.loads(metadata[SKELETON_KEY]), tensors)
+    return _skeleton(path, metadata[SKELETON_KEY], tensors)
+
+
+def _skeleton(path: Path, text: str, tensors: dict) -> Any:
+    """The nested state the skeleton metadata describes; one line when it does not fit the tensors."""
+    from overparam.store.regular import json_int
+
+    try:
+        return _unflatten(json.loads(text, parse_int=json_int), tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else \
+            f"names a tensor it does not hold ({exc})" if isinstance(exc, KeyError) else "is malformed"
+        raise UserError(f"corrupt checkpoint {path}: its skeleton metadata {what}"[:300]) from None
+
+
+class _Placeholder:
+    """Stands for a tensor when a skeleton is checked from the file's header alone."""
+
+
+def check_weights_file(path: str | os.PathLike) -> None:
+    """A model weights file is whole before anything runs: its header reads and its skeleton (if any) is a
+    mapping of names to tensors the file holds; reads the header only (UserError otherwise)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            keys = list(handle.keys())
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise UserError(f"corrupt checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if SKELETON_KEY not in metadata:
+        return
+    state = _skeleton(path, metadata[SKELETON_KEY], {key: _Placeholder() for key in keys})
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, _Placeholder)
+                                              for k, v in state.items()):
+        raise UserError(f"corrupt checkpoint {path}: its skeleton metadata is not a mapping of names to tensors")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

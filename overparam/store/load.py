@@ -22,23 +22,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from overparam.errors import UserError
+from overparam.store.regular import json_int, read_text
 
 # Limits for files read from a run directory; Hydra's own files are a few kilobytes.
 MAX_YAML_BYTES = 4 * 1024 * 1024
 MAX_JSON_BYTES = 64 * 1024 * 1024
 MAX_DEPTH = 64
-
-
-def _read_text(path: Path, limit: int) -> str | None:
-    from overparam.store.regular import read_regular
-
-    data = read_regular(path, limit)  # regular files only: a planted FIFO or device is refused, never waited on
-    if data is None:
-        return None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _check_depth(tree: Any, path: Path) -> Any:
@@ -86,7 +75,7 @@ def _yaml_events_check(text: str, path: Path) -> None:
 def _read_data(path: str | os.PathLike, limit: int, parse: Callable[[str, Path], Any]) -> Any:
     """`parse(text, path)` of a run file as plain data of bounded depth (None if the file does not exist)."""
     path = Path(path)
-    text = _read_text(path, limit)
+    text = read_text(path, limit)
     if text is None:
         return None
     try:
@@ -106,17 +95,6 @@ def _parse_yaml(text: str, path: Path) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or _one_line(exc)
         raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
-
-
-# Integers a run writes (steps, counts, seeds, byte sizes) fit in 64 bits; a longer one is no run's number.
-MAX_INT_DIGITS = 19
-
-
-def json_int(text: str) -> int:
-    """`json.loads(..., parse_int=json_int)`: an integer of at most MAX_INT_DIGITS digits (ValueError beyond)."""
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"the integer {text[:20]}... has {len(text.lstrip('-'))} digits")
-    return int(text)
 
 
 def _parse_json(text: str, path: Path) -> Any:
@@ -394,6 +372,10 @@ def check_run_ref(value: Any, key: str, *, trust: bool | None = None) -> "RunRef
     ref = RunRef.parse(str(value))
     info = check_finished(ref.root)
     weights_config(ref.root, info, trust=trust)
+    if ref.has_weights():  # a damaged file is refused here, before the run that would read it exists
+        from overparam.store.checkpoint import check_weights_file
+
+        check_weights_file(ref.weights)
     return ref
 
 
@@ -441,10 +423,7 @@ def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None, dat
     cfg = weights_config(ref.root, info)
     if not ref.weights.is_file():
         raise UserError(f"{ref.root} has no weights at {ref.weights.relative_to(ref.root)}")
-    try:
-        state = load_state(ref.weights)
-    except RecursionError:  # a checkpoint's metadata skeleton nested without end
-        raise UserError(f"corrupt checkpoint {ref.weights}: metadata nested too deeply") from None
+    state = load_state(ref.weights)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{ref.weights} is not a model state_dict")
     if data is None:

@@ -33,7 +33,7 @@ def metrics_file(path: str | Path) -> Path:
 
 def _row(line: str):
     """The row a line holds, or None when it is not one."""
-    from overparam.store.load import json_int
+    from overparam.store.regular import json_int
 
     try:
         row = json.loads(line, parse_int=json_int)

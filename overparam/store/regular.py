@@ -84,6 +84,28 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes | None:
         return b"".join(chunks)
 
 
+def read_text(path: str | os.PathLike, limit: int) -> str | None:
+    """A regular file's UTF-8 text (None when absent), at most `limit` bytes."""
+    data = read_regular(path, limit)
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+# Integers a run writes (steps, counts, seeds, byte sizes) fit in 64 bits; a longer one is no run's number.
+MAX_INT_DIGITS = 19
+
+
+def json_int(text: str) -> int:
+    """`json.loads(..., parse_int=json_int)`: an integer of at most MAX_INT_DIGITS digits (ValueError beyond)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"the integer {text[:20]}... has {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
 def read_lines(path: str | os.PathLike, *, max_line: int, max_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
     """(number, line without its newline, ended by a newline) of a regular file, streamed in blocks; a line
     longer than `max_line` or a file larger than `max_bytes` is refused (UserError) before it is held whole."""
