@@ -59,6 +59,7 @@ from overparam.report.aggregate import KEY_ALIASES, Cell, display, resolve_metri
 from overparam.report.index import Record, SEED_KEYS, is_identity_key
 
 MAX_EXPRESSION_LENGTH = 2000
+MAX_EXPRESSION_DEPTH = 100
 NEAREST_TOLERANCE = 0.10
 WRAPPERS = ("mean", "std", "n", "min", "max")
 _COMPARE = {ast.Lt: (lambda a, b: a < b, "<"), ast.LtE: (lambda a, b: a <= b, "<="),
@@ -121,9 +122,22 @@ def parse_expectation(text: str) -> ast.Expression:
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ClaimError(f"expectation {text!r} does not parse: {exc.msg}") from None
+        raise ClaimError(f"expectation {_cut(text)} does not parse: {exc.msg}") from None
+    except (RecursionError, MemoryError):  # the parser's own stack, on deep nesting
+        raise ClaimError(f"expectation {_cut(text)} is nested deeper than {MAX_EXPRESSION_DEPTH} levels") from None
+    # The checks and the evaluation recurse over the tree: its depth is measured first, without recursion.
+    stack = [(tree.body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise ClaimError(f"expectation {_cut(text)} is nested deeper than {MAX_EXPRESSION_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
     _check(tree.body, text)
     return tree
+
+
+def _cut(text: str) -> str:
+    return repr(text) if len(text) <= 80 else f"{text[:60]!r}... ({len(text)} characters)"
 
 
 def _check(node: ast.AST, text: str) -> None:
