@@ -177,16 +177,62 @@ def calibration_path(device: str = "cpu", threads: int | None = None) -> Path:
     return cache_dir() / "hardware" / f"{machine_key(device, threads)}.json"
 
 
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _fraction_or_none(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1)
+
+
+def calibration_problem(data) -> str | None:
+    """Why a measurement file's content is not one `measure()` writes (None when it is): every field that the
+    decisions and `runner ls hardware` use, with its type and range."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if data.get("version") != CALIBRATION_VERSION:
+        return f"version {data.get('version')!r} is not {CALIBRATION_VERSION}"
+    entries = data.get("entries")
+    if not isinstance(entries, list) or not isinstance(data.get("measured_on", {}), dict):
+        return "entries must be a list and measured_on a mapping"
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or entry.get("op", "linear") not in ("linear", "conv") or \
+                entry.get("mode") not in ("train", "forward") or \
+                not all(isinstance(entry.get(k), str) for k in ("device", "dtype", "implementation", "shape")) or \
+                not all(_count(entry.get(k)) for k in ("batch", "in_features", "out_features")) or \
+                not _fraction_or_none(entry.get("sparse_from")):
+            return f"entries[{index}] is not a measurement (op, mode, device, dtype, implementation, shape, sizes, " \
+                   f"sparse_from)"
+    return None
+
+
+def read_calibration(path: Path) -> tuple[dict | None, str | None]:
+    """(data, None) of a valid measurement file; (None, why) when it is absent or not one (never blocks: a FIFO
+    or device there is refused, not opened for reading)."""
+    from overparam.errors import UserError
+    from overparam.regular import read_text
+
+    try:
+        text = read_text(path, 1024 * 1024)
+    except UserError as exc:  # the message names the path; the caller does too
+        return None, str(exc).removeprefix(f"{path}: ")
+    if text is None:
+        return None, None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, "not JSON"
+    problem = calibration_problem(data)
+    return (None, problem) if problem else (data, None)
+
+
 def measured_here() -> list[dict]:
     """Every measurement file under the cache folder (newest first), as read; unreadable files are skipped."""
     folder = cache_dir() / "hardware"
     found = []
     for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("version") == CALIBRATION_VERSION:
+        data, _ = read_calibration(path)
+        if data is not None:
             data["path"] = str(path)
             found.append(data)
     return found

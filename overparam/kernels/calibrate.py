@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from datetime import date
 
@@ -149,21 +150,25 @@ def measure() -> dict:
 
 
 def _write(path, data: dict) -> None:
+    """Replace `path` by one rename (a link or special file there is replaced, never written through)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @functools.lru_cache(maxsize=None)
 def _machine_crossover(threads: int) -> dict | None:
     path = hardware.calibration_path("cpu", threads)
-    try:
-        data = json.loads(path.read_text())
-        if data.get("version") == hardware.CALIBRATION_VERSION:
-            return {**data, "path": str(path)}
-    except (OSError, ValueError):
-        pass
+    data, problem = hardware.read_calibration(path)
+    if data is not None:
+        return {**data, "path": str(path)}
+    if problem:  # an older format, a damaged or hand-edited file: measured again, the file replaced
+        print(f"warning: {path}: {problem}; measuring this machine again and replacing it", file=sys.stderr)
     data = measure()
     try:
         _write(path, data)

@@ -109,7 +109,7 @@ def load_state(path: str | os.PathLike, device: str = "cpu") -> Any:
 
 def _skeleton(path: Path, text: str, tensors: dict) -> Any:
     """The nested state the skeleton metadata describes; one line when it does not fit the tensors."""
-    from overparam.store.regular import json_int
+    from overparam.regular import json_int
 
     try:
         return _unflatten(json.loads(text, parse_int=json_int), tensors)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from overparam.errors import UserError
-from overparam.store.regular import json_int, read_text
+from overparam.regular import json_int, read_text
 
 # Limits for files read from a run directory; Hydra's own files are a few kilobytes.
 MAX_YAML_BYTES = 4 * 1024 * 1024

@@ -33,7 +33,7 @@ def metrics_file(path: str | Path) -> Path:
 
 def _row(line: str):
     """The row a line holds, or None when it is not one."""
-    from overparam.store.regular import json_int
+    from overparam.regular import json_int
 
     try:
         row = json.loads(line, parse_int=json_int)
@@ -49,7 +49,7 @@ def read_metric_rows(path: str | Path) -> MetricRows:
     Streamed with a bound on line length and on the file's size (a sparse or planted file is refused
     in one line, never read whole), from a regular file only."""
     from overparam.errors import UserError
-    from overparam.store.regular import read_lines
+    from overparam.regular import read_lines
 
     file = metrics_file(path)
     rows = MetricRows()

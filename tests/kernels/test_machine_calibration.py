@@ -86,6 +86,7 @@ def test_runner_ls_hardware_shows_the_measurements_without_torch(cache):
     path.write_text(json.dumps({"version": hardware.CALIBRATION_VERSION,
                                 "measured_on": {"cpu": "Test CPU", "threads": 1, "torch": "9.9", "seconds": 1.2},
                                 "entries": [{"op": "conv", "mode": "train", "shape": "conv64_16x16", "batch": 4096,
+                                             "device": "cpu", "dtype": "float32", "implementation": "native",
                                              "in_features": 576, "out_features": 64, "sparse_from": 0.87}]}))
     code = ("import sys; from overparam.cli.ls import main; main(['hardware']); "
             "print('torch imported' if 'torch' in sys.modules else 'no torch')")
