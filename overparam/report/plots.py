@@ -253,7 +253,7 @@ def choose_kind(records: list[Record]) -> str:
 
 def read_metrics(run_dir: str | Path) -> MetricRows:
     """Rows of a run's metrics.jsonl (`store.metrics`: a torn last line, from a killed run, is left out)."""
-    if not metrics_file(run_dir).is_file():
+    if not metrics_file(run_dir).exists():  # a FIFO or device there is refused by the reader, not called absent
         raise UserError(f"{run_dir} has no metrics.jsonl")
     return read_metric_rows(run_dir)
 

@@ -185,9 +185,9 @@ def saved_config(run_dir: str | Path, *, trust: bool | None = None):
     from omegaconf import OmegaConf
 
     path = Path(run_dir) / ".hydra" / "config.yaml"
-    if not path.is_file():
+    tree = read_yaml(path)  # a FIFO or device there is refused as such
+    if tree is None and not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
-    tree = read_yaml(path)
     check_saved_config(tree, source=str(path), trust=trust)
     try:
         config = OmegaConf.create(tree)
