@@ -416,13 +416,14 @@ def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None, dat
 
     from overparam.models import build_model
     from overparam.models.masked import sparsify
-    from overparam.store.checkpoint import load_state
+    from overparam.store.checkpoint import check_weights_file, load_state
 
     ref = ref if isinstance(ref, RunRef) else RunRef.parse(str(ref))
     info = check_finished(ref.root)
     cfg = weights_config(ref.root, info)
     if not ref.weights.is_file():
         raise UserError(f"{ref.root} has no weights at {ref.weights.relative_to(ref.root)}")
+    check_weights_file(ref.weights)
     state = load_state(ref.weights)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{ref.weights} is not a model state_dict")
