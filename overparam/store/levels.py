@@ -143,7 +143,7 @@ class LevelCache:
         return level_dir(self.root, level)
 
     def has(self, level: int) -> bool:
-        return self.root is not None and level_complete(self.path(level))
+        return self.root is not None and level_complete(_not_a_link(self.path(level)))
 
     def lock(self, level: int):
         """An exclusive inter-process lock for producing `level` (a no-op when disabled)."""
@@ -306,4 +306,16 @@ def level_cache(run, kind: str, key: str) -> LevelCache:
     """The level cache of lineage `key` for `run` (`<paths.cache_dir>/<kind>/<key>`)."""
     from overparam.store.cache import shared_cache_dir
 
-    return LevelCache(shared_cache_dir(run.config.get("paths")) / kind / key)
+    root = shared_cache_dir(run.config.get("paths"))
+    _not_a_link(root / kind)
+    return LevelCache(_not_a_link(root / kind / key))
+
+
+def _not_a_link(path: Path) -> Path:
+    """`path`, refused when it is a symlink: a level read or published through it would land outside the cache
+    (`runner cache clean` refuses the same links)."""
+    if path.is_symlink():
+        from overparam.errors import UserError
+
+        raise UserError(f"{path} is a symlink; the level cache holds only real folders, so it is not followed")
+    return path

@@ -17,6 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fault_rows import assert_refused, digest, runner  # noqa: E402
 
+from tiny_runs import tiny  # noqa: E402
+
 
 def outputs_with_entry(root: Path) -> Path:
     """outputs/.cache/imp/k1/level_0/model.safetensors, hard-linked from outputs/run/level_0 (a user of it)."""
@@ -113,3 +115,15 @@ def test_a_leftover_that_is_a_link_is_unlinked_not_followed(tmp_path):
     result = runner(["cache", "clean", str(outputs)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert not os.path.lexists(leftover) and digest(target) == before
+
+
+def test_training_does_not_publish_levels_through_a_symlinked_cache_kind(tmp_path):
+    """`runner train method=imp` with `.cache/imp` linked to a user's folder: refused, nothing written there."""
+    outputs = tmp_path / "outputs"
+    (outputs / ".cache").mkdir(parents=True)
+    target = precious(tmp_path)
+    before = digest(target)
+    (outputs / ".cache" / "imp").symlink_to(target)
+    result = runner(["train", *tiny(2), "method=imp", "sparsity=0.5", f"paths.output_dir={outputs}"], cwd=tmp_path)
+    assert_refused(result, "train", contains=f"{outputs / '.cache' / 'imp'} is a symlink")
+    assert digest(target) == before
