@@ -5,6 +5,11 @@ of a sweep). A run that took a level from the cache, or published one into it, h
 hard link to every file (`<run>/level_<L>/`, `<run>/ticket/level_<L>/`), so removing a cache
 entry frees only the bytes no run links, and never changes a finished run. An entry whose level
 lock a running job holds is kept. No torch import: this reads directories and file metadata only.
+
+Nothing here follows a link: a `.cache`, kind or entry folder that is a symlink is refused in one
+line (cleaning through it would remove folders elsewhere). An entry is renamed to
+`.<key>.removing-<pid>` before it is removed; a clean killed meanwhile leaves that name, which
+`cache ls` lists and the next clean removes.
 """
 
 from __future__ import annotations
