@@ -230,7 +230,7 @@ def measured_here() -> list[dict]:
     """Every measurement file under the cache folder (newest first), as read; unreadable files are skipped."""
     folder = cache_dir() / "hardware"
     found = []
-    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.lstat().st_mtime, reverse=True) if folder.is_dir() else []:
         data, _ = read_calibration(path)
         if data is not None:
             data["path"] = str(path)
