@@ -176,8 +176,10 @@ def default_layout(records: list[Record], rows: list[str] | None, cols: list[str
 
 
 def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: list[str] | None = None,
-                cols: list[str] | None = None, warn=None) -> Table:
-    """Aggregate `metric` over seeds into a rows x cols table; failed/unfinished runs are counted, not dropped."""
+                cols: list[str] | None = None, warn=None, skipped=()) -> Table:
+    """Aggregate `metric` over seeds into a rows x cols table; failed/unfinished runs are counted, not dropped.
+
+    `skipped`: unreadable runs (RunInfo), listed among the runs without results and in no cell."""
     metric = resolve_metric(records, metric)
     row_keys, col_keys = default_layout(records, rows, cols)
     finished = [r for r in records if r.run.finished]
@@ -203,6 +205,7 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
         if not cell.add(record, metric) and id(record.run) not in seen_problem_runs:
             seen_problem_runs.add(id(record.run))
             problems.append((str(record.run.path), record.status, record.run.reason or ""))
+    problems += [(str(run.path), run.status, run.reason or "") for run in skipped]
     pooled = _pooled_keys(records, set(row_keys) | set(col_keys))
     if pooled and warn is not None:
         warn(f"cells pool runs that differ in {', '.join(pooled)} (add them to --rows/--cols to split)")
