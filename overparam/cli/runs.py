@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner ls runs", description="List run directories, one line each.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="*", default=["outputs"], help="folders to look in (default: outputs)")
-    parser.add_argument("--status", choices=("done", "failed", "running", "stopped", "unreadable"), help="only runs in this state")
+    parser.add_argument("--status", choices=("done", "failed", "running", "stopped", "unreadable"),
+                        help="only runs in this state")
     parser.add_argument("--metric", help="headline metric (default: the first of " + ", ".join(HEADLINE_METRICS) + ")")
     return parser
 
@@ -128,7 +129,9 @@ def list_runs(dirs: list[str], status: str | None = None, metric: str | None = N
 
 
 def common_overrides(rows: list[dict]) -> list[str]:
-    """Overrides every listed run shares (shown once instead of on every line); none for a single run."""
+    """Overrides every listed run shares (shown once instead of on every line); none for a single run.
+    An unreadable run has no overrides to share and does not count."""
+    rows = [row for row in rows if row["status"] != "unreadable"]
     if len(rows) < 2:
         return []
     sets = [set(row["overrides"].split()) for row in rows]

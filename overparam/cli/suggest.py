@@ -16,9 +16,11 @@ from typing import Any, Callable
 FORWARDED_SECTIONS = ("model", "dataset", "logger")
 # Below this many letters a description word is too common to suggest an option by.
 MIN_WORD = 4
-# Similarity (difflib's ratio) a name, a description word or a key's last part needs to be suggested, and how
-# far behind the best a suggestion may stay.
-NAME_CUTOFF, WORD_CUTOFF, KEY_CUTOFF, MARGIN = 0.6, 0.8, 0.75, 0.15
+# Words that do not finish a phrase (`prune at` says less than `prune`).
+GLUE = {"a", "an", "and", "at", "by", "for", "from", "in", "of", "on", "or", "the", "to", "vs", "with"}
+# Similarity (difflib's ratio) a name, a description word or a key's last part needs to be suggested, how far
+# behind the best a suggestion may stay, and the score of a name that holds the typed word.
+NAME_CUTOFF, WORD_CUTOFF, KEY_CUTOFF, MARGIN, CONTAINED = 0.7, 0.8, 0.75, 0.15, 0.85
 
 
 def _words(text: str) -> list[str]:
@@ -32,8 +34,11 @@ def _phrase(description: str, word: str) -> str:
         if word in _words(clause):
             if len(clause.split()) <= 4:
                 return clause.strip()
-            found = re.search(rf"(?i)\b{re.escape(word)}\w*(?:[- ]\w+)?", clause)
-            return found.group(0) if found else word
+            found = re.search(rf"(?i)\b{re.escape(word)}\w*(?:[- ](\w+))?", clause)
+            if found is None:
+                return word
+            whole = found.group(1) and found.group(1).lower() not in GLUE
+            return found.group(0) if whole else found.group(0).split()[0]
     return word
 
 
@@ -50,7 +55,9 @@ def _ratio(a: str, b: str) -> float:
 def closest_options(value: str, options: list[str], describe: Callable[[str], str] | None = None) -> list[str]:
     """Up to three options `value` may have meant, closest first: `ties`, or `imp (lottery tickets)` found in
     an option's description."""
-    scored = [(_ratio(value, option), option) for option in options]
+    # A name that holds what was typed (`soup` in greedy_soup, `distil` in self_distill) is close too.
+    scored = [(max(_ratio(value, option), CONTAINED if len(value) >= MIN_WORD and value in option else 0.0), option)
+              for option in options]
     if describe is not None and len(value) >= MIN_WORD:
         for option in options:
             description = describe(option)

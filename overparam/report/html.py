@@ -35,7 +35,8 @@ table.results tr:nth-child(even) td { background: #f0f6ff; }
 .pass .verdict { background: #1a7f37; } .fail .verdict { background: #cf222e; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; font-size: .85em; }
 img.figure { max-width: 100%; border: 1px solid #d0d7de; }
-.status-failed, .status-unreadable { color: #cf222e; font-weight: 700; } .status-unfinished { color: #9a6700; font-weight: 700; }
+.status-failed, .status-unreadable { color: #cf222e; font-weight: 700; }
+.status-unfinished { color: #9a6700; font-weight: 700; }
 details { margin: .3em 0 .3em 1em; } summary { cursor: pointer; }
 """
 

@@ -121,3 +121,28 @@ def test_claims_pass_exits_0_but_not_when_a_run_could_not_be_counted(tmp_path, c
     out = capsys.readouterr().out
     assert "PASS  CNN beats MLP" in out and "1/1 claims passed" in out
     assert out.rstrip().endswith("(checked without 1 unreadable run(s): not a verdict over every run)")
+
+
+def _readme_block(first_line):
+    """The console block of README.md that starts with `first_line`, up to its closing fence."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index(first_line)
+    return text[start:text.index("```", start)].splitlines()
+
+
+def test_the_readme_example_is_what_the_runner_prints(tmp_path, capsys, monkeypatch):
+    sweep = tmp_path / "outputs" / "multirun" / "2026-12-01" / "16-01-11"
+    for job, (sparsity, accuracy) in enumerate(((0.5, 0.317), (0.5, 0.322), (0.75, 0.329), (0.75, 0.317))):
+        make_run(sweep / str(job), method_config("imp", sparsity=sparsity), {"test_accuracy": accuracy},
+                 overrides=["method=imp", "prune.rate=0.5", f"sparsity={sparsity}", f"seed={job % 2}",
+                            "train.epochs=2"])
+    (sweep / "2" / "run.json").write_bytes(b"{\xff\xfe")
+    for job in range(4):
+        os.utime(sweep / str(job) / "run.json", (time.time() - 65, time.time() - 65))
+    monkeypatch.chdir(tmp_path)
+    assert runner(["ls", "runs", "outputs/multirun/2026-12-01/16-01-11"]) == 0
+    out, err = capsys.readouterr()
+    block = _readme_block("$ runner ls runs outputs/multirun/2026-12-01/16-01-11")
+    assert [f"$ runner ls runs {sweep.relative_to(tmp_path)}", *out.splitlines(), *err.splitlines()] == block
