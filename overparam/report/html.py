@@ -48,7 +48,7 @@ def _e(value: Any) -> str:
 def table_html(table: Table, agg: str = "mean_std", digits: int = 4) -> str:
     """The table as an HTML table (cells as in the markdown table)."""
     head = [" / ".join(table.row_keys) or "run"]
-    head += [", ".join(f"{k}={display(v)}" for k, v in zip(table.col_keys, col)) or table.metric for col in table.cols]
+    head += [table.col_label(col) or table.metric for col in table.cols]
     lines = ['<table class="results">', "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for row in table.rows:
         cells = [", ".join(display(v) for v in row)] + [table.cell(row, col).text(agg, digits) for col in table.cols]
