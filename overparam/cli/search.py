@@ -89,6 +89,9 @@ def readable_trial(trials: list[Path], config_of, overrides_of) -> tuple:
 def main(argv: list[str] | None = None) -> int:
     """`runner search <sweep dir>`."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(f"usage: runner search <optuna sweep dir>\n\n{__doc__.strip()}")
+        return 0
     if len(argv) != 1:
         print("usage: runner search <optuna sweep dir>", file=sys.stderr)
         return 2

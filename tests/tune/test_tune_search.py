@@ -99,3 +99,11 @@ def test_a_damaged_trial_is_named_and_skipped_and_the_best_config_still_runs(tmp
     assert runner(["search", str(sweep)]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (f"runner search: error: no trial of {sweep} can be read "
                                                         "(each one is listed above)")
+
+
+def test_help_says_how_a_damaged_trial_is_handled(capsys):
+    from overparam.cli.main import main as runner
+
+    assert runner(["search", "--help"]) == 0
+    assert ("A trial that cannot be read is named on stderr and skipped (exit code 0): the result does not depend "
+            "on it.") in capsys.readouterr().out
