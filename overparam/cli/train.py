@@ -136,18 +136,29 @@ def _compose(folder: str, name: str, overrides: list[str]) -> tuple[dict, dict]:
 def _friendly_compose_error(exc: Exception, overrides: list[str], folder: str, name: str) -> str:
     import re
 
+    def unknown_key(error: Exception) -> list[str]:
+        found = re.match(r"Could not override '([^']+)'", _split_message(error))
+        # Hydra's own section keeps Hydra's answer: its keys are not the run's.
+        key = found.group(1) if found and not found.group(1).startswith("hydra.") else None
+        return [o for o in overrides if key and o.partition("=")[0] == key]
+
     text = _split_message(exc)
-    unknown = re.match(r"Could not override '([^']+)'", text)
-    given = [o for o in overrides if unknown and o.partition("=")[0] == unknown.group(1)]
+    given = unknown_key(exc)
     if given:
         # Hydra's advice (`+key=value`) would add a key nothing reads: name the keys that exist instead,
-        # from the config composed without the unknown key.
+        # from the config composed without the unknown keys.
         from overparam.cli.suggest import unknown_key_error
 
-        try:
-            container, _ = _compose(folder, name, [o for o in overrides if o not in given])
-        except Exception:  # noqa: BLE001 - another bad override: the keys of the defaults still help
-            container = {}
+        rest, container = [o for o in overrides if o not in given], {}
+        for _ in range(len(overrides)):
+            try:
+                container, _ = _compose(folder, name, rest)
+                break
+            except Exception as again:  # noqa: BLE001 - another bad override: leave it out too, or give up
+                more = unknown_key(again)
+                if not more:
+                    break
+                rest = [o for o in rest if o not in more]
         return unknown_key_error(given[0], container)
     if "is not in struct" in text or "Key '" in text and "not in" in text:
         return f"{text} (a new key needs a leading '+', e.g. +key=value)"

@@ -122,21 +122,21 @@ class Table:
     cells: dict[tuple[tuple, tuple], Cell]
     pooled: list[str]  # keys that vary inside cells (besides seeds): the reader should know
     problems: list[tuple[str, str, str]]  # (run dir, status, reason) of failed / unfinished runs
-    # Column keys bundled from the row keys (constant within each column, with the column key); see bundle_columns.
-    moved: list[str] = field(default_factory=list)
+    # The column key with the row keys constant within each of its columns, moved to it (see bundle_columns).
+    bundle: list[str] = field(default_factory=list)
 
     def cell(self, row: tuple, col: tuple) -> Cell:
         return self.cells.get((row, col), Cell())
 
     def header_keys(self) -> tuple[list[str], list[str]]:
         """(column keys the headers name, column keys that differ but are left out of them)."""
-        return header_keys(self.col_keys, self.cols, self.moved)
+        return header_keys(self.col_keys, self.cols, self.bundle)
 
     def col_label(self, col: tuple) -> str:
-        """A column's header: `key=value` for the keys that tell columns apart (a moved key's null left out)."""
+        """A column's header: `key=value` for the keys that tell columns apart (a bundled key's null left out)."""
         named, _ = self.header_keys()
         return ", ".join(f"{k}={display(v)}" for k, v in zip(self.col_keys, col)
-                         if k in named and not (v is None and k in self.moved))
+                         if k in named and not (v is None and k in self.bundle))
 
 
 def display(value: Any) -> str:
@@ -194,9 +194,9 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
     `skipped`: unreadable runs (RunInfo), listed among the runs without results and in no cell."""
     metric = resolve_metric(records, metric)
     row_keys, col_keys = default_layout(records, rows, cols)
-    moved: list[str] = []
+    bundle: list[str] = []
     if rows is None and cols is None:
-        row_keys, col_keys, moved = bundle_columns(records, row_keys, col_keys)
+        row_keys, col_keys, bundle = bundle_columns(records, row_keys, col_keys)
     finished = [r for r in records if r.run.finished]
     if finished and not any(r.value(metric) is not None for r in finished):
         available = sorted({k for r in finished for k, v in {**(r.run.summary or {}), **(r.row or {})}.items()
@@ -226,7 +226,7 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
         warn(f"cells pool runs that differ in {', '.join(pooled)} (add them to --rows/--cols to split)")
     table = Table(metric=metric, row_keys=row_keys, col_keys=col_keys,
                   rows=_sorted_labels(row_values, row_keys), cols=_sorted_labels(col_values, col_keys),
-                  cells=cells, pooled=pooled, problems=problems, moved=moved)
+                  cells=cells, pooled=pooled, problems=problems, bundle=bundle)
     unnamed = table.header_keys()[1]
     if unnamed and warn is not None:
         warn(f"columns also differ in {', '.join(unnamed)} (--format csv or json gives every key)")

@@ -93,18 +93,18 @@ def bundle_columns(records: list[Record], row_keys: list[str], col_keys: list[st
     """
     if len(col_keys) != 1 or not records:
         return row_keys, col_keys, []
-    best = (row_keys, col_keys, [])
+    best, most = (row_keys, col_keys, []), 0
+    order = {key: index for index, key in enumerate(row_keys + col_keys)}
     for column in [*col_keys, *row_keys]:
         rows = [k for k in row_keys + col_keys if k != column]
         moved = _constant_within(records, [column], rows)
-        if len(best[2]) < len(moved) < len(rows):
-            order = {key: index for index, key in enumerate(row_keys + col_keys)}
+        if most < len(moved) < len(rows):
             bundle = sorted([column, *moved], key=order.__getitem__)
-            best = ([k for k in rows if k not in moved], bundle, bundle)
+            best, most = ([k for k in rows if k not in moved], bundle, bundle), len(moved)
     return best
 
 
-def header_keys(col_keys: list[str], cols: list[tuple], moved: list[str]) -> tuple[list[str], list[str]]:
+def header_keys(col_keys: list[str], cols: list[tuple], bundle: list[str]) -> tuple[list[str], list[str]]:
     """(keys a column header names, bundled keys that differ between columns but are left out of the header).
 
     Column keys outside a bundle (asked for, or one chosen key) are always named. Of a bundle's keys, one with
@@ -114,11 +114,11 @@ def header_keys(col_keys: list[str], cols: list[tuple], moved: list[str]) -> tup
     candidates = []
     for index, key in enumerate(col_keys):
         values = {_hashable(col[index]) for col in cols}
-        if key in moved and len(values) > 1:
+        if key in bundle and len(values) > 1:
             candidates.append((None in values, index, key))
     ranked = [key for _, _, key in sorted(candidates)]
-    room = max(0, MAX_HEADER_KEYS - (len(col_keys) - len(moved)))
-    named = set(ranked[:room]) | {key for key in col_keys if key not in moved}
+    room = max(0, MAX_HEADER_KEYS - (len(col_keys) - len(bundle)))
+    named = set(ranked[:room]) | {key for key in col_keys if key not in bundle}
     return [key for key in col_keys if key in named], ranked[room:]
 
 

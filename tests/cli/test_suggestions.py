@@ -20,6 +20,11 @@ ROWS = [
      "unknown key densty: nothing in this run (method=ties) reads it; did you mean ties.density?"),
     (["method=imp", "train.stpes=3"],
      "unknown key train.stpes: nothing in this run (method=imp) reads it; did you mean train.steps?"),
+    # Two unknown keys: the first is answered, from the config composed without either.
+    (["method=ties", "ties.densty=0.3", "foo=2"],
+     "unknown key ties.densty: nothing in this run (method=ties) reads it; did you mean ties.density?"),
+    (["hydra.job.chdirr=true"],  # Hydra's own section keeps Hydra's answer
+     "Could not override 'hydra.job.chdirr'. To append to your config use +hydra.job.chdirr=true"),
     (["modle=mlp"], "unknown key modle: nothing in this run (method=dense) reads it; did you mean model?"),
     (["method=imp", "foo=1"],
      "unknown key foo: nothing in this run (method=imp) reads it (runner train method=imp --cfg job shows every key)"),
@@ -91,7 +96,9 @@ def test_the_readme_shows_what_the_runner_prints():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    lines = {" ".join(ROWS[i][0]): ROWS[i][1] for i in (0, 1, 7)}
+    lines = {" ".join(overrides): line for overrides, line in ROWS
+             if " ".join(overrides) in ("method=imp sparsty=0.9", "method=ties ties.densty=0.3", "method=lotery")}
+    assert len(lines) == 3
     for overrides, line in lines.items():
         assert f"| `{overrides}` | `{line}` |" in readme  # the bad-input table
     assert f"$ runner train method=imp sparsty=0.9\nrunner train: error: {lines['method=imp sparsty=0.9']}\n" in readme
