@@ -28,7 +28,9 @@ EPILOG = """examples:
   runner cache ls                    entries under outputs/.cache, their size and the runs using them
   runner cache clean --unused        remove the entries no run uses
   runner cache clean                 remove every entry not locked by a running job (runs keep their levels)
-  runner cache clean --dry-run       say what would go, remove nothing"""
+  runner cache clean --dry-run       say what would go, remove nothing
+A run whose run.json cannot be read is listed as unreadable and judged by its level files alone (hard links
+keep its levels whatever is cleaned); the exit code stays 0."""
 
 
 @dataclass
@@ -148,17 +150,25 @@ def _level_files(run_dir: Path):
                 yield from level_dir.iterdir()
 
 
-def find_users(output_dir: str | os.PathLike, entries: list[Entry]) -> None:
-    """Fill each entry's `users`: runs whose level files are hard links to it (or that run.json names it)."""
-    from overparam.report.index import find_runs
-    from overparam.store.atomic import read_json
+def find_users(output_dir: str | os.PathLike, entries: list[Entry]) -> list[tuple[Path, str]]:
+    """Fill each entry's `users`: runs whose level files are hard links to it (or that run.json names it).
 
+    Returns the runs whose run.json cannot be read, with the reason: their use is judged by their files alone.
+    """
+    from overparam.report.index import find_runs, unreadable_reason
+    from overparam.store.load import run_info
+
+    damaged: list[tuple[Path, str]] = []
     if not entries:
-        return
+        return damaged
     by_inode = {inode: entry for entry in entries for inode in entry.files}
     by_path = {entry.path.resolve(): entry for entry in entries}
     for run_dir in find_runs([output_dir]):  # the walk skips dot folders such as .cache
-        recorded = (read_json(run_dir / "run.json") or {}).get("level_cache")
+        try:
+            recorded = (run_info(run_dir) or {}).get("level_cache")
+        except UserError as exc:
+            damaged.append((run_dir, unreadable_reason(run_dir, exc)))
+            recorded = None
         if recorded and Path(recorded).resolve() in by_path:
             by_path[Path(recorded).resolve()].users.add(run_dir)
         for path in _level_files(run_dir):
@@ -175,6 +185,7 @@ def find_users(output_dir: str | os.PathLike, entries: list[Entry]) -> None:
             entry = by_inode.get((stat.st_dev, stat.st_ino))
             if entry is not None:
                 entry.users.add(run_dir)
+    return damaged
 
 
 def _locked(entry: Entry) -> bool:
@@ -213,7 +224,7 @@ def ls(output_dir: str) -> int:
     if not entries:
         print(f"{cache_root(output_dir)}: empty (no level cache)")
         return 0
-    find_users(output_dir, entries)
+    damaged = find_users(output_dir, entries)
     for entry in entries:
         levels = f"levels {entry.levels[0]}-{entry.levels[-1]}" if len(entry.levels) > 1 else \
             f"level {entry.levels[0]}" if entry.levels else "no levels"
@@ -225,6 +236,8 @@ def ls(output_dir: str) -> int:
     free = sum(e.bytes_only_here for e in entries)
     print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, {_size(total)} in {cache_root(output_dir)}; "
           f"removing all would free {_size(free)} (the rest is linked from runs, which keep it)")
+    for run_dir, reason in damaged:
+        print(f"unreadable run {run_dir}: {reason} (its use of the cache judged by its level files alone)")
     return 0
 
 

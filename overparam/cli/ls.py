@@ -49,7 +49,9 @@ def show_method(name: str) -> int:
     if name not in specs:
         from overparam.errors import UserError
 
-        raise UserError(f"unknown method {name!r}; choose one of: {', '.join(sorted(specs))}")
+        from overparam.cli.suggest import option_error
+
+        raise UserError(option_error("method", name, sorted(specs), prefix=f"unknown method {name!r}"))
     spec = specs[name]
     path = config_dir() / "method" / f"{name}.yaml"
     print(f"{name}: {describe(path) if path.is_file() else spec.doc}")
@@ -88,7 +90,10 @@ def main(argv: list[str]) -> int:
         if group not in GROUPS:
             from overparam.errors import UserError
 
-            raise UserError(f"unknown group {args.group!r}; choose one of: {', '.join(GROUPS)}")
+            from overparam.cli.suggest import option_error
+
+            raise UserError(option_error("", args.group, list(GROUPS), prefix=f"unknown group {args.group!r}",
+                                         listing="runner ls"))
         groups = (group,)
     chosen = defaults()
     root = config_dir()

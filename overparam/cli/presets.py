@@ -121,11 +121,13 @@ def report_sweep(root: Path, claims: list[dict], *, jobs_ok: bool = True, source
     from overparam.report.aggregate import build_table, stderr_warn
     from overparam.report.claims import evaluate_claims
     from overparam.report.formats import render
-    from overparam.report.index import index_runs, records_of
+    from overparam.report.index import index_runs, records_of, unreadable
     from overparam.store.atomic import atomic_write_text
 
-    records = records_of(index_runs([*(runs or [root]), *sources]))
-    table = build_table(records, warn=stderr_warn)
+    indexed = index_runs([*(runs or [root]), *sources])
+    records, skipped = records_of(indexed), unreadable(indexed)
+    jobs_ok = jobs_ok and not skipped  # the claims' verdict could not count every run
+    table = build_table(records, warn=stderr_warn, skipped=skipped)
     text = render(table, "md")
     atomic_write_text(root / "table.md", text)
     print()
@@ -158,5 +160,5 @@ def report_sweep(root: Path, claims: list[dict], *, jobs_ok: bool = True, source
     print()
     print("\n".join(lines))
     if not jobs_ok:
-        print("(some jobs of the sweep failed; see the table)")
+        print("(some jobs of the sweep failed or cannot be read; see the table)")
     return 0 if passed == len(results) and jobs_ok else 1

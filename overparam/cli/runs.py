@@ -3,6 +3,8 @@
 Reads only run.json, summary.json and .hydra/ through report.index (no torch import), so it answers
 quickly on thousands of runs. Failed runs show their reason; a run whose run.json says `running`
 but whose process (on this machine) is gone is shown as `stopped`: it was killed and can resume.
+A run whose files cannot be read (run.json cut short or not UTF-8, summary.json garbage) is shown as
+`UNREADABLE` with the reason, and the listing goes on.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ QUIET_OVERRIDE_PREFIXES = ("hydra.", "hydra/", "paths.", "logger", "+logger", "t
 EPILOG = """examples:
   runner ls runs                    every run under ./outputs
   runner ls runs outputs/multirun   one folder (a sweep, a day, anything)
-  runner ls runs --status failed    only the failed ones (done, failed, running, stopped)
-Columns: status, age (since run.json last changed), run directory, method, headline metric, overrides."""
+  runner ls runs --status failed    only the failed ones (done, failed, running, stopped, unreadable)
+Columns: status, age (since run.json last changed), run directory, method, headline metric, overrides.
+A damaged run (run.json cut short or not UTF-8, summary.json garbage) is listed as UNREADABLE with the
+reason; the exit code stays 0: a listing has nothing to get wrong by going on."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runner ls runs", description="List run directories, one line each.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="*", default=["outputs"], help="folders to look in (default: outputs)")
-    parser.add_argument("--status", choices=("done", "failed", "running", "stopped"), help="only runs in this state")
+    parser.add_argument("--status", choices=("done", "failed", "running", "stopped", "unreadable"),
+                        help="only runs in this state")
     parser.add_argument("--metric", help="headline metric (default: the first of " + ", ".join(HEADLINE_METRICS) + ")")
     return parser
 
@@ -89,7 +94,7 @@ def _overrides(overrides: list[str]) -> str:
 def list_runs(dirs: list[str], status: str | None = None, metric: str | None = None,
               now: float | None = None) -> list[dict]:
     """One dict per run: status, age, path, method, headline, overrides, reason."""
-    from overparam.report.index import find_runs, read_run
+    from overparam.report.index import find_runs, read_run_or_unreadable
 
     now = time.time() if now is None else now
     rows = []
@@ -98,7 +103,7 @@ def list_runs(dirs: list[str], status: str | None = None, metric: str | None = N
         if not root.exists():
             raise UserError(f"{root} does not exist (runs land under outputs/ unless paths.output_dir says otherwise)")
         for run_dir in find_runs([root]):
-            run = read_run(run_dir)
+            run = read_run_or_unreadable(run_dir)
             info = _run_json(run_dir)
             state = run.status
             if state == "running" and _process_gone(info):
@@ -124,7 +129,9 @@ def list_runs(dirs: list[str], status: str | None = None, metric: str | None = N
 
 
 def common_overrides(rows: list[dict]) -> list[str]:
-    """Overrides every listed run shares (shown once instead of on every line); none for a single run."""
+    """Overrides every listed run shares (shown once instead of on every line); none for a single run.
+    An unreadable run has no overrides to share and does not count."""
+    rows = [row for row in rows if row["status"] != "unreadable"]
     if len(rows) < 2:
         return []
     sets = [set(row["overrides"].split()) for row in rows]
@@ -145,11 +152,11 @@ def render(rows: list[dict]) -> str:
     widths = {key: max(len(row[key]) for row in rows) for key in ("status", "age", "path", "method", "headline")}
     lines = []
     for row in rows:
-        status = row["status"].upper() if row["status"] in ("failed", "stopped") else row["status"]
+        status = row["status"].upper() if row["status"] in ("failed", "stopped", "unreadable") else row["status"]
         line = (f"{status:<{widths['status']}}  {row['age']:>{widths['age']}}  {row['path']:<{widths['path']}}  "
                 f"{row['method']:<{widths['method']}}  {row['headline']:<{widths['headline']}}  {row['overrides']}")
         lines.append(line.rstrip())
-        if row["status"] == "failed" and row["reason"]:
+        if row["status"] in ("failed", "unreadable") and row["reason"]:
             lines.append(f"{'':<{widths['status']}}  {'':>{widths['age']}}  reason: {row['reason'][:200]}")
     return "\n".join(lines) + "\n"
 

@@ -4,6 +4,7 @@ The search (`runner train -m hparams_search=lr_wd`, recipe overparam.recipes.tun
 sees `search.tuning_seeds`. This re-runs the best configuration (optimization_results.yaml) on
 `search.eval_seeds`, which never took part in the search, into `<sweep dir>/eval/seed_<s>/`, and
 writes `<sweep dir>/eval_results.yaml` with the per-seed and mean figures: the numbers to report.
+A trial that cannot be read is named on stderr and skipped (exit code 0): the result does not depend on it.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ def evaluate_best(sweep_dir: str | Path) -> dict:
         raise UserError(f"{results_path}: not an Optuna result (no best_params mapping)")
     # The best parameters become overrides: checked like any saved override.
     check_saved_overrides([f"{key}={value}" for key, value in best["best_params"].items()], source=str(results_path))
-    # Any trial's saved config and command-line overrides: they differ only in the searched keys.
-    trial_cfg = saved_config(trials[0])
-    trial_overrides = saved_overrides(trials[0])
+    # Any readable trial's saved config and command-line overrides: they differ only in the searched keys.
+    trial_cfg, trial_overrides = readable_trial(trials, saved_config, saved_overrides)
     eval_seeds = [int(s) for s in trial_cfg.search.eval_seeds]
     searched = set(best["best_params"])
     # Drop what the search itself set: its preset (and the search.* keys only it defines), the seed.
@@ -62,9 +62,36 @@ def evaluate_best(sweep_dir: str | Path) -> dict:
     return out
 
 
+def readable_trial(trials: list[Path], config_of, overrides_of) -> tuple:
+    """(config, overrides) of the first trial that reads whole; each damaged trial is a line on stderr, skipped.
+
+    The best parameters come from optimization_results.yaml and the trials share every other key, so a
+    damaged trial changes nothing in the result: the exit code stays 0 unless no trial can be read.
+    """
+    from overparam.report.index import read_run_or_unreadable, unreadable_reason
+
+    chosen = None
+    for trial in trials:
+        run = read_run_or_unreadable(trial)
+        try:
+            if run.status == "unreadable":
+                raise UserError(run.reason)
+            if chosen is None:
+                chosen = (config_of(trial), overrides_of(trial))
+        except UserError as exc:
+            print(f"runner search: unreadable trial {trial}: {unreadable_reason(trial, exc)} (skipped)",
+                  file=sys.stderr)
+    if chosen is None:
+        raise UserError(f"no trial of {trials[0].parent} can be read (each one is listed above)")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     """`runner search <sweep dir>`."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(f"usage: runner search <optuna sweep dir>\n\n{__doc__.strip()}")
+        return 0
     if len(argv) != 1:
         print("usage: runner search <optuna sweep dir>", file=sys.stderr)
         return 2

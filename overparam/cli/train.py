@@ -34,10 +34,12 @@ def _split_message(exc: BaseException) -> str:
 
 
 def _check_group_option(key: str, value: str) -> None:
+    from overparam.cli.suggest import option_error
+
     group = key.lstrip("+~").split("@")[0]
     options = group_options(group)
     if options and value not in ("null", "None") and value not in options:
-        raise UserError(f"{group}={value} is not an option; choose one of: {', '.join(options)}")
+        raise UserError(option_error(group, value, options))
 
 
 def expand_overrides(overrides: list[str]) -> list[list[str]]:
@@ -85,10 +87,6 @@ def compose_checked(overrides: list[str], *, primary: tuple[str, str] | None = N
     `primary` = (config folder, config name) composes another primary config (--config-path/--config-name).
     `check_method=False` skips the values' validation (a staged preset's runs are validated when they start).
     """
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf, open_dict
-
     from overparam.components import check_config, check_resolvers
 
     folder, name = primary or (str(config_dir()), "train")
@@ -98,21 +96,13 @@ def compose_checked(overrides: list[str], *, primary: tuple[str, str] | None = N
         bare = key.lstrip("+~")
         if "/" not in bare and "." not in bare and (config_dir() / bare.split("@")[0]).is_dir():
             _check_group_option(bare, value)
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=folder, version_base="1.3", job_name="train"):
-            cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
-            # The hydra section stays unresolved: its run/sweep dirs claim directories when resolved.
-            hydra_section = OmegaConf.to_container(cfg.hydra, resolve=False)
-            with open_dict(cfg):
-                del cfg["hydra"]
-            container = OmegaConf.to_container(cfg, resolve=True)
+        container, hydra_section = _compose(folder, name, overrides)
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(_friendly_compose_error(exc)) from None
-    finally:
-        GlobalHydra.instance().clear()
+        raise UserError(_friendly_compose_error(exc, overrides, folder, name)) from None
+    from overparam.cli.suggest import check_added_keys
     from overparam.cli.validate import validate
 
     check_resolvers({"hydra": hydra_section}, source="the composed config", hydra_only=True)
@@ -124,51 +114,52 @@ def compose_checked(overrides: list[str], *, primary: tuple[str, str] | None = N
     return container
 
 
-# Sections whose keys are handed to their component as keyword arguments (the component refuses a
-# name it does not take); a key added anywhere else has no reader.
-FORWARDED_SECTIONS = ("model", "dataset", "logger")
+def _compose(folder: str, name: str, overrides: list[str]) -> tuple[dict, dict]:
+    """Hydra's composition: (the config resolved, its hydra section unresolved)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf, open_dict
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=folder, version_base="1.3", job_name="train"):
+            cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+            # The hydra section stays unresolved: its run/sweep dirs claim directories when resolved.
+            hydra_section = OmegaConf.to_container(cfg.hydra, resolve=False)
+            with open_dict(cfg):
+                del cfg["hydra"]
+            return OmegaConf.to_container(cfg, resolve=True), hydra_section
+    finally:
+        GlobalHydra.instance().clear()
 
 
-def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
-    if not isinstance(node, dict):
-        return []
-    keys = []
-    for key, value in node.items():
-        dotted = f"{prefix}{key}"
-        keys.append(dotted)
-        keys.extend(_dotted_keys(value, dotted + "."))
-    return keys
+def _friendly_compose_error(exc: Exception, overrides: list[str], folder: str, name: str) -> str:
+    import re
 
+    def unknown_key(error: Exception) -> list[str]:
+        found = re.match(r"Could not override '([^']+)'", _split_message(error))
+        # Hydra's own section keeps Hydra's answer: its keys are not the run's.
+        key = found.group(1) if found and not found.group(1).startswith("hydra.") else None
+        return [o for o in overrides if key and o.partition("=")[0] == key]
 
-def check_added_keys(overrides: list[str], container: dict) -> None:
-    """Refuse a `+key=value` that no part of the composed run reads (it would be silently ignored).
-
-    A config group (`+prune=imp`), the `hydra` section, and keys of the sections forwarded to their
-    component (model, dataset, logger) are read; any other new key is not: `method=kd +from=<run>`
-    would otherwise train a fresh student and ignore the run.
-    """
-    import difflib
-
-    for override in overrides:
-        if not override.startswith("+") or override.startswith("++"):
-            continue
-        key = override[1:].partition("=")[0]
-        top = key.split(".")[0].split("@")[0].split("/")[0]
-        if top == "hydra" or (config_dir() / top).is_dir() and "." not in key:
-            continue
-        if top in FORWARDED_SECTIONS and isinstance(container.get(top), dict):
-            continue
-        leaf = key.split(".")[-1]
-        existing = [k for k in _dotted_keys(container) if k != key and not k.startswith(key + ".")]
-        known = [k for k in existing if k.split(".")[-1] == leaf]
-        known = known or difflib.get_close_matches(key, existing, n=3)
-        method = (container.get("method") or {}).get("name", "?")
-        hint = f"; did you mean {' or '.join(known[:3])}?" if known else ""
-        raise UserError(f"+{key} adds a key that nothing in this run (method={method}) reads{hint}")
-
-
-def _friendly_compose_error(exc: Exception) -> str:
     text = _split_message(exc)
+    given = unknown_key(exc)
+    if given:
+        # Hydra's advice (`+key=value`) would add a key nothing reads: name the keys that exist instead,
+        # from the config composed without the unknown keys.
+        from overparam.cli.suggest import unknown_key_error
+
+        rest, container = [o for o in overrides if o not in given], {}
+        for _ in range(len(overrides)):
+            try:
+                container, _ = _compose(folder, name, rest)
+                break
+            except Exception as again:  # noqa: BLE001 - another bad override: leave it out too, or give up
+                more = unknown_key(again)
+                if not more:
+                    break
+                rest = [o for o in rest if o not in more]
+        return unknown_key_error(given[0], container)
     if "is not in struct" in text or "Key '" in text and "not in" in text:
         return f"{text} (a new key needs a leading '+', e.g. +key=value)"
     return text

@@ -9,8 +9,8 @@ from typing import Any
 
 from overparam.errors import UserError
 from overparam.report.index import Record, SEED_KEYS, is_identity_key, varying_keys
-from overparam.report.readable import (PERCENT_REMAINING, SPARSITY_KEYS, descending, has_key, label_value,
-                                       readable_layout, row_label_keys)
+from overparam.report.readable import (PERCENT_REMAINING, SPARSITY_KEYS, bundle_columns, descending, has_key,
+                                       header_keys, label_value, readable_layout, row_label_keys)
 
 AGGREGATES = ("mean", "mean_std", "max")
 # Short names a user may type for common metrics and keys.
@@ -122,9 +122,21 @@ class Table:
     cells: dict[tuple[tuple, tuple], Cell]
     pooled: list[str]  # keys that vary inside cells (besides seeds): the reader should know
     problems: list[tuple[str, str, str]]  # (run dir, status, reason) of failed / unfinished runs
+    # The column key with the row keys constant within each of its columns, moved to it (see bundle_columns).
+    bundle: list[str] = field(default_factory=list)
 
     def cell(self, row: tuple, col: tuple) -> Cell:
         return self.cells.get((row, col), Cell())
+
+    def header_keys(self) -> tuple[list[str], list[str]]:
+        """(column keys the headers name, column keys that differ but are left out of them)."""
+        return header_keys(self.col_keys, self.cols, self.bundle)
+
+    def col_label(self, col: tuple) -> str:
+        """A column's header: `key=value` for the keys that tell columns apart (a bundled key's null left out)."""
+        named, _ = self.header_keys()
+        return ", ".join(f"{k}={display(v)}" for k, v in zip(self.col_keys, col)
+                         if k in named and not (v is None and k in self.bundle))
 
 
 def display(value: Any) -> str:
@@ -176,10 +188,15 @@ def default_layout(records: list[Record], rows: list[str] | None, cols: list[str
 
 
 def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: list[str] | None = None,
-                cols: list[str] | None = None, warn=None) -> Table:
-    """Aggregate `metric` over seeds into a rows x cols table; failed/unfinished runs are counted, not dropped."""
+                cols: list[str] | None = None, warn=None, skipped=()) -> Table:
+    """Aggregate `metric` over seeds into a rows x cols table; failed/unfinished runs are counted, not dropped.
+
+    `skipped`: unreadable runs (RunInfo), listed among the runs without results and in no cell."""
     metric = resolve_metric(records, metric)
     row_keys, col_keys = default_layout(records, rows, cols)
+    bundle: list[str] = []
+    if rows is None and cols is None:
+        row_keys, col_keys, bundle = bundle_columns(records, row_keys, col_keys)
     finished = [r for r in records if r.run.finished]
     if finished and not any(r.value(metric) is not None for r in finished):
         available = sorted({k for r in finished for k, v in {**(r.run.summary or {}), **(r.row or {})}.items()
@@ -203,12 +220,17 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
         if not cell.add(record, metric) and id(record.run) not in seen_problem_runs:
             seen_problem_runs.add(id(record.run))
             problems.append((str(record.run.path), record.status, record.run.reason or ""))
+    problems += [(str(run.path), run.status, run.reason or "") for run in skipped]
     pooled = _pooled_keys(records, set(row_keys) | set(col_keys))
     if pooled and warn is not None:
         warn(f"cells pool runs that differ in {', '.join(pooled)} (add them to --rows/--cols to split)")
-    return Table(metric=metric, row_keys=row_keys, col_keys=col_keys,
-                 rows=_sorted_labels(row_values, row_keys), cols=_sorted_labels(col_values, col_keys),
-                 cells=cells, pooled=pooled, problems=problems)
+    table = Table(metric=metric, row_keys=row_keys, col_keys=col_keys,
+                  rows=_sorted_labels(row_values, row_keys), cols=_sorted_labels(col_values, col_keys),
+                  cells=cells, pooled=pooled, problems=problems, bundle=bundle)
+    unnamed = table.header_keys()[1]
+    if unnamed and warn is not None:
+        warn(f"columns also differ in {', '.join(unnamed)} (--format csv or json gives every key)")
+    return table
 
 
 def cell_records(table: Table, records: list[Record]) -> dict[tuple[tuple, tuple], list[Record]]:

@@ -16,16 +16,10 @@ from overparam.report.aggregate import Table, display
 FORMATS = ("md", "csv", "latex", "json")
 
 
-def _header_label(keys: list[str], values: tuple) -> str:
-    if not keys:
-        return ""
-    return ", ".join(f"{k}={display(v)}" for k, v in zip(keys, values))
-
-
 def _column_titles(table: Table) -> list[str]:
     if not table.col_keys:
         return [table.metric]
-    return [_header_label(table.col_keys, col) for col in table.cols]
+    return [table.col_label(col) for col in table.cols]
 
 
 def to_markdown(table: Table, agg: str = "mean_std", digits: int = 4) -> str:

@@ -35,7 +35,8 @@ table.results tr:nth-child(even) td { background: #f0f6ff; }
 .pass .verdict { background: #1a7f37; } .fail .verdict { background: #cf222e; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; font-size: .85em; }
 img.figure { max-width: 100%; border: 1px solid #d0d7de; }
-.status-failed { color: #cf222e; font-weight: 700; } .status-unfinished { color: #9a6700; font-weight: 700; }
+.status-failed, .status-unreadable { color: #cf222e; font-weight: 700; }
+.status-unfinished { color: #9a6700; font-weight: 700; }
 details { margin: .3em 0 .3em 1em; } summary { cursor: pointer; }
 """
 
@@ -47,7 +48,7 @@ def _e(value: Any) -> str:
 def table_html(table: Table, agg: str = "mean_std", digits: int = 4) -> str:
     """The table as an HTML table (cells as in the markdown table)."""
     head = [" / ".join(table.row_keys) or "run"]
-    head += [", ".join(f"{k}={display(v)}" for k, v in zip(table.col_keys, col)) or table.metric for col in table.cols]
+    head += [table.col_label(col) or table.metric for col in table.cols]
     lines = ['<table class="results">', "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for row in table.rows:
         cells = [", ".join(display(v) for v in row)] + [table.cell(row, col).text(agg, digits) for col in table.cols]
@@ -131,12 +132,15 @@ def page(table: Table, records: list[Record], *, sources: list[str], figure: tup
     """The whole page as one string."""
     runs = {id(r.run): r.run for r in records}.values()
     done = sum(run.finished for run in runs)
+    damaged = sum(status == "unreadable" for _, status, _ in table.problems)
+    left_out = f", {damaged} unreadable (left out)" if damaged else ""
     heading = title or f"{table.metric.replace('_', ' ')}: {', '.join(sources)}"
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>{_e(heading)}</title><style>{STYLE}</style></head><body>",
              f"<h1>{_e(heading)}</h1>",
-             f'<p class="meta">{len(runs)} run(s), {done} finished; made by <code>runner table</code> on {_e(stamp)} '
+             f'<p class="meta">{len(runs) + damaged} run(s), {done} finished{left_out}; '
+             f'made by <code>runner table</code> on {_e(stamp)} '
              f"from {_e(', '.join(sources))}. Cells: mean ± sample std (n) over the runs in each cell.</p>",
              "<h2>Table</h2>", table_html(table, agg, digits)]
     if table.pooled:

@@ -9,7 +9,9 @@ Each run gives one or more
 - a run whose summary has `"levels": [...]` (a pruning run) gives one record per level;
 - a run whose summary has `"rows": [...]` gives one record per row;
 - any other finished run gives one record (its flat summary);
-- a failed or unfinished run gives one record with no values, so tables can show it.
+- a failed or unfinished run gives one record with no values, so tables can show it;
+- an unreadable run (a damaged run.json, summary.json or .hydra file) gives none: it has no trustworthy
+  config or values, so it stays out of every aggregate and layout, and listings name it with the reason.
 
 A record's fields are looked up in this order: the row (level or row entry), the flat summary,
 then the config (dotted keys; a config group such as `model` also answers to its `name`).
@@ -82,7 +84,7 @@ class RunInfo:
     """One run directory as read from disk."""
 
     path: Path
-    status: str  # done | failed | running | unknown
+    status: str  # done | failed | running | unknown | unreadable
     reason: str | None
     config: dict
     flat_config: dict
@@ -179,23 +181,58 @@ def read_run(path: str | os.PathLike) -> RunInfo:
                    run_id=info.get("run_id"))
 
 
+UNREADABLE = "unreadable"
+
+
+def read_run_or_unreadable(path: str | os.PathLike) -> RunInfo:
+    """`read_run`, or a run with status `unreadable` whose reason is the one-line error (named from the run dir),
+    so that one damaged run never hides the others from a listing."""
+    path = Path(path)
+    try:
+        return read_run(path)
+    except UserError as exc:
+        return RunInfo(path=path, status=UNREADABLE, reason=unreadable_reason(path, exc), config={}, flat_config={},
+                       summary=None)
+
+
+def unreadable_reason(run_dir: str | os.PathLike, exc: UserError) -> str:
+    """A reader's one-line error about a file of `run_dir`, named from the run dir (`run.json is not UTF-8 ...`)."""
+    reason, prefix = str(exc), f"{run_dir}{os.sep}"
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
+def unreadable(runs: Iterable[RunInfo]) -> list[RunInfo]:
+    """The runs that could not be read."""
+    return [run for run in runs if run.status == UNREADABLE]
+
+
 # Finding runs on disk belongs to store; these names stay importable from here.
 is_run_dir, find_runs = discover.is_run_dir, discover.find_runs
 _walk_runs, _natural_key = discover.walk_runs, discover.natural_key
 
 
 def index_runs(paths: Iterable[str | os.PathLike]) -> list[RunInfo]:
-    """Read every run directory under `paths`; a UserError when there are none."""
+    """Read every run directory under `paths` (a damaged one comes back `unreadable`); a UserError when there
+    are none, or when none can be read."""
+    paths = list(paths)
     run_dirs = find_runs(paths)
     if not run_dirs:
         raise UserError(f"no run directories under {', '.join(map(str, paths))} (looked for run.json or .hydra/)")
-    return [read_run(path) for path in run_dirs]
+    runs = [read_run_or_unreadable(path) for path in run_dirs]
+    damaged = unreadable(runs)
+    if len(runs) == 1 and damaged:
+        read_run(run_dirs[0])  # one run given: its own error, as it was
+    if len(damaged) == len(runs):
+        raise UserError(f"none of the {len(runs)} run(s) can be read; {damaged[0].path}: {damaged[0].reason}")
+    return runs
 
 
 def records_of(runs: Iterable[RunInfo]) -> list[Record]:
-    """Expand runs into records: one per prune level, one per row, else one per run."""
+    """Expand runs into records: one per prune level, one per row, else one per run (none for an unreadable run)."""
     records: list[Record] = []
     for run in runs:
+        if run.status == UNREADABLE:
+            continue
         summary = run.summary or {}
         levels = summary.get("levels") if run.finished else None
         rows = summary.get("rows") if run.finished else None

@@ -186,7 +186,7 @@ def bar_figure(table: Table, out: str | Path, title: str | None = None, records:
                 stds.append(cell.std or 0.0)
         if not xs:
             continue
-        label = ", ".join(f"{k}={display(v)}" for k, v in zip(table.col_keys, col)) or None
+        label = table.col_label(col) or None
         bars = ax.bar(xs, means, width=width * 0.95, yerr=stds, capsize=4, label=label, color=f"C{j % 10}")
         top = max([top] + [m + s for m, s in zip(means, stds)])
         for bar, mean in zip(bars, means):
@@ -226,7 +226,7 @@ def line_figure(table: Table, out: str | Path, title: str | None = None) -> Path
         points = [(x, cell) for x, cell in points if cell.values]
         if not points:
             continue
-        label = ", ".join(f"{k}={display(v)}" for k, v in zip(table.col_keys, col)) or None
+        label = table.col_label(col) or None
         ax.errorbar([x for x, _ in points], [c.mean for _, c in points], yerr=[c.std or 0.0 for _, c in points],
                     marker="o", markersize=3, capsize=2, label=label, color=f"C{j % 10}")
     if min(xs_all) > 0 and max(xs_all) / min(xs_all) > 20:

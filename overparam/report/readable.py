@@ -70,6 +70,58 @@ def readable_layout(records: list[Record], varying: list[str]) -> list[str]:
     return keys
 
 
+# Keys a column header names at most; the others that tell columns apart are said in a note.
+MAX_HEADER_KEYS = 4
+
+
+def _constant_within(records: list[Record], col_keys: list[str], keys: list[str]) -> list[str]:
+    """The keys with one value within every column that `col_keys` make."""
+    columns: dict[tuple, list[Record]] = {}
+    for record in records:
+        columns.setdefault(tuple(_hashable(label_value(record, k)) for k in col_keys), []).append(record)
+    return [key for key in keys
+            if all(len({_hashable(label_value(r, key)) for r in group}) == 1 for group in columns.values())]
+
+
+def bundle_columns(records: list[Record], row_keys: list[str], col_keys: list[str]) -> tuple[list, list, list]:
+    """Row keys that are constant within every column move into the columns: two sweeps that differ in many
+    keys give rows that vary (`% remaining`) and one column per sweep, not a row label of every value.
+
+    The column is the chosen one, or the row key under which the most row keys move (a key that tells the
+    sweeps apart). Returns (row keys, column keys, the bundle: the column key and the keys moved to it); nothing
+    moves when no row key would be left.
+    """
+    if len(col_keys) != 1 or not records:
+        return row_keys, col_keys, []
+    best, most = (row_keys, col_keys, []), 0
+    order = {key: index for index, key in enumerate(row_keys + col_keys)}
+    for column in [*col_keys, *row_keys]:
+        rows = [k for k in row_keys + col_keys if k != column]
+        moved = _constant_within(records, [column], rows)
+        if most < len(moved) < len(rows):
+            bundle = sorted([column, *moved], key=order.__getitem__)
+            best, most = ([k for k in rows if k not in moved], bundle, bundle), len(moved)
+    return best
+
+
+def header_keys(col_keys: list[str], cols: list[tuple], bundle: list[str]) -> tuple[list[str], list[str]]:
+    """(keys a column header names, bundled keys that differ between columns but are left out of the header).
+
+    Column keys outside a bundle (asked for, or one chosen key) are always named. Of a bundle's keys, one with
+    one value in every column tells nothing apart and is dropped; keys set in every column come before those
+    only some columns have (a method's own keys, null elsewhere); headers name at most MAX_HEADER_KEYS keys.
+    """
+    candidates = []
+    for index, key in enumerate(col_keys):
+        values = {_hashable(col[index]) for col in cols}
+        if key in bundle and len(values) > 1:
+            candidates.append((None in values, index, key))
+    ranked = [key for _, _, key in sorted(candidates)]
+    room = max(0, MAX_HEADER_KEYS - (len(col_keys) - len(bundle)))
+    named = set(ranked[:room]) | {key for key in col_keys if key not in bundle}
+    return [key for key in col_keys if key in named], ranked[room:]
+
+
 def label_value(record: Record, key: str) -> Any:
     """A record's value for a table key, derived keys included."""
     if key == PERCENT_REMAINING:

@@ -99,3 +99,15 @@ def test_clean_unused_and_a_locked_entry_stay(outputs, capsys):
 def test_bad_folder_is_one_line_exit_2(tmp_path, capsys):
     assert runner(["cache", "ls", str(tmp_path / "nowhere")]) == 2
     assert capsys.readouterr().err.startswith("runner cache: error: ")
+
+
+def test_ls_lists_a_run_whose_run_json_is_damaged_and_still_counts_its_links(outputs, capsys):
+    out, runs = outputs
+    (runs["b"] / "run.json").write_bytes(b'{"status": "do\xff')
+    capsys.readouterr()
+    assert runner(["cache", "ls", str(out)]) == 0
+    text = capsys.readouterr().out
+    # b's level files are hard links into the shared entry: it is still a user, judged by its files.
+    assert any(line.startswith("imp/") and "used by 2 run(s)" in line for line in text.splitlines())
+    assert text.splitlines()[-1] == (f"unreadable run {runs['b']}: run.json is not UTF-8 text (invalid start byte "
+                                     "at byte 14) (its use of the cache judged by its level files alone)")

@@ -113,10 +113,15 @@ def test_a_malformed_config_yaml_is_one_clear_line(tmp_path, capsys, text, probl
     make_run(tmp_path / "sweep" / "1", base_config(seed=1), {"test_accuracy": 0.6})
     (run / ".hydra" / "config.yaml").write_text(text)
     with pytest.raises(UserError, match=re.escape(problem)):
-        index_runs([tmp_path / "sweep"])
-    assert runner(["table", str(tmp_path / "sweep")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(run / ".hydra" / "config.yaml") in err and "Traceback" not in err
+        read_run(run)
+    # In a listing the damaged run is one row marked unreadable; the other run's table goes on.
+    damaged = [r for r in index_runs([tmp_path / "sweep"]) if r.status == "unreadable"]
+    assert [r.path for r in damaged] == [run] and damaged[0].reason.startswith(".hydra/config.yaml")
+    assert problem in damaged[0].reason and "\n" not in damaged[0].reason
+    assert runner(["table", str(tmp_path / "sweep")]) == 0
+    captured = capsys.readouterr()
+    assert "| 0.6000 (n=1) |" in captured.out and f"- unreadable: {run} (.hydra/config.yaml" in captured.out
+    assert "Traceback" not in captured.err
     assert (run / ".hydra" / "config.yaml").read_text() == text  # nothing rewritten
 
 

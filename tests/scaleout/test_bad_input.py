@@ -46,9 +46,16 @@ ROWS = [
     ("zero steps", ["train.steps=0", "train.epochs=null"], "train.steps=0 is out of range"),
     ("negative steps", ["train.steps=-5", "train.epochs=null"], "train.steps=-5 is out of range"),
     ("unknown method", ["method=prune_everything"], "method=prune_everything is not an option; choose one of:"),
-    ("unknown model", ["model=transformer9000"], "model=transformer9000 is not an option; choose one of:"),
+    ("unknown model", ["model=transformer9000"], "model=transformer9000 is not an option; did you mean transformer1d "
+     "(Transformer encoder)? (runner ls model lists them all)"),
     ("unknown dataset", ["dataset=imagenet42"], "dataset=imagenet42 is not an option; choose one of:"),
     ("unknown hardware", ["hardware=tpu"], "hardware=tpu is not an option; choose one of:"),
+    ("misspelled method", ["method=lotery"], "method=lotery is not an option; did you mean imp (lottery tickets)? "
+     "(runner ls method lists them all)"),
+    ("unknown key", ["method=imp", "sparsty=0.9"],
+     "unknown key sparsty: nothing in this run (method=imp) reads it; did you mean sparsity?"),
+    ("unknown method key", ["method=ties", "ties.densty=0.3"],
+     "unknown key ties.densty: nothing in this run (method=ties) reads it; did you mean ties.density?"),
     ("prune.rate 0", ["method=imp", "prune.rate=0"], "prune.rate=0 is out of range"),
     ("prune.rate 1", ["method=imp", "prune.rate=1"], "prune.rate=1 is out of range"),
     ("ingredients empty", ["method=uniform_soup", "ingredients=[]"], "ingredients is empty"),
@@ -62,7 +69,7 @@ ROWS = [
     ("corrupt safetensors file", ["method=finetune", "from={out}/corrupt"], "corrupt"),
 ]
 
-VALID_NAME_LISTS = {"unknown method": "dense", "unknown model": "mlp", "unknown dataset": "mnist1d",
+VALID_NAME_LISTS = {"unknown method": "dense", "unknown dataset": "mnist1d",
                     "unknown hardware": "cpu"}
 
 
