@@ -7,7 +7,8 @@ and check its claims.
 A saved run is recomposed from its `.hydra/overrides.yaml` with today's config tree. When that gives
 the run's saved `.hydra/config.yaml` (same identity hash), it is re-run with those overrides; otherwise
 (defaults changed since) the saved config itself is run, and the keys that differ are printed.
-Jobs run as `runner train` subprocesses, so a sweep goes through its configured launcher.
+Jobs run as `runner train` subprocesses, so a sweep goes through its configured launcher; each re-run
+job is paired with the original of the same identity (config hash, `overparam/store/identity.py`).
 A reproduction retrains everything it compares: its jobs share a fresh cache folder of their own
 (`paths.cache_dir=<out>/.cache`) and never read the original's level cache. `--reuse-cache` opts in
 to the original's cache; the report then lists every level whose weights were reused, not
