@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
 
         return list_runs(argv[1:])
     parser = argparse.ArgumentParser(prog="runner ls", description="List methods, models, datasets, hardware, "
-                                     "experiments, loggers and searches, read from the config tree.")
+                                     "experiments, loggers, searches and launchers, read from the config tree.")
     parser.add_argument("group", nargs="?", help=f"one of: {', '.join(LISTED)}; or `runs [DIR]` (the run "
                         "directories, see runner ls runs --help)")
     parser.add_argument("name", nargs="?", help="with group `method`: one method, whose parameters are listed "
