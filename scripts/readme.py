@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 MARKER = re.compile(r"^<!-- readme: (run|skip|output) ([\w-]+)(:?)(.*?)\s*-->$")
-# Tiny training keys for the quick checks (a few steps of a 16-unit MLP where the model is an MLP).
+# Tiny training keys for the quick checks: 20 steps, evaluated twice, whatever the model.
 SMALL = ["train.epochs=null", "train.steps=20", "train.eval_every=10"]
 # The small keys show in a run's overrides, and replace the README's own train.epochs: left out of both sides.
 SMALL_KEYS = re.compile(r"(?<!\S)'?train\.(epochs|steps|eval_every)=\S*")
@@ -241,6 +241,9 @@ def selection(all_blocks: list[Block], ids: list[str], *, slow: bool, figures: b
         wanted = {b.options.get("session", b.id) for b in chosen if "figures" in b.options}
         return [b for b in chosen if b.options.get("session", b.id) in wanted]
     if ids:
+        unknown = set(ids) - {b.id for b in chosen}
+        if unknown:
+            raise SystemExit(f"no run or output block with id {', '.join(sorted(unknown))}")
         sessions = {b.options.get("session", b.id) for b in chosen if b.id in ids}
         last = max(i for i, b in enumerate(chosen) if b.id in ids)
         return [b for i, b in enumerate(chosen) if b.options.get("session", b.id) in sessions and i <= last]
