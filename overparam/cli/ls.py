@@ -11,20 +11,37 @@ import argparse
 from overparam.cli.paths import GROUPS, config_dir, group_options
 
 ALIASES = {"methods": "method", "models": "model", "datasets": "dataset", "experiments": "experiment",
-           "loggers": "logger", "searches": "hparams_search"}
+           "loggers": "logger", "searches": "hparams_search", "launchers": "hydra/launcher"}
+
+
+# Config groups listed beside GROUPS, with the options that have no file of their own (Hydra's built-ins).
+HYDRA_GROUPS = {"hydra/launcher": {"basic": "Hydra's own launcher: a sweep's jobs one after another in this process."}}
+LISTED = (*GROUPS, *HYDRA_GROUPS)
 
 
 def describe(path) -> str:
-    """The first comment line of a config file (its one-line description)."""
+    """The first sentence of a config file's first comment (its one-line description), which may wrap over
+    several comment lines; the text after that sentence's full stop is left out."""
+    import re
+
+    text = ""
     with open(path, encoding="utf-8") as handle:
         for line in handle:
             line = line.strip()
-            if line.startswith("# @package") or not line:
+            if not text and (line.startswith("# @package") or not line):
                 continue
-            if line.startswith("#"):
-                return line.lstrip("#").strip()
-            break
-    return ""
+            comment = line.lstrip("#").strip()
+            if not line.startswith("#") or not comment:
+                break
+            if text:
+                # Lines after the first are read only up to the sentence's end (". " then a capital, or the end).
+                end = re.search(r"\.(\s+(?=[A-Z`(])|$)", comment)
+                text += " " + (comment[:end.start() + 1] if end else comment)
+            else:
+                text = comment
+            if text.endswith((".", ".)", ")")):
+                break
+    return text
 
 
 def defaults() -> dict[str, str]:
@@ -71,8 +88,8 @@ def main(argv: list[str]) -> int:
 
         return list_runs(argv[1:])
     parser = argparse.ArgumentParser(prog="runner ls", description="List methods, models, datasets, hardware, "
-                                     "experiments, loggers and searches, read from the config tree.")
-    parser.add_argument("group", nargs="?", help=f"one of: {', '.join(GROUPS)}; or `runs [DIR]` (the run "
+                                     "experiments, loggers, searches and launchers, read from the config tree.")
+    parser.add_argument("group", nargs="?", help=f"one of: {', '.join(LISTED)}; or `runs [DIR]` (the run "
                         "directories, see runner ls runs --help)")
     parser.add_argument("name", nargs="?", help="with group `method`: one method, whose parameters are listed "
                         "(runner ls method imp)")
@@ -84,28 +101,30 @@ def main(argv: list[str]) -> int:
             raise UserError(f"runner ls {args.group} {args.name}: only methods list their parameters "
                             f"(runner ls method {args.name})")
         return show_method(args.name)
-    groups = GROUPS
+    groups = LISTED
     if args.group:
         group = ALIASES.get(args.group, args.group)
-        if group not in GROUPS:
+        if group not in LISTED:
             from overparam.errors import UserError
 
             from overparam.cli.suggest import option_error
 
-            raise UserError(option_error("", args.group, list(GROUPS), prefix=f"unknown group {args.group!r}",
+            raise UserError(option_error("", args.group, list(LISTED), prefix=f"unknown group {args.group!r}",
                                          listing="runner ls"))
         groups = (group,)
-    chosen = defaults()
+    chosen = {**defaults(), "hydra/launcher": "basic"}
     root = config_dir()
     for group in groups:
-        options = group_options(group)
+        builtin = HYDRA_GROUPS.get(group, {})
+        options = sorted([*builtin, *group_options(group)])
         print(f"{group}:")
         if not options:
             print("  (none)")
         width = max((len(o) for o in options), default=0)
         for option in options:
             marker = "*" if chosen.get(group) == option else " "
-            print(f" {marker}{option:<{width}}  {describe(root / group / f'{option}.yaml')}")
+            text = builtin.get(option) or describe(root / group / f"{option}.yaml")
+            print(f" {marker}{option:<{width}}  {text}")
         if len(groups) > 1:
             print()
     if len(groups) > 1:

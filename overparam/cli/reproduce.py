@@ -7,7 +7,8 @@ and check its claims.
 A saved run is recomposed from its `.hydra/overrides.yaml` with today's config tree. When that gives
 the run's saved `.hydra/config.yaml` (same identity hash), it is re-run with those overrides; otherwise
 (defaults changed since) the saved config itself is run, and the keys that differ are printed.
-Jobs run as `runner train` subprocesses, so a sweep goes through its configured launcher.
+Jobs run as `runner train` subprocesses, so a sweep goes through its configured launcher; each re-run
+job is paired with the original of the same identity (config hash, `overparam/store/identity.py`).
 A reproduction retrains everything it compares: its jobs share a fresh cache folder of their own
 (`paths.cache_dir=<out>/.cache`) and never read the original's level cache. `--reuse-cache` opts in
 to the original's cache; the report then lists every level whose weights were reused, not
@@ -165,6 +166,7 @@ class SavedRun:
         self.saved = run.config
         self.overrides = run.overrides
         self.saved_resolved = run.resolved
+        self.identity = config_hash(self.saved_resolved)
         self.differences: list[str] = []
         self.recompose_error: str | None = None
         try:
@@ -319,8 +321,23 @@ def reproduce_run(path: Path, *, out: str | None, tolerance: float | None, trust
 
 
 # --- a sweep ---------------------------------------------------------------------------------------
-def _job_key(overrides: list[str]) -> tuple[str, ...]:
-    return tuple(sorted(overrides))
+def _identity_of(run_dir: Path) -> str | None:
+    """The run's identity hash as its run.json records it (the store's one identity rule)."""
+    return _read_run_json(run_dir).get("config_hash")
+
+
+def pair_jobs(jobs: list["SavedRun"], new_dirs: list[Path]) -> list[tuple["SavedRun", Path | None]]:
+    """Each original job with the re-run job of the same identity (config hash), not the same override strings:
+    the re-run adds its own places (`paths.cache_dir`, the sweep dir) that are no part of what a job computes.
+    Jobs of one identity (a sweep over a non-identity key such as `hardware.threads`) pair in job order."""
+    by_identity: dict[str | None, list[Path]] = {}
+    for new_dir in new_dirs:
+        by_identity.setdefault(_identity_of(new_dir), []).append(new_dir)
+    pairs: list[tuple[SavedRun, Path | None]] = []
+    for job in jobs:
+        candidates = by_identity.get(job.identity) or []
+        pairs.append((job, candidates.pop(0) if candidates else None))
+    return pairs
 
 
 def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, trust: bool,
@@ -351,9 +368,7 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
         print(f"re-running the sweep of {len(jobs)} job(s) through its launcher into {new_root}")
         _runner_train(["-m", *task, *hydra_overrides, f"++paths.cache_dir={cache_for(jobs[0])}",
                        f"hydra.sweep.dir={new_root}"], trust=trust)
-        new_jobs = {_job_key([str(o) for o in (load_yaml(d / ".hydra" / "overrides.yaml") or [])]): d
-                    for d in find_runs([new_root])} if new_root.exists() else {}
-        pairs = [(job, new_jobs.get(_job_key(job.overrides))) for job in jobs]
+        pairs = pair_jobs(jobs, find_runs([new_root]) if new_root.exists() else [])
     else:
         for job in jobs:
             note = job.explain()
@@ -368,7 +383,8 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
     for job, new_dir in pairs:
         print()
         if new_dir is None or not new_dir.exists():
-            print(f"job {job.path}: the sweep made no job with overrides {' '.join(job.overrides)}")
+            print(f"job {job.path}: the sweep made no job of its identity (config hash {job.identity}; "
+                  f"overrides {' '.join(job.overrides)})")
             results.append(False)
             continue
         results.append(_compare(job, new_dir, job.tolerance(tolerance),

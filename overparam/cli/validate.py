@@ -23,6 +23,7 @@ def validate(cfg: dict, trust: bool | None = None) -> None:
     from overparam.specs import method_name, spec_for
 
     recipe = resolve("method", method, trust=trust)
+    check_inputs_read(cfg, method_name(method))
     from overparam.store.load import RUN_KEYS, check_run_ref
 
     for key in RUN_KEYS:
@@ -37,3 +38,24 @@ def validate(cfg: dict, trust: bool | None = None) -> None:
     own = getattr(sys.modules.get(getattr(recipe, "__module__", ""), None), "validate", None)
     if own is not None:
         own(cfg)
+
+
+# Top-level keys train.yaml declares for every method (so `-m method=uniform_soup,greedy_soup ingredients=...`
+# composes) that only the methods declaring them read.
+METHOD_INPUTS = ("ingredients", "base")
+
+
+def check_inputs_read(cfg: dict, name: str | None) -> None:
+    """Refuse `ingredients=`/`base=` set for a method that does not read them, as an unread `+key` is refused:
+    `runner train ingredients=<sweep>` would otherwise train a dense model and ignore the runs."""
+    from overparam.specs import all_specs, spec_for
+
+    spec = spec_for(name)
+    if spec is None:  # a component of the user's own: it may read whatever it likes
+        return
+    for key in METHOD_INPUTS:
+        if cfg.get(key) in (None, "", []) or any(p.key == key for p in spec.all_params()):
+            continue
+        readers = sorted(n for n, s in all_specs().items() if any(p.key == key for p in s.all_params()))
+        raise UserError(f"{key} is set, but method={name} does not read it; methods that read {key}: "
+                        f"{', '.join(readers)}")

@@ -201,6 +201,10 @@ def build_table(records: list[Record], *, metric: str = "test_accuracy", rows: l
     if finished and not any(r.value(metric) is not None for r in finished):
         available = sorted({k for r in finished for k, v in {**(r.run.summary or {}), **(r.row or {})}.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        reasons = sorted({str(why) for r in finished for key, why in
+                          ((r.run.summary or {}).get("missing_metrics") or {}).items() if key == metric})
+        if reasons:  # the run said why it has no such number
+            raise UserError(f"no run reports the metric {metric!r}: {'; '.join(reasons)}")
         raise UserError(f"no run reports the metric {metric!r}; available: {', '.join(available)}")
     for key in row_keys + col_keys:
         if not any(has_key(r, key) for r in records):

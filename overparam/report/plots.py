@@ -106,10 +106,9 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
                     capsize=3, linewidth=1.4, label=name)
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ticks = [100, 51.2, 26.2, 13.4, 6.9, 3.5, 1.8, 0.9, 0.5, 0.2]
-    low = min(min(p) for p in groups.values()) * 100
-    ax.set_xticks([t for t in ticks if t >= low * 0.9])
-    ax.set_xticklabels([f"{t:g}" for t in ticks if t >= low * 0.9])
+    ticks = remaining_ticks([100 * x for points in groups.values() for x in points])
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:.3g}" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("percent of weights remaining (log scale)")
     ax.set_ylabel(metric.replace("_", " "))
@@ -118,6 +117,16 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
     ax.set_title(title or f"{metric.replace('_', ' ')} vs weights remaining ({spread_phrase(records, behind.values())})",
                  fontsize=10)
     return _save(fig, out)
+
+
+def remaining_ticks(percents: list[float], spacing: float = 1.4) -> list[float]:
+    """x ticks where the points sit (percent remaining, largest first), dropping any closer than `spacing` times
+    the previous tick on the log axis so labels do not overlap: 100, 50, 25 for a prune.rate=0.5 sweep."""
+    ticks: list[float] = []
+    for value in sorted({round(p, 6) for p in percents}, reverse=True):
+        if not ticks or ticks[-1] / value >= spacing:
+            ticks.append(value)
+    return ticks
 
 
 def _path_rows(records: list[Record]) -> list[Record]:

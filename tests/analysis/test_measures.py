@@ -169,6 +169,20 @@ def test_measures_method_ranks_every_measure_over_a_sweep(sweep, tmp_path, capsy
     assert [line.split("|")[1].split(",")[1].strip() for line in lines] == [r["measure"] for r in rows]
 
 
+def test_granulated_tau_of_a_seed_only_sweep_says_it_needs_a_swept_key(tmp_path, capsys):
+    short = ["train.epochs=null", "train.steps=10", "train.eval_every=10", "model.widths=[8]", "hardware.threads=1"]
+    for seed in (0, 1):
+        train_in_process([*short, f"seed={seed}"], tmp_path / "seeds" / str(seed))
+    summary = train_in_process(["method=measures", f"ingredients={tmp_path / 'seeds'}", "measures.max_examples=100",
+                                "measures.pacbayes_samples=2", "hardware.threads=1"], tmp_path / "measures")
+    assert summary["swept"] == "(none)" and all(row["granulated_tau"] is None for row in summary["rows"])
+    capsys.readouterr()
+    assert runner(["table", str(tmp_path / "measures"), "--rows", "rank,measure", "--metric", "granulated_tau"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("runner table: error: no run reports the metric 'granulated_tau': it "
+                                               "needs a swept key other than seed")
+
+
 def test_measures_needs_two_finished_runs(sweep, tmp_path, capsys):
     code = runner(["train", "method=measures", f"ingredients=[{sweep / '0'}]", f"hydra.run.dir={tmp_path / 'one'}"])
     assert code == 2 and "at least 2 runs" in capsys.readouterr().err

@@ -33,3 +33,16 @@ def test_added_keys_with_a_reader_pass(overrides, key, value):
         assert container["prune"]["with"] == value
     else:
         assert container["model"]["num_layers"] == value
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["ingredients=[outputs/nowhere]"], ["ingredients is set, but method=dense does not read it", "greedy_soup"]),
+    (["method=finetune", "base=outputs/nowhere"], ["base is set, but method=finetune does not read it", "ties"]),
+    (["method=kd", "ingredients=outputs/sweep"], ["method=kd does not read it"]),
+])
+def test_a_run_input_the_method_does_not_read_is_refused(overrides, words):
+    with pytest.raises(UserError) as info:
+        compose_checked(overrides)
+    assert "\n" not in str(info.value)
+    for word in words:
+        assert word in str(info.value)

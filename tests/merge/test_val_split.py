@@ -32,9 +32,14 @@ def test_a_greedy_soup_over_a_seed_sweep_scores_each_ingredient_on_its_own_val_s
     assert [r["val_accuracy"] for r in rows] == [o["val_accuracy"] for o in own]
 
 
-@pytest.mark.parametrize("split", [["dataset.split_seed=1"], ["dataset.split_seed=null", "seed=1"],
-                                   ["dataset.val_fraction=0.2"]])
-def test_an_ingredient_that_trained_on_the_merge_val_split_is_refused(seed_sweep, tmp_path, capsys, split):
+@pytest.mark.parametrize("split, difference", [
+    (["dataset.split_seed=1"], "dataset.split_seed=1 vs 0"),
+    (["dataset.split_seed=null", "seed=1"], "dataset.split_seed=1 vs 0"),
+    (["dataset.val_fraction=0.2"], "dataset.val_fraction=0.2 vs 0.1"),
+    (["dataset.variant=warped"], "dataset.variant=warped vs unset"),
+])
+def test_an_ingredient_that_trained_on_the_merge_val_split_is_refused(seed_sweep, tmp_path, capsys, split,
+                                                                      difference):
     other = tmp_path / "other"
     train_in_process([*TINY, *split], other)
     ingredients = f"ingredients=[{seed_sweep / 'sweep' / '0'},{other}]"
@@ -42,6 +47,8 @@ def test_an_ingredient_that_trained_on_the_merge_val_split_is_refused(seed_sweep
         assert runner(["train", f"method={method}", ingredients, f"hydra.run.dir={tmp_path / method}"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{other}" in err[0] and "trained on examples of the val split" in err[0]
+        assert err[0].endswith(f"merge evaluates on: {difference}); train the ingredients with one dataset split, "
+                               f"or set merge.allow_val_overlap=true to accept optimistic val numbers")
         assert not (tmp_path / method).exists()  # refused before anything is written
     # Opting in runs the merge and records that the split was not shared.
     summary = train_in_process(["method=greedy_soup", ingredients, "merge.allow_val_overlap=true"],

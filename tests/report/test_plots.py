@@ -42,6 +42,24 @@ def test_lottery_figure(lottery, tmp_path):
     assert _is_png(out)
 
 
+def test_lottery_ticks_sit_where_the_points_are(lottery, tmp_path, monkeypatch):
+    assert plots.remaining_ticks([100, 50, 25, 50, 12.5]) == [100, 50, 25, 12.5]
+    saved = {}
+    real_save = plots._save
+
+    def keep_ticks(fig, out):
+        axis = fig.axes[0]
+        saved["ticks"] = [round(t, 4) for t in axis.get_xticks()]
+        saved["labels"] = [label.get_text() for label in axis.get_xticklabels()]
+        return real_save(fig, out)
+
+    monkeypatch.setattr(plots, "_save", keep_ticks)
+    plots.lottery_figure(records_of(index_runs([lottery])), tmp_path / "lottery.png")
+    # points at 100 * 0.8^level and random_prune's 50, 20, 10: ticks on points, none closer than 1.4x
+    assert saved["ticks"] == [100, 64, 40.96, 20, 10]
+    assert saved["labels"] == ["100", "64", "41", "20", "10"]
+
+
 def test_path_figure_before_and_after_alignment(tmp_path):
     for seed in range(2):
         rows = [{"alpha": a / 10, "aligned": aligned, "loss": 0.3 + (0.0 if aligned else 1.2) * (a / 10) * (1 - a / 10)

@@ -60,6 +60,8 @@ ROWS = [
     ("prune.rate 1", ["method=imp", "prune.rate=1"], "prune.rate=1 is out of range"),
     ("ingredients empty", ["method=uniform_soup", "ingredients=[]"], "ingredients is empty"),
     ("ingredients missing", ["method=uniform_soup", "ingredients=[{out}/nowhere]"], "does not exist"),
+    ("ingredients for a method that reads none", ["ingredients=[{out}/nowhere]"],
+     "ingredients is set, but method=dense does not read it"),
     ("ingredients unfinished", ["method=uniform_soup", "ingredients=[{out}/mlp16,{out}/unfinished]"],
      "has not finished"),
     ("ingredients of different architectures", ["method=uniform_soup", "ingredients=[{out}/mlp16,{out}/mlp24]"],

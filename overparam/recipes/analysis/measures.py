@@ -144,6 +144,12 @@ def run(params, context) -> dict:
         runs.append({**measure_run(ref, cfg, device, str(cfg.paths.data_dir), settings, cache), **hyper})
     rows = rank(runs, hyperparameters, keys)
     best = rows[0]
-    return {"runs_measured": len(runs), "swept": ",".join(keys) or "(none)", "best_measure": best["measure"],
-            "best_kendall_tau": best["kendall_tau"], "mean_gap": sum(r["gap"] for r in runs) / len(runs),
-            "rows": rows, "runs": runs}
+    summary = {"runs_measured": len(runs), "swept": ",".join(keys) or "(none)", "best_measure": best["measure"],
+               "best_kendall_tau": best["kendall_tau"], "mean_gap": sum(r["gap"] for r in runs) / len(runs),
+               "rows": rows, "runs": runs}
+    if not keys:
+        # `runner table --metric granulated_tau` says why there is no such number instead of listing others.
+        summary["missing_metrics"] = {"granulated_tau": "it needs a swept key other than seed (a granulated tau "
+                                      "compares runs where only that key varies) and these ingredients differ "
+                                      "in seed only; sweep a hyperparameter too, e.g. optim.lr=0.05,0.1"}
+    return summary

@@ -153,8 +153,21 @@ def _split_of(ref: RunRef) -> dict:
     return split_identity(_container(cfg.get("dataset")), int(cfg.get("seed", 0) or 0))
 
 
-def _split_text(split: dict) -> str:
-    return f"dataset {split['dataset'].get('name')}, val_fraction {split['val_fraction']:g}, split_seed {split['split_seed']}"
+def _split_keys(split: dict) -> dict:
+    """A split identity as the dotted keys a user sets: dataset.name, dataset.variant, dataset.split_seed, ..."""
+    keys = {f"dataset.{k}": v for k, v in split["dataset"].items()}
+    keys.update({"dataset.val_fraction": split["val_fraction"], "dataset.split_seed": split["split_seed"]})
+    return keys
+
+
+def _split_difference(split: dict, evaluation: dict) -> str:
+    """The keys whose values make two val splits differ: `dataset.variant=warped vs noisy`."""
+    mine, theirs = _split_keys(split), _split_keys(evaluation)
+    def shown(value):
+        return "unset" if value is None else value
+
+    return ", ".join(f"{key}={shown(mine.get(key))} vs {shown(theirs.get(key))}"
+                     for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key))
 
 
 def check_val_split(params, refs: list[RunRef], key: str = "ingredients") -> dict:
@@ -168,9 +181,9 @@ def check_val_split(params, refs: list[RunRef], key: str = "ingredients") -> dic
         for ref, split in zip(refs[1:], splits[1:]):
             if split != evaluation:
                 raise UserError(
-                    f"{key}: {ref_text(ref)} trained on examples of the val split this merge evaluates on (it held "
-                    f"out {_split_text(split)}; the merge evaluates on {_split_text(evaluation)} from "
-                    f"{ref_text(refs[0])}); train the ingredients with one dataset.split_seed, or set "
+                    f"{key}: {ref_text(ref)} trained on examples of the val split this merge evaluates on (its split "
+                    f"differs from that of {ref_text(refs[0])}, whose val split the merge evaluates on: "
+                    f"{_split_difference(split, evaluation)}); train the ingredients with one dataset split, or set "
                     f"merge.allow_val_overlap=true to accept optimistic val numbers")
     return {"val_split_seed": evaluation["split_seed"], "val_split_shared": int(all(s == evaluation for s in splits))}
 
