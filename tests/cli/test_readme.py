@@ -76,7 +76,7 @@ def test_shapes_hide_numbers_and_steady_lines_hide_only_timings():
 
 def test_the_quick_blocks_print_what_the_readme_says(tmp_path):
     chosen = readme.selection(BLOCKS, [], slow=False)
-    assert [b.id for b in chosen] == ["quickstart"]
+    assert [b.id for b in chosen] == ["quickstart", "suggestions"]
     outcomes = readme.run_blocks(chosen, tmp_path, small=True)
     assert [p for o in outcomes for p in o.problems] == []
     # "writes a run directory under outputs/<date>/<time>/"
