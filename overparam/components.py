@@ -47,6 +47,7 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "vgg11": "overparam.models.vgg:vgg11",
         "vgg16": "overparam.models.vgg:vgg16",
         "torchvision": "overparam.models.tv:torchvision_model",
+        "gpt": "overparam.models.gpt:gpt",
     },
     "dataset": {
         "mnist1d": "overparam.data.mnist1d:load",
@@ -55,6 +56,7 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "cifar10": "overparam.data.cifar:load_cifar10",
         "cifar100": "overparam.data.cifar:load_cifar100",
         "hf": "overparam.data.hf:load",
+        "text": "overparam.data.text:load",
     },
     "method": {
         "dense": "overparam.recipes.dense:run",

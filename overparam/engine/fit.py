@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from overparam.data.bundle import DataBundle
-from overparam.engine.evaluate import evaluate_splits
+from overparam.engine.evaluate import cross_entropy, evaluate_splits
 from overparam.engine.optim import build_optimizer, lr_at, total_steps
 from overparam.engine.sharpness import Sharpness
 from overparam.errors import UserError
@@ -126,7 +125,7 @@ def epoch_order(num_examples: int, data_seed: int, epoch: int) -> torch.Tensor:
 
 def default_loss(model, x, y, step, index):
     """Cross-entropy of the model's logits (`step` and the example indices `index` are unused)."""
-    return F.cross_entropy(model(x), y)
+    return cross_entropy(model(x), y)
 
 
 @dataclass(frozen=True)
