@@ -16,7 +16,7 @@ def _covered(bounds) -> list[set]:
 
 def test_default_corpus_is_offline_english_and_large_enough():
     text = default_corpus()
-    assert len(text) >= 400_000 and text.count(" the ") > 5_000  # English prose, not code
+    assert len(text) >= 400_000 and text.count(" the ") > 3_000  # English prose, not code
     bundle = load("unused", block_size=32)
     assert bundle.num_classes == 256 and bundle.bytes_per_token == 1.0
     assert bundle.train_x.dtype == torch.int64 and bundle.train_x.shape[1] == 32
