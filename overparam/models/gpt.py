@@ -77,6 +77,8 @@ class GPT(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():  # a shape probe (FLOP counting, dry runs) passes zeros as floats
+            x = x.long()
         length = x.shape[1]
         if length > self.context:
             raise UserError(f"model gpt: a block of {length} tokens is longer than its context of {self.context}")
