@@ -1,0 +1,74 @@
+"""Language models through the CLI: train, prune, fine-tune, merge, distill, table, reproduce."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from overparam.data.text import default_corpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scaleout"))
+from scaleout_helpers import runner  # noqa: E402
+
+from lm_helpers import TINY_LM  # noqa: E402
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def lm_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    _ok(runner(["train", *TINY_LM, "hydra.run.dir=outputs/base"], root))
+    _ok(runner(["train", "-m", *TINY_LM, "method=finetune", "from=outputs/base", "seed=1,2",
+                "hydra.sweep.dir=outputs/ft"], root))
+    return root
+
+
+def test_dense_run_reports_perplexity_and_bits_per_byte_everywhere(lm_runs):
+    summary = _summary(lm_runs / "outputs/base")
+    assert summary["test_perplexity"] == pytest.approx(math.exp(summary["test_loss"]))
+    # Byte tokens: bits per byte is nats per token in bits.
+    assert summary["test_bits_per_byte"] == pytest.approx(summary["test_loss"] / math.log(2))
+    assert summary["bytes_per_token"] == 1.0 and summary["tokens"] == len(default_corpus()[:20000].encode())
+    # Ten steps of a 16-wide GPT beat uniform guessing over 256 bytes (8 bits per byte) by a clear margin.
+    assert summary["test_bits_per_byte"] < 7.0
+    rows = [json.loads(line) for line in (lm_runs / "outputs/base/metrics.jsonl").read_text().splitlines()]
+    test_rows = [r for r in rows if r.get("split") == "test" and r.get("metric") == "perplexity"]
+    assert [r["step"] for r in test_rows] == [0, 10]
+
+
+def test_split_stays_put_across_seeds_and_finetunes_differ(lm_runs):
+    first, second = (_summary(lm_runs / f"outputs/ft/{i}") for i in (0, 1))
+    base = _summary(lm_runs / "outputs/base")
+    assert first["test_loss"] < base["test_loss"] and second["test_loss"] < base["test_loss"]
+    assert first["test_loss"] != second["test_loss"]
+
+
+def test_merges_kd_imp_table_and_reproduce(lm_runs):
+    root = lm_runs
+    merged = _ok(runner(["train", "-m", *TINY_LM, "method=uniform_soup,task_arithmetic,ties",
+                         "ingredients=outputs/ft", "base=outputs/base", "hydra.sweep.dir=outputs/merge"], root))
+    losses = [_summary(root / f"outputs/merge/{i}")["test_loss"] for i in range(3)]
+    assert all(math.isfinite(v) and v < 6 for v in losses), merged.stdout[-800:]
+    _ok(runner(["train", *TINY_LM, "model.width=32", "hydra.run.dir=outputs/big"], root))
+    _ok(runner(["train", *TINY_LM, "method=kd", "teacher.from=outputs/big", "hydra.run.dir=outputs/kd"], root))
+    kd = _summary(root / "outputs/kd")
+    assert kd["teacher_parameters"] > kd["parameters"] and math.isfinite(kd["test_perplexity"])
+    _ok(runner(["train", "-m", *TINY_LM, "method=imp", "sparsity=0.5,0.8", "hydra.sweep.dir=outputs/imp"], root))
+    levels = _summary(root / "outputs/imp/1")["levels"]
+    assert levels[-1]["sparsity"] == pytest.approx(0.8, abs=1e-3) and "test_perplexity" in levels[-1]
+    table = _ok(runner(["table", "outputs/imp", "--metric", "ppl", "--format", "csv"], root)).stdout
+    assert "test_perplexity" in table and "20" in table
+    again = _ok(runner(["reproduce", "outputs/imp/0"], root)).stdout
+    assert "agree exactly" in again
