@@ -48,6 +48,7 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "vgg16": "overparam.models.vgg:vgg16",
         "torchvision": "overparam.models.tv:torchvision_model",
         "gpt": "overparam.models.gpt:gpt",
+        "hf": "overparam.models.hf:hf",
     },
     "dataset": {
         "mnist1d": "overparam.data.mnist1d:load",

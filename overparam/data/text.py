@@ -75,7 +75,9 @@ def _read_hf(source: str, config_name: str | None, text_column: str, cache_dir: 
 
 def encode(text: str, tokenizer: str | None) -> tuple[torch.Tensor, int]:
     """(token ids as int64, vocabulary size): UTF-8 bytes, or the tokenizer saved in the folder `tokenizer`."""
-    if not tokenizer:
+    from overparam.models.hf import has_tokenizer
+
+    if not tokenizer or not has_tokenizer(tokenizer):
         return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long(), 256
     from overparam.models.hf import load_tokenizer
 
