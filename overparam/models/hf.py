@@ -28,6 +28,14 @@ from overparam.errors import UserError
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
+def quiet() -> None:
+    """transformers without progress bars and warnings: a run's log stays the runner's own."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def _folder(path) -> Path:
     if not path:
         raise UserError("model=hf needs model.path=<folder with config.json and *.safetensors>")
@@ -69,6 +77,8 @@ def has_tokenizer(path) -> bool:
 def load_tokenizer(path):
     """The tokenizer saved in the folder `path` (offline, no remote code)."""
     from transformers import AutoTokenizer
+
+    quiet()
 
     if not has_tokenizer(path):
         raise UserError(f"tokenizer {path}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) in this folder")
@@ -142,6 +152,7 @@ def hf(input_shape, num_classes: int, path: str | None = None, tokenizer: str | 
         raise UserError(f"dataset.block_size={input_shape[0]} is larger than the model's context of {context}")
     from transformers import AutoModelForCausalLM
 
+    quiet()
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(_folder(path)), use_safetensors=True, local_files_only=True,
                                                   trust_remote_code=False, dtype=getattr(torch, str(dtype)))
