@@ -20,6 +20,7 @@ bits per byte, which compares models with different tokenizers.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -153,3 +154,19 @@ def load(data_dir: str, path: str | None = None, hf: str | None = None, config_n
                       num_classes=vocab, val_x=val_x if len(val_x) else None, val_y=val_y if len(val_x) else None,
                       bytes_per_token=per_token, notes={"tokens": len(tokens), "bytes_per_token": round(per_token, 6)})
 
+
+
+def bigram_bits_per_byte(bundle: DataBundle, split: str = "test") -> float:
+    """Bits per byte on `split` of an add-one (Laplace) smoothed bigram model counted on the train blocks.
+
+    The baseline a language model must beat on the same corpus, split and tokens: p(next | token) from
+    the (input, target) pairs of train, every pair of the vocabulary counted once more.
+    """
+    x, y = dict(bundle.splits())[split] if split != "train" else (bundle.train_x, bundle.train_y)
+    vocab = int(bundle.num_classes)
+    counts = torch.ones(vocab * vocab, dtype=torch.float64)
+    counts.index_add_(0, (bundle.train_x.flatten() * vocab + bundle.train_y.flatten()).cpu(),
+                      torch.ones(bundle.train_x.numel(), dtype=torch.float64))
+    log_probs = (counts.view(vocab, vocab) / counts.view(vocab, vocab).sum(dim=1, keepdim=True)).log()
+    nats = -log_probs[x.flatten().cpu(), y.flatten().cpu()].mean()
+    return float(nats) / math.log(2) / float(bundle.bytes_per_token or 1.0)

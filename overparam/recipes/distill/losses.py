@@ -109,8 +109,8 @@ class TeacherLogits:
         self.teacher = teacher
         self.cache: torch.Tensor | None = None
         # A language model's logits are (N, T, V): cached only while they stay under 1 GiB of float32.
-        size = len(data.train_y) * data.train_y[0].numel() * data.num_classes if len(data.train_y) else 0
-        if data.augment is None and size <= 2 ** 28:
+        small = not getattr(data, "bytes_per_token", None) or data.train_y.numel() * data.num_classes <= 2 ** 28
+        if data.augment is None and small:
             self.cache = self._run(data.train_x)
 
     @torch.no_grad()
