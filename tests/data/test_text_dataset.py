@@ -70,3 +70,20 @@ def test_a_corpus_smaller_than_a_block_per_split_is_refused(tmp_path):
         load("unused", path=str(tmp_path / "tiny.txt"), block_size=64)
     with pytest.raises(UserError, match="no such file"):
         load("unused", path=str(tmp_path / "absent.txt"))
+
+
+def test_bigram_baseline_counts_train_pairs_with_add_one_smoothing(tmp_path):
+    import math
+
+    from overparam.data.text import bigram_bits_per_byte
+
+    (tmp_path / "ab.txt").write_text("ab" * 1000)
+    bundle = load("unused", path=str(tmp_path / "ab.txt"), block_size=8)
+    # Train pairs alternate a->b and b->a; each seen pair gets count+1 out of count+256.
+    pairs = bundle.train_x.numel()
+    a_to_b = int((bundle.train_x == ord("a")).sum())
+    b_to_a = pairs - a_to_b
+    test_a = int((bundle.test_x == ord("a")).sum())
+    test_b = bundle.test_x.numel() - test_a
+    nats = -(test_a * math.log((a_to_b + 1) / (a_to_b + 256)) + test_b * math.log((b_to_a + 1) / (b_to_a + 256)))
+    assert bigram_bits_per_byte(bundle) == pytest.approx(nats / bundle.test_x.numel() / math.log(2), rel=1e-9)
