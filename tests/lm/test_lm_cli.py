@@ -72,3 +72,25 @@ def test_merges_kd_imp_table_and_reproduce(lm_runs):
     assert "test_perplexity" in table and "20" in table
     again = _ok(runner(["reproduce", "outputs/imp/0"], root)).stdout
     assert "agree exactly" in again
+
+
+def test_a_gpt_run_exports_to_a_folder_transformers_loads_with_the_same_test_loss(lm_runs):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from overparam.data.text import load
+
+    (lm_runs / "mine").mkdir()
+    (lm_runs / "mine" / "notes.txt").write_text("a researcher's file")
+    refused = runner(["export", "outputs/base", "--to", "mine", "--format", "hf", "--force"], lm_runs)
+    assert refused.returncode == 2 and "not a folder an earlier export wrote" in refused.stderr
+    assert (lm_runs / "mine" / "notes.txt").read_text() == "a researcher's file"
+    _ok(runner(["export", "outputs/base", "--to", "gpt_hf", "--format", "hf"], lm_runs))
+    model = AutoModelForCausalLM.from_pretrained(str(lm_runs / "gpt_hf")).eval()
+    data = load("unused", block_size=16, max_chars=20000)
+    with torch.no_grad():
+        logits = model(input_ids=data.test_x).logits
+    loss = float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), data.test_y.flatten()))
+    assert loss == pytest.approx(_summary(lm_runs / "outputs/base")["test_loss"], abs=1e-4)
+    again = runner(["export", "outputs/base", "--to", "gpt_hf", "--format", "hf"], lm_runs)
+    assert again.returncode == 2 and "--force" in again.stderr
