@@ -87,3 +87,14 @@ def test_bigram_baseline_counts_train_pairs_with_add_one_smoothing(tmp_path):
     test_b = bundle.test_x.numel() - test_a
     nats = -(test_a * math.log((a_to_b + 1) / (a_to_b + 256)) + test_b * math.log((b_to_a + 1) / (b_to_a + 256)))
     assert bigram_bits_per_byte(bundle) == pytest.approx(nats / bundle.test_x.numel() / math.log(2), rel=1e-9)
+
+
+def test_the_gpt_text_preset_quotes_the_bigram_baseline_of_its_corpus():
+    import re
+    from pathlib import Path
+
+    from overparam.data.text import bigram_bits_per_byte
+
+    preset = (Path(__file__).resolve().parents[2] / "configs/experiment/gpt_text.yaml").read_text()
+    quoted = float(re.search(r"test_bits_per_byte\(level=0\) < ([0-9.]+)", preset).group(1))
+    assert quoted == pytest.approx(bigram_bits_per_byte(load("unused", block_size=64)), abs=5e-4)
