@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scaleout"))
-from scaleout_helpers import runner  # noqa: E402
-
-from hf_models import save_tiny  # noqa: E402
-from lm_helpers import TINY_LM  # noqa: E402
+from hf_models import save_tiny
+from lm_helpers import HF_RUN, ok, runner
 
 pytest.importorskip("transformers")
-HF_RUN = [o for o in TINY_LM if not o.startswith("model")] + ["model=hf"]
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +28,11 @@ def test_prune_a_local_model_and_export_it_back(folders, kind, layer):
 
     root, paths = folders
     run = f"outputs/{kind}"
-    _ok(runner(["train", *HF_RUN, f"model.path={paths[kind]}", "method=oneshot", "sparsity=0.5",
+    ok(runner(["train", *HF_RUN, f"model.path={paths[kind]}", "method=oneshot", "sparsity=0.5",
                 f"hydra.run.dir={run}"], root))
     summary = json.loads((root / run / "summary.json").read_text())
     assert summary[f"layer_sparsity/{layer}"] > 0.2  # GPT-2's Conv1D and Llama's Linear are both masked
-    _ok(runner(["export", run, "--to", f"exported_{kind}", "--format", "hf"], root))
+    ok(runner(["export", run, "--to", f"exported_{kind}", "--format", "hf"], root))
     folder = root / f"exported_{kind}"
     assert (folder / "tokenizer.json").is_file() and (folder / "model.safetensors").is_file()
     model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
@@ -60,8 +49,8 @@ def test_prune_a_local_model_and_export_it_back(folders, kind, layer):
 
 def test_lora_on_a_gpt2_folder_trains_only_the_adapters(folders):
     root, paths = folders
-    _ok(runner(["train", *HF_RUN, f"model.path={paths['gpt2']}", "hydra.run.dir=outputs/base"], root))
-    _ok(runner(["train", *HF_RUN, f"model.path={paths['gpt2']}", "method=lora", "from=outputs/base",
+    ok(runner(["train", *HF_RUN, f"model.path={paths['gpt2']}", "hydra.run.dir=outputs/base"], root))
+    ok(runner(["train", *HF_RUN, f"model.path={paths['gpt2']}", "method=lora", "from=outputs/base",
                 "hydra.run.dir=outputs/lora"], root))
     base = json.loads((root / "outputs/base/summary.json").read_text())
     lora = json.loads((root / "outputs/lora/summary.json").read_text())

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scaleout"))
-from scaleout_helpers import runner, tree_digest  # noqa: E402
+from hf_models import save_tiny
+from lm_helpers import HF_RUN, TINY_LM, runner, tree_digest
 
-from hf_models import save_tiny  # noqa: E402
-from lm_helpers import TINY_LM  # noqa: E402
-
-HF_RUN = [o for o in TINY_LM if not o.startswith("model")] + ["model=hf"]
 
 
 def _not_causal(root: Path) -> list[str]:

@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 from overparam.data.text import default_corpus
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scaleout"))
-from scaleout_helpers import runner  # noqa: E402
-
-from lm_helpers import TINY_LM  # noqa: E402
+from lm_helpers import TINY_LM, ok, runner
 
 
 def _summary(run: Path) -> dict:
     return json.loads((run / "summary.json").read_text())
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def lm_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("lm")
-    _ok(runner(["train", *TINY_LM, "hydra.run.dir=outputs/base"], root))
-    _ok(runner(["train", "-m", *TINY_LM, "method=finetune", "from=outputs/base", "seed=1,2",
+    ok(runner(["train", *TINY_LM, "hydra.run.dir=outputs/base"], root))
+    ok(runner(["train", "-m", *TINY_LM, "method=finetune", "from=outputs/base", "seed=1,2",
                 "hydra.sweep.dir=outputs/ft"], root))
     return root
 
@@ -57,20 +48,20 @@ def test_split_stays_put_across_seeds_and_finetunes_differ(lm_runs):
 
 def test_merges_kd_imp_table_and_reproduce(lm_runs):
     root = lm_runs
-    merged = _ok(runner(["train", "-m", *TINY_LM, "method=uniform_soup,task_arithmetic,ties",
+    merged = ok(runner(["train", "-m", *TINY_LM, "method=uniform_soup,task_arithmetic,ties",
                          "ingredients=outputs/ft", "base=outputs/base", "hydra.sweep.dir=outputs/merge"], root))
     losses = [_summary(root / f"outputs/merge/{i}")["test_loss"] for i in range(3)]
     assert all(math.isfinite(v) and v < 6 for v in losses), merged.stdout[-800:]
-    _ok(runner(["train", *TINY_LM, "model.width=32", "hydra.run.dir=outputs/big"], root))
-    _ok(runner(["train", *TINY_LM, "method=kd", "teacher.from=outputs/big", "hydra.run.dir=outputs/kd"], root))
+    ok(runner(["train", *TINY_LM, "model.width=32", "hydra.run.dir=outputs/big"], root))
+    ok(runner(["train", *TINY_LM, "method=kd", "teacher.from=outputs/big", "hydra.run.dir=outputs/kd"], root))
     kd = _summary(root / "outputs/kd")
     assert kd["teacher_parameters"] > kd["parameters"] and math.isfinite(kd["test_perplexity"])
-    _ok(runner(["train", "-m", *TINY_LM, "method=imp", "sparsity=0.5,0.8", "hydra.sweep.dir=outputs/imp"], root))
+    ok(runner(["train", "-m", *TINY_LM, "method=imp", "sparsity=0.5,0.8", "hydra.sweep.dir=outputs/imp"], root))
     levels = _summary(root / "outputs/imp/1")["levels"]
     assert levels[-1]["sparsity"] == pytest.approx(0.8, abs=1e-3) and "test_perplexity" in levels[-1]
-    table = _ok(runner(["table", "outputs/imp", "--metric", "ppl", "--format", "csv"], root)).stdout
+    table = ok(runner(["table", "outputs/imp", "--metric", "ppl", "--format", "csv"], root)).stdout
     assert "test_perplexity" in table and "20" in table
-    again = _ok(runner(["reproduce", "outputs/imp/0"], root)).stdout
+    again = ok(runner(["reproduce", "outputs/imp/0"], root)).stdout
     assert "agree exactly" in again
 
 
@@ -85,7 +76,7 @@ def test_a_gpt_run_exports_to_a_folder_transformers_loads_with_the_same_test_los
     refused = runner(["export", "outputs/base", "--to", "mine", "--format", "hf", "--force"], lm_runs)
     assert refused.returncode == 2 and "not a folder an earlier export wrote" in refused.stderr
     assert (lm_runs / "mine" / "notes.txt").read_text() == "a researcher's file"
-    _ok(runner(["export", "outputs/base", "--to", "gpt_hf", "--format", "hf"], lm_runs))
+    ok(runner(["export", "outputs/base", "--to", "gpt_hf", "--format", "hf"], lm_runs))
     model = AutoModelForCausalLM.from_pretrained(str(lm_runs / "gpt_hf")).eval()
     data = load("unused", block_size=16, max_chars=20000)
     with torch.no_grad():
