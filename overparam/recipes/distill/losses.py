@@ -14,12 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from overparam.engine.evaluate import cross_entropy
+from overparam.errors import UserError
 
 
 def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton et al. (2015): T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the batch
     (over every token of it for a language model's (N, T, V) logits)."""
     t = float(temperature)
+    if student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise UserError(f"the student predicts {student_logits.shape[-1]} classes (tokens), the teacher "
+                        f"{teacher_logits.shape[-1]}; distill between models of one vocabulary")
     if student_logits.dim() == 3:
         student_logits, teacher_logits = student_logits.flatten(0, 1), teacher_logits.flatten(0, 1)
     student_log_probs = F.log_softmax(student_logits.float() / t, dim=-1)
