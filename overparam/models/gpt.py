@@ -107,3 +107,6 @@ def gpt(input_shape, num_classes: int, width: int = 64, heads: int = 4, layers: 
         raise UserError(f"model gpt: width {width} is not a multiple of heads {heads}")
     return GPT(int(num_classes), context, int(width), int(heads), int(layers), int(mlp or 4 * int(width)),
                float(dropout))
+
+
+gpt.language_model = True  # takes (N, T) token ids and gives (N, T, vocabulary) logits

@@ -164,3 +164,6 @@ def hf(input_shape, num_classes: int, path: str | None = None, tokenizer: str | 
     lm.config.tie_word_embeddings = False
     lm.train()
     return HFCausalLM(lm, _conv1d_to_linear(lm), context)
+
+
+hf.language_model = True  # takes (N, T) token ids and gives (N, T, vocabulary) logits

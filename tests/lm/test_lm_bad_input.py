@@ -47,6 +47,10 @@ def _remote_code(root: Path) -> list[str]:
             "model.trust_remote_code=true"]
 
 
+def _classifier_on_text(root: Path) -> list[str]:
+    return [o for o in TINY_LM if not o.startswith("model")]  # the default model, an MLP classifier
+
+
 CASES = [
     (_not_causal, "not a causal language model"),
     (_no_weights, "no *.safetensors weights"),
@@ -55,6 +59,7 @@ CASES = [
     (_gpt_context, "larger than model.context=8"),
     (_tiny_corpus, "less than one block"),
     (_remote_code, "trust_remote_code=true is refused"),
+    (_classifier_on_text, "model=mlp is not a language model"),
 ]
 
 
