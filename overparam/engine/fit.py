@@ -64,11 +64,13 @@ def forward_macs(model: torch.nn.Module, input_shape) -> int:
     positions = 1
     for size in tuple(input_shape)[1:]:
         positions *= int(size)
+    # A language model applies every Linear at each of an example's tokens.
+    tokens = int(input_shape[0]) if getattr(model, "language_model", False) else 1
     total = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if isinstance(module, torch.nn.Linear):
-            total += weight.numel()
+            total += weight.numel() * tokens
         elif isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
             total += weight.numel() * positions
     return total

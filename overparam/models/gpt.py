@@ -57,6 +57,7 @@ class GPTBlock(nn.Module):
 
 
 class GPT(nn.Module):
+    language_model = True
     output_layer = "head"
 
     def __init__(self, vocab: int, context: int, width: int, heads: int, layers: int, mlp: int, dropout: float):

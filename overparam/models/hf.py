@@ -111,6 +111,7 @@ def _conv1d_to_linear(model: nn.Module) -> list[str]:
 class HFCausalLM(nn.Module):
     """(N, T) token ids -> (N, T, vocabulary) logits of the wrapped transformers model `lm`."""
 
+    language_model = True
     output_layer = "lm.lm_head"
 
     def __init__(self, lm: nn.Module, conv1d_names: list[str], context: int | None):
