@@ -47,6 +47,8 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "vgg11": "overparam.models.vgg:vgg11",
         "vgg16": "overparam.models.vgg:vgg16",
         "torchvision": "overparam.models.tv:torchvision_model",
+        "gpt": "overparam.models.gpt:gpt",
+        "hf": "overparam.models.hf:hf",
     },
     "dataset": {
         "mnist1d": "overparam.data.mnist1d:load",
@@ -55,6 +57,7 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "cifar10": "overparam.data.cifar:load_cifar10",
         "cifar100": "overparam.data.cifar:load_cifar100",
         "hf": "overparam.data.hf:load",
+        "text": "overparam.data.text:load",
     },
     "method": {
         "dense": "overparam.recipes.dense:run",

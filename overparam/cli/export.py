@@ -20,6 +20,7 @@ from overparam.errors import UserError
 EPILOG = """examples:
   runner export outputs/2026-11-23/10-00-00 --to ticket.safetensors
   runner export outputs/2026-11-23/10-00-00@level_7 --to level7.safetensors
+  runner export outputs/2026-11-23/10-00-00 --to lm_folder --format hf
 Load it:  model.load_state_dict(safetensors.torch.load_file("ticket.safetensors"), strict=True)"""
 
 
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a finished run directory, optionally @level_<L>")
     parser.add_argument("--to", required=True, metavar="FILE.safetensors", help="where to write the weights")
+    parser.add_argument("--format", choices=("safetensors", "hf"), default="safetensors",
+                        help="hf: a Hugging Face folder (--to DIR) that AutoModelForCausalLM loads (language models)")
     parser.add_argument("--no-shrink", action="store_true",
                         help="keep a channel-pruned model at full size (removed channels as zeros)")
     parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
@@ -148,6 +151,12 @@ def _check_same_outputs(reference, plain, state, x) -> None:
 def main(argv: list[str]) -> int:
     """Export, then say what was written."""
     args = build_parser().parse_args(argv)
+    if args.format == "hf":
+        from overparam.cli.export_hf import export_folder
+
+        meta = export_folder(args.run, args.to, force=args.force)
+        print(f"wrote {args.to} ({meta['model']} as a Hugging Face folder, tokenizer: {meta['tokenizer']})")
+        return 0
     meta = export(args.run, args.to, shrink=not args.no_shrink, force=args.force)
     sparsity = f", {meta['sparsity']:.1%} of prunable weights zero" if meta["sparsity"] is not None else ""
     shrunk = f", shrunk to {meta['channels_kept']}" if meta["shrunk"] else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
@@ -25,6 +26,8 @@ class DataBundle:
     augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = field(default=None, repr=False)
     # What was done to the labels (label noise: fraction, seed, labels replaced and changed), for summaries.
     notes: dict = field(default_factory=dict)
+    # Text only: UTF-8 bytes per token of the corpus; evaluation then adds perplexity and bits per byte.
+    bytes_per_token: Optional[float] = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -108,14 +111,20 @@ def split_identity(dataset_cfg, seed: int) -> dict:
             "split_seed": effective_split_seed(dataset_cfg, seed) if fraction else None}
 
 
-def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu", trust: bool | None = None) -> DataBundle:
+def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu", trust: bool | None = None,
+                 extra: dict | None = None) -> DataBundle:
     """Build the registered dataset a `dataset` config names, split val off train (seeded by
-    `dataset.split_seed`, else by `seed`), move it to `device`."""
+    `dataset.split_seed`, else by `seed`), move it to `device`. `extra`: more loader options (the
+    tokenizer a model brings)."""
     from overparam.components import resolve
 
     loader = resolve("dataset", cfg, trust=trust)
     options = {k: v for k, v in cfg.items()
                if k not in ("_target_", "name", "val_fraction", "split_seed", *LABEL_NOISE_KEYS)}
+    if getattr(inspect.getmodule(loader), "owns_split", False):
+        # Text splits spans of one token stream; the loader draws them itself.
+        options.update(val_fraction=float(cfg.get("val_fraction") or 0.0), split_seed=effective_split_seed(cfg, seed))
+    options.update(extra or {})
     bundle: DataBundle = loader(data_dir=data_dir, **options)
     val_fraction = float(cfg.get("val_fraction", 0.0) or 0.0)
     if val_fraction and bundle.val_x is None:

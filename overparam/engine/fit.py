@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from overparam.data.bundle import DataBundle
-from overparam.engine.evaluate import evaluate_splits
+from overparam.engine.evaluate import cross_entropy, evaluate_splits
 from overparam.engine.optim import build_optimizer, lr_at, total_steps
 from overparam.engine.sharpness import Sharpness
 from overparam.errors import UserError
@@ -65,11 +64,13 @@ def forward_macs(model: torch.nn.Module, input_shape) -> int:
     positions = 1
     for size in tuple(input_shape)[1:]:
         positions *= int(size)
+    # A language model applies every Linear at each of an example's tokens.
+    tokens = int(input_shape[0]) if getattr(model, "language_model", False) else 1
     total = 0
     for module in model.modules():
         weight = getattr(module, "weight", None)
         if isinstance(module, torch.nn.Linear):
-            total += weight.numel()
+            total += weight.numel() * tokens
         elif isinstance(module, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)):
             total += weight.numel() * positions
     return total
@@ -126,7 +127,7 @@ def epoch_order(num_examples: int, data_seed: int, epoch: int) -> torch.Tensor:
 
 def default_loss(model, x, y, step, index):
     """Cross-entropy of the model's logits (`step` and the example indices `index` are unused)."""
-    return F.cross_entropy(model(x), y)
+    return cross_entropy(model(x), y)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from overparam.data import DataBundle, load_dataset
+from overparam.errors import UserError
 from overparam.engine import setup_hardware
 from overparam.kernels import set_default_backend
 from overparam.models import build_model, count_parameters
@@ -39,6 +40,13 @@ def prepare(cfg) -> Setup:
     # hardware.kernel picks the masked-matmul backend of every masked layer in this run.
     set_default_backend(str(cfg.hardware.get("kernel") or "auto"), device_type=device.split(":")[0])
     data = load_dataset(cfg.dataset, cfg.paths.data_dir, seed=int(cfg.seed), device=device)
+    if data.bytes_per_token:
+        from overparam.components import resolve
+
+        # Token ids into a classifier would fail deep inside its first layer: say what fits instead.
+        if not getattr(resolve("model", cfg.model), "language_model", False):
+            raise UserError(f"model={cfg.model.get('name')} is not a language model; dataset=text needs one "
+                            f"(model=gpt, or model=hf model.path=<folder>)")
     return Setup(cfg=cfg, device=device, data=data)
 
 

@@ -15,7 +15,8 @@ from overparam.report.readable import (PERCENT_REMAINING, SPARSITY_KEYS, bundle_
 AGGREGATES = ("mean", "mean_std", "max")
 # Short names a user may type for common metrics and keys.
 METRIC_ALIASES = {"acc": "test_accuracy", "accuracy": "test_accuracy", "val_acc": "val_accuracy",
-                  "loss": "test_loss"}
+                  "loss": "test_loss", "ppl": "test_perplexity", "perplexity": "test_perplexity",
+                  "bpb": "test_bits_per_byte", "bits_per_byte": "test_bits_per_byte"}
 KEY_ALIASES = {"remaining": "remaining_fraction", "%remaining": PERCENT_REMAINING, "percent_remaining": PERCENT_REMAINING}
 
 

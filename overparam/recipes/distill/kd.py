@@ -19,7 +19,9 @@ from overparam.recipes.tune.source import cached_phase, frozen, load_from_run, o
 def kd_loss(teacher, setup, *, alpha: float, temperature: float):
     """(loss_fn for `fit`, its WeightedTerms): alpha*KD + (1-alpha)*CE against the frozen `teacher`."""
     data = setup.data
-    if output_head(teacher).out_features != data.num_classes:
+    outputs = output_head(teacher).out_features
+    # A language model's vocabulary may be padded past its tokenizer's; student and teacher must still agree.
+    if outputs != data.num_classes and not (data.bytes_per_token and outputs > data.num_classes):
         raise UserError(f"the teacher predicts {output_head(teacher).out_features} classes, "
                         f"the data has {data.num_classes}")
     terms = WeightedTerms({"kd": alpha, "ce": 1.0 - alpha})

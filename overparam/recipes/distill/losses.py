@@ -13,10 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from overparam.engine.evaluate import cross_entropy
+from overparam.errors import UserError
+
 
 def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton et al. (2015): T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the batch."""
+    """Hinton et al. (2015): T^2 * KL(softmax(teacher/T) || softmax(student/T)), mean over the batch
+    (over every token of it for a language model's (N, T, V) logits)."""
     t = float(temperature)
+    if student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise UserError(f"the student predicts {student_logits.shape[-1]} classes (tokens), the teacher "
+                        f"{teacher_logits.shape[-1]}; distill between models of one vocabulary")
+    if student_logits.dim() == 3:
+        student_logits, teacher_logits = student_logits.flatten(0, 1), teacher_logits.flatten(0, 1)
     student_log_probs = F.log_softmax(student_logits.float() / t, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits.float() / t, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
@@ -24,8 +33,8 @@ def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 def ce_term(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with the labels (the task term)."""
-    return F.cross_entropy(logits, labels)
+    """Cross-entropy with the labels (the task term; per token for a language model)."""
+    return cross_entropy(logits, labels)
 
 
 def linear_cka(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -103,7 +112,9 @@ class TeacherLogits:
     def __init__(self, teacher: nn.Module, data):
         self.teacher = teacher
         self.cache: torch.Tensor | None = None
-        if data.augment is None:
+        # A language model's logits are (N, T, V): cached only while they stay under 1 GiB of float32.
+        small = not getattr(data, "bytes_per_token", None) or data.train_y.numel() * data.num_classes <= 2 ** 28
+        if data.augment is None and small:
             self.cache = self._run(data.train_x)
 
     @torch.no_grad()

@@ -73,7 +73,9 @@ def mask_statistics(model: nn.Module, input_shape: tuple[int, ...], device: str 
 
 LEVEL_ROW_KEYS = ("level", "sparsity", "remaining_fraction", "remaining_weights", "remaining_params", "flops",
                   "test_accuracy", "test_loss", "val_accuracy", "val_loss", "early_stop_step",
-                  "test_accuracy_at_early_stop", "val_accuracy_at_early_stop", "train_seconds", "source")
+                  "test_accuracy_at_early_stop", "val_accuracy_at_early_stop", "train_seconds", "source",
+                  # language models only
+                  "test_perplexity", "test_bits_per_byte", "val_perplexity", "val_bits_per_byte")
 
 
 def level_row(summary: dict) -> dict:
@@ -97,14 +99,17 @@ def print_level_table(levels: list[dict], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for column in ("level", "remaining", "sparsity", "weights", "test acc", "val acc", "test loss", "stop step",
-                   "from"):
+    text = any("test_perplexity" in row for row in levels)
+    for column in ("level", "remaining", "sparsity", "weights", "test acc", "val acc", "test loss",
+                   *(("test ppl", "test bpb") if text else ()), "stop step", "from"):
         table.add_column(column, justify="left" if column == "from" else "right", no_wrap=True)
     for row in levels:
+        language = (f"{row.get('test_perplexity', float('nan')):.3f}",
+                    f"{row.get('test_bits_per_byte', float('nan')):.4f}") if text else ()
         table.add_row(str(row["level"]), f"{100 * row['remaining_fraction']:.2f}%", f"{row['sparsity']:.4f}",
                       str(row.get("remaining_weights", "")), f"{row.get('test_accuracy', float('nan')):.4f}",
                       f"{row.get('val_accuracy', float('nan')):.4f}", f"{row.get('test_loss', float('nan')):.4f}",
-                      str(row.get("early_stop_step", "")), str(row.get("source", "")))
+                      *language, str(row.get("early_stop_step", "")), str(row.get("source", "")))
     # Off a terminal rich assumes 80 columns; the table is wider than that and must not be cut.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     console.print(table)

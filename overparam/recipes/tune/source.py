@@ -59,7 +59,12 @@ def load_from_run(ref: str, setup) -> nn.Module:
     model, _ = load_run_model(parsed, device=setup.device, data=setup.data if same_data else None,
                               data_dir=(setup.cfg.get("paths") or {}).get("data_dir"))
     head = output_head(model)
-    if head.out_features != setup.data.num_classes:
+    if setup.data.bytes_per_token:
+        # A language model keeps its head: a vocabulary padded past the tokenizer's is fine, a smaller one is not.
+        if head.out_features < setup.data.num_classes:
+            raise UserError(f"{ref}: the model's vocabulary has {head.out_features} tokens, the text here "
+                            f"{setup.data.num_classes}; use the same tokenizer (dataset.tokenizer) as the run")
+    elif head.out_features != setup.data.num_classes:
         replace_head(model, setup.data.num_classes, seed=int(setup.cfg.seed))
     return model.to(setup.device)
 
