@@ -1,14 +1,14 @@
 """What this machine offers a run: free cores, the user's cache folder, and the kernels measured here.
 
 Kept free of torch (and of everything heavy): `runner ls hardware` reads the measurements through
-it, and the CLI calls `quiet_openmp()` before torch is imported.
+it, and the CLI calls `openmp_defaults()` before torch is imported.
 
 Threads (`default_threads`): a run gets the cores it may use (CPU affinity, `SLURM_CPUS_PER_TASK`);
 with `adaptive` (hardware.deterministic=false) less the ones other processes keep busy right now
 (from /proc/stat: idle time of those cores over the last moments, plus the time this process
 itself used), at least one. On a shared workstation or a cluster node this keeps a run from
 starting one thread per core and then waiting on the busiest one at every step. OpenMP waits are
-passive (`quiet_openmp`), and tiny models train on one thread (`threads_for_model`).
+passive (`openmp_defaults`), and tiny models train on one thread (`threads_for_model`).
 
 Measurements (`calibration_path`): `auto` measures the crossover between dense and sparse kernels
 briefly at first use on a machine it has not seen (`overparam.kernels.calibrate`) and keeps the
@@ -29,13 +29,8 @@ from pathlib import Path
 CALIBRATION_VERSION = 1
 
 
-def quiet_openmp() -> None:
-    """Passive OpenMP waits (no spinning between parallel regions) unless the user chose a policy.
-
-    Must run before torch (or any OpenMP runtime) loads: the runtime reads it once at start-up.
-    A spinning worker holds a core at 100% between every two ops, which costs nothing on an idle
-    machine and everything on a busy one.
-    """
+def openmp_defaults() -> None:
+    """PASSIVE OpenMP waits unless the user chose a policy (placeholder, measured in bench/threads.py)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -153,6 +148,44 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# The flags that decide which kernels a machine runs fast (vector width, FMA, matrix units).
+NOTABLE_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                 "avx512_fp16", "amx_tile", "amx_bf16", "neon", "asimd", "sve")
+
+
+def cpu_flags() -> list[str]:
+    """Of NOTABLE_FLAGS, those this processor reports (Linux: /proc/cpuinfo), in that order; [] where unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in NOTABLE_FLAGS if flag in present]
+    return []
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() == name:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def describe_cpu() -> str:
+    """One line naming this machine for a measurement: model (and family/model number, which a
+    virtual machine's generic name hides), cores allowed, notable flags."""
+    flags = " ".join(cpu_flags()) or "flags unknown"
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    number = f" (family {family} model {model})" if family and model else ""
+    return (f"{cpu_model()}{number}, {allowed_cores()} of {os.cpu_count()} cores allowed, {platform.machine()}: "
+            f"{flags}")
 
 
 def _torch_version() -> str:

@@ -62,12 +62,12 @@ def test_free_cores_reads_this_machine():
         assert 0.0 <= free <= len(os.sched_getaffinity(0))
 
 
-def test_quiet_openmp_keeps_a_chosen_policy(monkeypatch):
+def test_openmp_defaults_keeps_a_chosen_policy(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    hardware.quiet_openmp()
+    hardware.openmp_defaults()
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    hardware.quiet_openmp()
+    hardware.openmp_defaults()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
