@@ -64,6 +64,24 @@ void overparam_spmm_t_f32(int64_t nrows, int64_t B, int64_t ldx, const int64_t *
     }
 }
 
+/* xt[f*ldx + b] = x[b*F + f] for b < B, 0 for B <= b < ldx (ldx a multiple of 16): the transposed,
+   zero-padded operand of the kernels above and below, in 16x16 tiles that stay in L1 (a strided
+   copy through torch walks whole columns and runs several times slower on these shapes). */
+void overparam_transpose_pad_f32(int64_t B, int64_t F, const float *x, float *xt, int64_t ldx) {
+    for (int64_t f0 = 0; f0 < F; f0 += 16) {
+        const int64_t fe = f0 + 16 < F ? f0 + 16 : F;
+        for (int64_t b0 = 0; b0 < ldx; b0 += 16) {
+            if (b0 + 16 <= B) {
+                for (int64_t f = f0; f < fe; f++)
+                    for (int64_t b = b0; b < b0 + 16; b++) xt[f * ldx + b] = x[b * F + f];
+            } else {
+                for (int64_t f = f0; f < fe; f++)
+                    for (int64_t b = b0; b < b0 + 16; b++) xt[f * ldx + b] = b < B ? x[b * F + f] : 0.0f;
+            }
+        }
+    }
+}
+
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v4 __attribute__((vector_size(16)));
 static inline float hsum(v16 a) {  /* halving tree: 4 vector adds instead of 15 scalar ones */
@@ -72,14 +90,16 @@ static inline float hsum(v16 a) {  /* halving tree: 4 vector adds instead of 15 
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
-/* dense_out[i*ncols + cols[p]] = sum_b gt[i*ldx + b] * xt[cols[p]*ldx + b] at the nonzeros only;
-   both operands are zero-padded to ldx (a multiple of 16). */
+/* dense_out[i*ncols + cols[p]] = sum_b gt[i*ldx + b] * xt[cols[p]*ldx + b] at the nonzeros only, zero
+   elsewhere (each row is cleared here, while the thread that fills it has it in cache; the caller
+   passes uninitialised memory); both operands are zero-padded to ldx (a multiple of 16). */
 void overparam_sddmm_f32(int64_t nrows, int64_t ldx, const int64_t *crow, const int64_t *cols,
                          const float *gt, const float *xt, float *dense_out, int64_t ncols) {
     #pragma omp parallel for schedule(static) if (crow[nrows] * ldx > 32768)
     for (int64_t i = 0; i < nrows; i++) {
         const float *gr = gt + i * ldx;
         float *o = dense_out + i * ncols;
+        for (int64_t c = 0; c < ncols; c++) o[c] = 0.0f;
         const int64_t end = crow[i + 1];
         int64_t p = crow[i];
         for (; p + 4 <= end; p += 4) {
@@ -286,6 +306,8 @@ def library() -> ctypes.CDLL | None:
             lib.overparam_spmm_t_f32.restype = None
             lib.overparam_sddmm_f32.argtypes = [index, index, pointer, pointer, pointer, pointer, pointer, index]
             lib.overparam_sddmm_f32.restype = None
+            lib.overparam_transpose_pad_f32.argtypes = [index, index, pointer, pointer, index]
+            lib.overparam_transpose_pad_f32.restype = None
             conv_args = [index] * 4 + [pointer] + [index] * 5 + [pointer] * 4 + [index]
             lib.overparam_conv_fwd_f32.argtypes = conv_args + [pointer, pointer]
             lib.overparam_conv_fwd_f32.restype = None
@@ -303,10 +325,14 @@ def transposed_padded(x2d: torch.Tensor) -> torch.Tensor:
     """x2d (B, F) as a contiguous (F, ldx) float32 tensor, batch zero-padded to a multiple of 16."""
     batch, features = x2d.shape
     ldx = -(-batch // 16) * 16
-    if ldx == batch:
-        return x2d.t().contiguous()
-    out = torch.zeros(features, ldx, dtype=x2d.dtype)
-    out[:, :batch] = x2d.t()
+    lib = library()
+    if lib is None or x2d.dtype != torch.float32 or x2d.device.type != "cpu":
+        out = torch.zeros(features, ldx, dtype=x2d.dtype, device=x2d.device)
+        out[:, :batch] = x2d.t()
+        return out
+    source = x2d.contiguous()
+    out = torch.empty(features, ldx, dtype=torch.float32)
+    lib.overparam_transpose_pad_f32(batch, features, source.data_ptr(), out.data_ptr(), ldx)
     return out
 
 

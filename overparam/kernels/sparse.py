@@ -149,7 +149,7 @@ class _NativeCSR(torch.autograd.Function):
             lib.overparam_spmm_t_f32(in_features, batch, ldx, _ptr(structure.crow_t), _ptr(structure.cols_t),
                                      _ptr(weight), 1, in_features, _ptr(grad_t), None, _ptr(grad_x), in_features)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.zeros(out_features, in_features, dtype=grad_out.dtype)
+            grad_w = torch.empty(out_features, in_features, dtype=grad_out.dtype)   # zeroed by the kernel
             lib.overparam_sddmm_f32(out_features, ldx, _ptr(structure.crow), _ptr(structure.cols), _ptr(grad_t),
                                     _ptr(x_t), _ptr(grad_w), in_features)
         if ctx.has_bias and ctx.needs_input_grad[2]:
