@@ -24,59 +24,59 @@ import torch
 
 # float32 only: other dtypes go through torch.sparse. Layout conventions:
 #   xt is the input transposed, (features, ldx) with the batch zero-padded to ldx (see `transposed_padded`);
-#   out is written as out[b * ldo + i], i.e. the (B, nrows) result in row-major order.
+#   products are written transposed, (nrows, ldx), and turned back by `untransposed`.
 SOURCE = r"""
 #include <stdint.h>
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define LD(p) (*(const v16 *)(p))
 
-/* out[b*ldo + i] = bias[i] + sum_{p in row i} w[i*s_row + cols[p]*s_col] * xt[cols[p]*ldx + b], b < B.
-   xt rows are zero-padded to ldx, a multiple of 16, so every load is a full vector.
-   The weight is read in place at the nonzeros: (s_row, s_col) = (in, 1) for W, (1, in) for W^T. */
-void overparam_spmm_t_f32(int64_t nrows, int64_t B, int64_t ldx, const int64_t *crow, const int64_t *cols,
-                          const float *w, int64_t s_row, int64_t s_col, const float *xt, const float *bias,
-                          float *out, int64_t ldo) {
+/* out_t[i*ldx + b] = bias[i] + sum_{p in row i} w[i*s_row + cols[p]*s_col] * xt[cols[p]*ldx + b], b < ldx:
+   the result transposed, (nrows, ldx), written in whole vectors (`untransposed` turns it back).
+   xt rows are zero-padded to ldx, a multiple of 16, so every load is a full vector. The weight is
+   read in place at the nonzeros: (s_row, s_col) = (in, 1) for W, (1, in) for W^T. */
+#define SPMM_BLOCK(N)                                                                             \
+    for (; b0 + 16 * (N) <= ldx; b0 += 16 * (N)) {                                                \
+        v16 a[N];                                                                                 \
+        for (int k = 0; k < (N); k++) a[k] = (v16){0} + bv;                                       \
+        for (int64_t p = start; p < end; p++) {                                                   \
+            const float v = wr[cols[p] * s_col];                                                  \
+            const float *xr = xt + cols[p] * ldx + b0;                                            \
+            for (int k = 0; k < (N); k++) a[k] += v * LD(xr + 16 * k);                            \
+        }                                                                                         \
+        for (int k = 0; k < (N); k++) *(v16 *)(o + b0 + 16 * k) = a[k];                           \
+    }
+
+void overparam_spmm_t_f32(int64_t nrows, int64_t ldx, const int64_t *crow, const int64_t *cols, const float *w,
+                          int64_t s_row, int64_t s_col, const float *xt, const float *bias, float *out_t) {
     #pragma omp parallel for schedule(static) if (crow[nrows] * ldx > 32768)
     for (int64_t i = 0; i < nrows; i++) {
         const int64_t start = crow[i], end = crow[i + 1];
         const float bv = bias ? bias[i] : 0.0f;
         const float *wr = w + i * s_row;
+        float *o = out_t + i * ldx;
         int64_t b0 = 0;
-        for (; b0 + 64 <= ldx; b0 += 64) {
-            v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (int64_t p = start; p < end; p++) {
-                const float v = wr[cols[p] * s_col];
-                const float *xr = xt + cols[p] * ldx + b0;
-                a0 += v * LD(xr); a1 += v * LD(xr + 16); a2 += v * LD(xr + 32); a3 += v * LD(xr + 48);
-            }
-            for (int t = 0; t < 16; t++) {
-                if (b0 + t < B) out[(b0 + t) * ldo + i] = a0[t] + bv;
-                if (b0 + t + 16 < B) out[(b0 + t + 16) * ldo + i] = a1[t] + bv;
-                if (b0 + t + 32 < B) out[(b0 + t + 32) * ldo + i] = a2[t] + bv;
-                if (b0 + t + 48 < B) out[(b0 + t + 48) * ldo + i] = a3[t] + bv;
-            }
-        }
-        for (; b0 < ldx; b0 += 16) {
-            v16 a0 = {0};
-            for (int64_t p = start; p < end; p++) a0 += wr[cols[p] * s_col] * LD(xt + cols[p] * ldx + b0);
-            for (int t = 0; t < 16 && b0 + t < B; t++) out[(b0 + t) * ldo + i] = a0[t] + bv;
-        }
+        /* 128 batch rows at once where the batch allows: each nonzero's index and value are read once
+           for a whole 512-byte row of xt, 8 of the 32 vector registers accumulating. */
+        SPMM_BLOCK(8)
+        SPMM_BLOCK(4)
+        SPMM_BLOCK(1)
     }
 }
 
-/* xt[f*ldx + b] = x[b*F + f] for b < B, 0 for B <= b < ldx (ldx a multiple of 16): the transposed,
-   zero-padded operand of the kernels above and below, in 16x16 tiles that stay in L1 (a strided
-   copy through torch walks whole columns and runs several times slower on these shapes). */
-void overparam_transpose_pad_f32(int64_t B, int64_t F, const float *x, float *xt, int64_t ldx) {
-    for (int64_t f0 = 0; f0 < F; f0 += 16) {
-        const int64_t fe = f0 + 16 < F ? f0 + 16 : F;
-        for (int64_t b0 = 0; b0 < ldx; b0 += 16) {
-            if (b0 + 16 <= B) {
-                for (int64_t f = f0; f < fe; f++)
-                    for (int64_t b = b0; b < b0 + 16; b++) xt[f * ldx + b] = x[b * F + f];
+/* dst[c*ldd + r] = src[r*lds + c] for r < R, c < C, and dst[c*ldd + r] = 0 for R <= r < ldd: the transposed,
+   zero-padded operands of the kernels here (and their outputs back), in 16x16 tiles that stay in L1
+   (a strided copy through torch walks whole columns and runs about twice as slow on these shapes). */
+void overparam_transpose_pad_f32(int64_t R, int64_t C, const float *src, int64_t lds, float *dst, int64_t ldd) {
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const int64_t ce = c0 + 16 < C ? c0 + 16 : C;
+        for (int64_t r0 = 0; r0 < ldd; r0 += 16) {
+            const int64_t re = r0 + 16 < ldd ? r0 + 16 : ldd;
+            if (re <= R) {
+                for (int64_t c = c0; c < ce; c++)
+                    for (int64_t r = r0; r < re; r++) dst[c * ldd + r] = src[r * lds + c];
             } else {
-                for (int64_t f = f0; f < fe; f++)
-                    for (int64_t b = b0; b < b0 + 16; b++) xt[f * ldx + b] = b < B ? x[b * F + f] : 0.0f;
+                for (int64_t c = c0; c < ce; c++)
+                    for (int64_t r = r0; r < re; r++) dst[c * ldd + r] = r < R ? src[r * lds + c] : 0.0f;
             }
         }
     }
@@ -301,12 +301,12 @@ def library() -> ctypes.CDLL | None:
                 errors.append(f"{' '.join(flags)}: {exc}")
                 continue
             pointer, index = ctypes.c_void_p, ctypes.c_int64
-            lib.overparam_spmm_t_f32.argtypes = [index, index, index, pointer, pointer, pointer, index, index, pointer,
-                                                 pointer, pointer, index]
+            lib.overparam_spmm_t_f32.argtypes = [index, index, pointer, pointer, pointer, index, index, pointer,
+                                                 pointer, pointer]
             lib.overparam_spmm_t_f32.restype = None
             lib.overparam_sddmm_f32.argtypes = [index, index, pointer, pointer, pointer, pointer, pointer, index]
             lib.overparam_sddmm_f32.restype = None
-            lib.overparam_transpose_pad_f32.argtypes = [index, index, pointer, pointer, index]
+            lib.overparam_transpose_pad_f32.argtypes = [index, index, pointer, index, pointer, index]
             lib.overparam_transpose_pad_f32.restype = None
             conv_args = [index] * 4 + [pointer] + [index] * 5 + [pointer] * 4 + [index]
             lib.overparam_conv_fwd_f32.argtypes = conv_args + [pointer, pointer]
@@ -332,7 +332,15 @@ def transposed_padded(x2d: torch.Tensor) -> torch.Tensor:
         return out
     source = x2d.contiguous()
     out = torch.empty(features, ldx, dtype=torch.float32)
-    lib.overparam_transpose_pad_f32(batch, features, source.data_ptr(), out.data_ptr(), ldx)
+    lib.overparam_transpose_pad_f32(batch, features, source.data_ptr(), features, out.data_ptr(), ldx)
+    return out
+
+
+def untransposed(out_t: torch.Tensor, batch: int) -> torch.Tensor:
+    """The (batch, rows) matrix of a kernel's (rows, ldx) transposed output (padding columns dropped)."""
+    rows, ldx = out_t.shape
+    out = torch.empty(batch, rows, dtype=torch.float32)
+    library().overparam_transpose_pad_f32(rows, batch, out_t.data_ptr(), ldx, out.data_ptr(), rows)
     return out
 
 
