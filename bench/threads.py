@@ -78,7 +78,7 @@ print(json.dumps({{"seconds": (time.perf_counter() - tick) / steps, "threads": t
                   "env": {{k: v for k, v in os.environ.items() if k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}}}))
 """
 
-STEPS = {"lenet": 300, "conv4": 3}
+STEPS = {"lenet": 150, "conv4": 3}
 OPENMP_KEYS = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 

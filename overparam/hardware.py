@@ -7,8 +7,8 @@ Threads (`default_threads`): a run gets the cores it may use (CPU affinity, `SLU
 with `adaptive` (hardware.deterministic=false) less the ones other processes keep busy right now
 (from /proc/stat: idle time of those cores over the last moments, plus the time this process
 itself used), at least one. On a shared workstation or a cluster node this keeps a run from
-starting one thread per core and then waiting on the busiest one at every step. OpenMP waits are
-passive (`openmp_defaults`), and tiny models train on one thread (`threads_for_model`).
+starting one thread per core and then waiting on the busiest one at every step. OpenMP workers spin
+briefly, then sleep (`openmp_defaults`), and tiny models train on one thread (`threads_for_model`).
 
 Measurements (`calibration_path`): `auto` measures the crossover between dense and sparse kernels
 briefly at first use on a machine it has not seen (`overparam.kernels.calibrate`) and keeps the
@@ -29,9 +29,43 @@ from pathlib import Path
 CALIBRATION_VERSION = 1
 
 
+# libgomp (the OpenMP runtime in PyTorch's Linux wheels) spins this many times, one `pause` each
+# (~35 ns on this project's Xeons), before an idle worker sleeps: ~35 us, enough to bridge the gaps
+# between the ops of a training step, short enough that a worker on a core other processes need
+# gives it back at once. libgomp's own default (300,000 spins, ~10 ms after every parallel region)
+# is what collapsed under contention; OMP_WAIT_POLICY=PASSIVE (no spin) made every op wake its
+# workers, 1.5x slower on a quiet machine (bench/threads.py compares them).
+SPIN_COUNT = 1000
+
+
+def _openmp_runtime() -> str | None:
+    """'gomp', 'iomp' or 'omp' for the OpenMP library torch ships, found without importing torch; None if unknown."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        names = [path.name for path in (Path(folder) / "lib").glob("lib*omp*")]
+        for runtime in ("gomp", "iomp", "omp"):
+            if any(name.startswith(f"lib{runtime}") for name in names):
+                return runtime
+    return None
+
+
 def openmp_defaults() -> None:
-    """PASSIVE OpenMP waits unless the user chose a policy (placeholder, measured in bench/threads.py)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """A bounded OpenMP spin (libgomp: GOMP_SPINCOUNT=SPIN_COUNT) unless the user chose a wait policy.
+
+    Must run before torch (or any OpenMP runtime) loads: the runtime reads it once at start-up.
+    For another runtime (Intel's or LLVM's, not measured here) waits stay passive, as before.
+    """
+    if any(key in os.environ for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")):
+        return
+    if _openmp_runtime() in ("gomp", None):
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def allowed_cores() -> int:

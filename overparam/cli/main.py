@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from overparam.errors import UserError
     from overparam.hardware import openmp_defaults
 
-    # Before torch loads its OpenMP runtime: workers wait passively instead of spinning on shared cores.
+    # Before torch loads its OpenMP runtime: workers spin ~35 us, not ~10 ms, before they sleep.
     openmp_defaults()
 
     try:

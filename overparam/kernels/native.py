@@ -37,13 +37,13 @@ typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define SPMM_BLOCK(N)                                                                             \
     for (; b0 + 16 * (N) <= ldx; b0 += 16 * (N)) {                                                \
         v16 a[N];                                                                                 \
-        for (int k = 0; k < (N); k++) a[k] = (v16){0} + bv;                                       \
+        for (int k = 0; k < (N); k++) a[k] = (v16){0};                                            \
         for (int64_t p = start; p < end; p++) {                                                   \
             const float v = wr[cols[p] * s_col];                                                  \
             const float *xr = xt + cols[p] * ldx + b0;                                            \
             for (int k = 0; k < (N); k++) a[k] += v * LD(xr + 16 * k);                            \
         }                                                                                         \
-        for (int k = 0; k < (N); k++) *(v16 *)(o + b0 + 16 * k) = a[k];                           \
+        for (int k = 0; k < (N); k++) *(v16 *)(o + b0 + 16 * k) = a[k] + bv;                      \
     }
 
 void overparam_spmm_t_f32(int64_t nrows, int64_t ldx, const int64_t *crow, const int64_t *cols, const float *w,
