@@ -7,12 +7,13 @@ Each row is a fresh Python process, timed from outside (wall seconds, median and
 rounds interleaved so a burst of load hits every row alike):
 - `python`            the interpreter alone;
 - `import torch`      torch;
-- `+ torch._dynamo`   torch, then torch._dynamo: every torch.optim `step()` imports it
-                      (`_use_grad_for_differentiable`), so every training run pays it;
+- `+ torch._dynamo`   torch, then torch._dynamo: torch.optim's optimizers import it at their first
+                      add_param_group/step; the runner's optimizers skip that (`engine.optim.without_dynamo`),
+                      so this row only shows what that saves;
 - `+ hydra compose`   torch and Hydra's compose API with this project's config tree;
 - `runner train`      a 1-step run (default model and dataset, hardware.threads=1).
-`run - imports` = what a run costs beyond torch, torch._dynamo and Hydra. The machine is shared:
-the load average is printed.
+`run - imports` = what a run costs beyond torch and Hydra. A last run under `python -X importtime`
+says whether a run imported torch._dynamo. The machine may be shared: the load average is printed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ ROWS = {
     "python": ["-c", "pass"],
     "import torch": ["-c", "import torch"],
     "+ torch._dynamo": ["-c", "import torch, torch._dynamo"],
-    "+ hydra compose": ["-c", "import torch, torch._dynamo\n"
+    "+ hydra compose": ["-c", "import torch\n"
                               "from hydra import compose, initialize_config_dir\n"
                               f"with initialize_config_dir(config_dir={str(ROOT / 'configs')!r}, version_base='1.3'):\n"
                               "    compose('train')"],
@@ -57,8 +58,15 @@ def main() -> None:
                 subprocess.run([sys.executable, *ROWS[name]], cwd=work, env=env, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 times[name].append(time.perf_counter() - tick)
+        traced = subprocess.run([sys.executable, "-X", "importtime", *ROWS["runner train"]], cwd=work, env=env,
+                                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr
+    dynamo = any(line.rstrip().endswith("| torch._dynamo") for line in traced.splitlines())
+    sys.path.insert(0, str(ROOT))
+    from overparam.hardware import describe_cpu
+
+    print(describe_cpu())
     print(f"wall seconds per fresh process ({args.rounds} interleaved rounds); load average "
-          f"{open('/proc/loadavg').read().split()[0]}")
+          f"{open('/proc/loadavg').read().split()[0]}; torch._dynamo imported by a run: {'yes' if dynamo else 'no'}")
     print(f"{'':<18} {'median':>7} {'min':>7}")
     for name, values in times.items():
         print(f"{name:<18} {statistics.median(values):>7.2f} {min(values):>7.2f}")
