@@ -5,15 +5,36 @@
 
 Prints seconds for each and the ratio engine/minimal (target <= 1.15). The engine is timed twice:
 bare (`run=None`) and as `runner train` uses it (metrics.jsonl and resume checkpoints written).
+
+    python bench/train_loop.py --fresh --rounds 5     # each side in its own fresh process
+
+`--fresh`: the minimal loop in a process with PyTorch's own defaults (no OpenMP variables, one
+thread per core) against the engine in a process started as `runner train` starts
+(`hardware.openmp_defaults()` before torch, the CPU default's thread count), LeNet-300-100 on
+MNIST-shaped data (4,000 train / 1,000 test, batch 128, the SGD of OPTIM); rounds interleaved in a fresh
+order, ratio per round, median and range printed with the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
+import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if "--child=engine" in sys.argv:  # as the CLI does, before the OpenMP runtime loads with torch
+    sys.path.insert(0, str(ROOT))
+    from overparam.hardware import openmp_defaults
+
+    openmp_defaults()
 
 import torch
 import torch.nn.functional as F
@@ -89,12 +110,74 @@ def time_pair(name, model_cfg, data, epochs, batch_size, repeats):
     return medians
 
 
+OPENMP_KEYS = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def lenet_mnist_shaped(train: int = 4000, test: int = 1000) -> DataBundle:
+    generator = torch.Generator().manual_seed(0)
+    images = lambda n: torch.rand(n, 1, 28, 28, generator=generator)  # noqa: E731
+    labels = lambda n: torch.randint(0, 10, (n,), generator=generator)  # noqa: E731
+    return DataBundle(name="mnist-shaped", num_classes=10, train_x=images(train), train_y=labels(train),
+                      val_x=images(test), val_y=labels(test), test_x=images(test), test_y=labels(test))
+
+
+def child(kind: str, epochs: int) -> None:
+    """One side of `--fresh`: prints {"seconds", "threads"} as JSON."""
+    from omegaconf import OmegaConf
+
+    data = lenet_mnist_shaped()
+    lenet = OmegaConf.create({"_target_": "overparam.models.zoo.mlp", "widths": [300, 100]})
+    model = build_model(lenet, data.input_shape, data.num_classes, seed=0)
+    start = time.perf_counter()
+    if kind == "minimal":
+        minimal_loop(model, data, epochs, 128, seed=0)
+    else:
+        train = {"epochs": epochs, "steps": None, "batch_size": 128, "eval_every_epochs": 1}
+        fit(model, data, None, train=train, optim=OPTIM, hardware=dict(HARDWARE, deterministic=True), seed=0)
+    print(json.dumps({"seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}))
+
+
+def fresh(rounds: int, epochs: int) -> None:
+    """Engine (as `runner train` starts) vs minimal loop (PyTorch's defaults), each in fresh processes."""
+    from overparam.hardware import describe_cpu
+
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_KEYS}
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    times = {"minimal": [], "engine": []}
+    threads = {}
+    shuffler = random.Random(0)
+    load_before = open("/proc/loadavg").read().split()[0]
+    for _ in range(rounds):
+        for kind in shuffler.sample(list(times), 2):
+            out = subprocess.run([sys.executable, __file__, f"--child={kind}", f"--epochs={epochs}"], env=env,
+                                 capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            times[kind].append(result["seconds"])
+            threads[kind] = result["threads"]
+    ratios = [e / m for e, m in zip(times["engine"], times["minimal"])]
+    print(describe_cpu())
+    print(f"LeNet-300-100, MNIST-shaped 4k/1k, batch 128, {epochs} epochs; {rounds} interleaved rounds; "
+          f"load {load_before}/{open('/proc/loadavg').read().split()[0]}")
+    for kind, values in times.items():
+        print(f"  {kind:<8} {threads[kind]} threads  median {statistics.median(values):6.2f}s  "
+              f"range {min(values):.2f}-{max(values):.2f}s")
+    print(f"  engine/minimal per round: median x{statistics.median(ratios):.2f}, "
+          f"range x{min(ratios):.2f}-x{max(ratios):.2f} (goal <= 1.05)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--fresh", action="store_true", help="engine vs minimal loop in fresh processes")
+    parser.add_argument("--rounds", type=int, default=3, help="with --fresh")
+    parser.add_argument("--child", choices=("minimal", "engine"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.epochs)
+    if args.fresh:
+        return fresh(args.rounds, args.epochs)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

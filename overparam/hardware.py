@@ -1,14 +1,14 @@
 """What this machine offers a run: free cores, the user's cache folder, and the kernels measured here.
 
 Kept free of torch (and of everything heavy): `runner ls hardware` reads the measurements through
-it, and the CLI calls `quiet_openmp()` before torch is imported.
+it, and the CLI calls `openmp_defaults()` before torch is imported.
 
 Threads (`default_threads`): a run gets the cores it may use (CPU affinity, `SLURM_CPUS_PER_TASK`);
 with `adaptive` (hardware.deterministic=false) less the ones other processes keep busy right now
 (from /proc/stat: idle time of those cores over the last moments, plus the time this process
 itself used), at least one. On a shared workstation or a cluster node this keeps a run from
-starting one thread per core and then waiting on the busiest one at every step. OpenMP waits are
-passive (`quiet_openmp`), and tiny models train on one thread (`threads_for_model`).
+starting one thread per core and then waiting on the busiest one at every step. OpenMP workers spin
+briefly, then sleep (`openmp_defaults`), and tiny models train on one thread (`threads_for_model`).
 
 Measurements (`calibration_path`): `auto` measures the crossover between dense and sparse kernels
 briefly at first use on a machine it has not seen (`overparam.kernels.calibrate`) and keeps the
@@ -29,14 +29,43 @@ from pathlib import Path
 CALIBRATION_VERSION = 1
 
 
-def quiet_openmp() -> None:
-    """Passive OpenMP waits (no spinning between parallel regions) unless the user chose a policy.
+# libgomp (the OpenMP runtime in PyTorch's Linux wheels) spins this many times, one `pause` each
+# (~35 ns on this project's Xeons), before an idle worker sleeps: ~35 us, enough to bridge the gaps
+# between the ops of a training step, short enough that a worker on a core other processes need
+# gives it back at once. libgomp's own default (300,000 spins, ~10 ms after every parallel region)
+# is what collapsed under contention; OMP_WAIT_POLICY=PASSIVE (no spin) made every op wake its
+# workers, 1.5x slower on a quiet machine (bench/threads.py compares them).
+SPIN_COUNT = 1000
+
+
+def _openmp_runtime() -> str | None:
+    """'gomp', 'iomp' or 'omp' for the OpenMP library torch ships, found without importing torch; None if unknown."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        names = [path.name for path in (Path(folder) / "lib").glob("lib*omp*")]
+        for runtime in ("gomp", "iomp", "omp"):
+            if any(name.startswith(f"lib{runtime}") for name in names):
+                return runtime
+    return None
+
+
+def openmp_defaults() -> None:
+    """A bounded OpenMP spin (libgomp: GOMP_SPINCOUNT=SPIN_COUNT) unless the user chose a wait policy.
 
     Must run before torch (or any OpenMP runtime) loads: the runtime reads it once at start-up.
-    A spinning worker holds a core at 100% between every two ops, which costs nothing on an idle
-    machine and everything on a busy one.
+    For another runtime (Intel's or LLVM's, not measured here) waits stay passive, as before.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if any(key in os.environ for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")):
+        return
+    if _openmp_runtime() in ("gomp", None):
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    else:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def allowed_cores() -> int:
@@ -153,6 +182,44 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# The flags that decide which kernels a machine runs fast (vector width, FMA, matrix units).
+NOTABLE_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                 "avx512_fp16", "amx_tile", "amx_bf16", "neon", "asimd", "sve")
+
+
+def cpu_flags() -> list[str]:
+    """Of NOTABLE_FLAGS, those this processor reports (Linux: /proc/cpuinfo), in that order; [] where unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in NOTABLE_FLAGS if flag in present]
+    return []
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() == name:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def describe_cpu() -> str:
+    """One line naming this machine for a measurement: model (and family/model number, which a
+    virtual machine's generic name hides), cores allowed, notable flags."""
+    flags = " ".join(cpu_flags()) or "flags unknown"
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model")
+    number = f" (family {family} model {model})" if family and model else ""
+    return (f"{cpu_model()}{number}, {allowed_cores()} of {os.cpu_count()} cores allowed, {platform.machine()}: "
+            f"{flags}")
 
 
 def _torch_version() -> str:

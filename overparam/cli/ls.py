@@ -132,6 +132,7 @@ def main(argv: list[str]) -> int:
     if groups == ("hardware",):
         from overparam import hardware
 
+        print(f"\nthis machine: {hardware.describe_cpu()}")
         fixed, _ = hardware.default_threads(adaptive=False)
         free, why = hardware.default_threads(adaptive=True)
         print(f"\ndefault threads here: {fixed} (allowed cores; tiny models 1), {free} with "

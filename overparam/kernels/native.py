@@ -24,42 +24,60 @@ import torch
 
 # float32 only: other dtypes go through torch.sparse. Layout conventions:
 #   xt is the input transposed, (features, ldx) with the batch zero-padded to ldx (see `transposed_padded`);
-#   out is written as out[b * ldo + i], i.e. the (B, nrows) result in row-major order.
+#   products are written transposed, (nrows, ldx), and turned back by `untransposed`.
 SOURCE = r"""
 #include <stdint.h>
 typedef float v16 __attribute__((vector_size(64), aligned(4)));
 #define LD(p) (*(const v16 *)(p))
 
-/* out[b*ldo + i] = bias[i] + sum_{p in row i} w[i*s_row + cols[p]*s_col] * xt[cols[p]*ldx + b], b < B.
-   xt rows are zero-padded to ldx, a multiple of 16, so every load is a full vector.
-   The weight is read in place at the nonzeros: (s_row, s_col) = (in, 1) for W, (1, in) for W^T. */
-void overparam_spmm_t_f32(int64_t nrows, int64_t B, int64_t ldx, const int64_t *crow, const int64_t *cols,
-                          const float *w, int64_t s_row, int64_t s_col, const float *xt, const float *bias,
-                          float *out, int64_t ldo) {
+/* out_t[i*ldx + b] = bias[i] + sum_{p in row i} w[i*s_row + cols[p]*s_col] * xt[cols[p]*ldx + b], b < ldx:
+   the result transposed, (nrows, ldx), written in whole vectors (`untransposed` turns it back).
+   xt rows are zero-padded to ldx, a multiple of 16, so every load is a full vector. The weight is
+   read in place at the nonzeros: (s_row, s_col) = (in, 1) for W, (1, in) for W^T. */
+#define SPMM_BLOCK(N)                                                                             \
+    for (; b0 + 16 * (N) <= ldx; b0 += 16 * (N)) {                                                \
+        v16 a[N];                                                                                 \
+        for (int k = 0; k < (N); k++) a[k] = (v16){0};                                            \
+        for (int64_t p = start; p < end; p++) {                                                   \
+            const float v = wr[cols[p] * s_col];                                                  \
+            const float *xr = xt + cols[p] * ldx + b0;                                            \
+            for (int k = 0; k < (N); k++) a[k] += v * LD(xr + 16 * k);                            \
+        }                                                                                         \
+        for (int k = 0; k < (N); k++) *(v16 *)(o + b0 + 16 * k) = a[k] + bv;                      \
+    }
+
+void overparam_spmm_t_f32(int64_t nrows, int64_t ldx, const int64_t *crow, const int64_t *cols, const float *w,
+                          int64_t s_row, int64_t s_col, const float *xt, const float *bias, float *out_t) {
     #pragma omp parallel for schedule(static) if (crow[nrows] * ldx > 32768)
     for (int64_t i = 0; i < nrows; i++) {
         const int64_t start = crow[i], end = crow[i + 1];
         const float bv = bias ? bias[i] : 0.0f;
         const float *wr = w + i * s_row;
+        float *o = out_t + i * ldx;
         int64_t b0 = 0;
-        for (; b0 + 64 <= ldx; b0 += 64) {
-            v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (int64_t p = start; p < end; p++) {
-                const float v = wr[cols[p] * s_col];
-                const float *xr = xt + cols[p] * ldx + b0;
-                a0 += v * LD(xr); a1 += v * LD(xr + 16); a2 += v * LD(xr + 32); a3 += v * LD(xr + 48);
+        /* 128 batch rows at once where the batch allows: each nonzero's index and value are read once
+           for a whole 512-byte row of xt, 8 of the 32 vector registers accumulating. */
+        SPMM_BLOCK(8)
+        SPMM_BLOCK(4)
+        SPMM_BLOCK(1)
+    }
+}
+
+/* dst[c*ldd + r] = src[r*lds + c] for r < R, c < C, and dst[c*ldd + r] = 0 for R <= r < ldd: the transposed,
+   zero-padded operands of the kernels here (and their outputs back), in 16x16 tiles that stay in L1
+   (a strided copy through torch walks whole columns and runs about twice as slow on these shapes). */
+void overparam_transpose_pad_f32(int64_t R, int64_t C, const float *src, int64_t lds, float *dst, int64_t ldd) {
+    for (int64_t c0 = 0; c0 < C; c0 += 16) {
+        const int64_t ce = c0 + 16 < C ? c0 + 16 : C;
+        for (int64_t r0 = 0; r0 < ldd; r0 += 16) {
+            const int64_t re = r0 + 16 < ldd ? r0 + 16 : ldd;
+            if (re <= R) {
+                for (int64_t c = c0; c < ce; c++)
+                    for (int64_t r = r0; r < re; r++) dst[c * ldd + r] = src[r * lds + c];
+            } else {
+                for (int64_t c = c0; c < ce; c++)
+                    for (int64_t r = r0; r < re; r++) dst[c * ldd + r] = r < R ? src[r * lds + c] : 0.0f;
             }
-            for (int t = 0; t < 16; t++) {
-                if (b0 + t < B) out[(b0 + t) * ldo + i] = a0[t] + bv;
-                if (b0 + t + 16 < B) out[(b0 + t + 16) * ldo + i] = a1[t] + bv;
-                if (b0 + t + 32 < B) out[(b0 + t + 32) * ldo + i] = a2[t] + bv;
-                if (b0 + t + 48 < B) out[(b0 + t + 48) * ldo + i] = a3[t] + bv;
-            }
-        }
-        for (; b0 < ldx; b0 += 16) {
-            v16 a0 = {0};
-            for (int64_t p = start; p < end; p++) a0 += wr[cols[p] * s_col] * LD(xt + cols[p] * ldx + b0);
-            for (int t = 0; t < 16 && b0 + t < B; t++) out[(b0 + t) * ldo + i] = a0[t] + bv;
         }
     }
 }
@@ -72,14 +90,16 @@ static inline float hsum(v16 a) {  /* halving tree: 4 vector adds instead of 15 
     return (q[0] + q[2]) + (q[1] + q[3]);
 }
 
-/* dense_out[i*ncols + cols[p]] = sum_b gt[i*ldx + b] * xt[cols[p]*ldx + b] at the nonzeros only;
-   both operands are zero-padded to ldx (a multiple of 16). */
+/* dense_out[i*ncols + cols[p]] = sum_b gt[i*ldx + b] * xt[cols[p]*ldx + b] at the nonzeros only, zero
+   elsewhere (each row is cleared here, while the thread that fills it has it in cache; the caller
+   passes uninitialised memory); both operands are zero-padded to ldx (a multiple of 16). */
 void overparam_sddmm_f32(int64_t nrows, int64_t ldx, const int64_t *crow, const int64_t *cols,
                          const float *gt, const float *xt, float *dense_out, int64_t ncols) {
     #pragma omp parallel for schedule(static) if (crow[nrows] * ldx > 32768)
     for (int64_t i = 0; i < nrows; i++) {
         const float *gr = gt + i * ldx;
         float *o = dense_out + i * ncols;
+        for (int64_t c = 0; c < ncols; c++) o[c] = 0.0f;
         const int64_t end = crow[i + 1];
         int64_t p = crow[i];
         for (; p + 4 <= end; p += 4) {
@@ -281,11 +301,13 @@ def library() -> ctypes.CDLL | None:
                 errors.append(f"{' '.join(flags)}: {exc}")
                 continue
             pointer, index = ctypes.c_void_p, ctypes.c_int64
-            lib.overparam_spmm_t_f32.argtypes = [index, index, index, pointer, pointer, pointer, index, index, pointer,
-                                                 pointer, pointer, index]
+            lib.overparam_spmm_t_f32.argtypes = [index, index, pointer, pointer, pointer, index, index, pointer,
+                                                 pointer, pointer]
             lib.overparam_spmm_t_f32.restype = None
             lib.overparam_sddmm_f32.argtypes = [index, index, pointer, pointer, pointer, pointer, pointer, index]
             lib.overparam_sddmm_f32.restype = None
+            lib.overparam_transpose_pad_f32.argtypes = [index, index, pointer, index, pointer, index]
+            lib.overparam_transpose_pad_f32.restype = None
             conv_args = [index] * 4 + [pointer] + [index] * 5 + [pointer] * 4 + [index]
             lib.overparam_conv_fwd_f32.argtypes = conv_args + [pointer, pointer]
             lib.overparam_conv_fwd_f32.restype = None
@@ -303,10 +325,22 @@ def transposed_padded(x2d: torch.Tensor) -> torch.Tensor:
     """x2d (B, F) as a contiguous (F, ldx) float32 tensor, batch zero-padded to a multiple of 16."""
     batch, features = x2d.shape
     ldx = -(-batch // 16) * 16
-    if ldx == batch:
-        return x2d.t().contiguous()
-    out = torch.zeros(features, ldx, dtype=x2d.dtype)
-    out[:, :batch] = x2d.t()
+    lib = library()
+    if lib is None or x2d.dtype != torch.float32 or x2d.device.type != "cpu":
+        out = torch.zeros(features, ldx, dtype=x2d.dtype, device=x2d.device)
+        out[:, :batch] = x2d.t()
+        return out
+    source = x2d.contiguous()
+    out = torch.empty(features, ldx, dtype=torch.float32)
+    lib.overparam_transpose_pad_f32(batch, features, source.data_ptr(), features, out.data_ptr(), ldx)
+    return out
+
+
+def untransposed(out_t: torch.Tensor, batch: int) -> torch.Tensor:
+    """The (batch, rows) matrix of a kernel's (rows, ldx) transposed output (padding columns dropped)."""
+    rows, ldx = out_t.shape
+    out = torch.empty(batch, rows, dtype=torch.float32)
+    library().overparam_transpose_pad_f32(rows, batch, out_t.data_ptr(), ldx, out.data_ptr(), rows)
     return out
 
 

@@ -126,9 +126,10 @@ class _NativeCSR(torch.autograd.Function):
         weight_c = weight.contiguous()
         x_t = native.transposed_padded(x2d)
         bias_c = bias.contiguous() if bias is not None else None
-        out = torch.empty(batch, out_features, dtype=x2d.dtype)
-        lib.overparam_spmm_t_f32(out_features, batch, x_t.shape[1], _ptr(structure.crow), _ptr(structure.cols),
-                                 _ptr(weight_c), in_features, 1, _ptr(x_t), _ptr(bias_c), _ptr(out), out_features)
+        out_t = torch.empty(out_features, x_t.shape[1], dtype=x2d.dtype)
+        lib.overparam_spmm_t_f32(out_features, x_t.shape[1], _ptr(structure.crow), _ptr(structure.cols),
+                                 _ptr(weight_c), in_features, 1, _ptr(x_t), _ptr(bias_c), _ptr(out_t))
+        out = native.untransposed(out_t, batch)
         # x^T is what both backward products read; keep it rather than x.
         ctx.save_for_backward(x_t, weight_c)
         ctx.structure = structure
@@ -145,11 +146,12 @@ class _NativeCSR(torch.autograd.Function):
         grad_t = native.transposed_padded(grad_out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.empty(batch, in_features, dtype=grad_out.dtype)
-            lib.overparam_spmm_t_f32(in_features, batch, ldx, _ptr(structure.crow_t), _ptr(structure.cols_t),
-                                     _ptr(weight), 1, in_features, _ptr(grad_t), None, _ptr(grad_x), in_features)
+            grad_x_t = torch.empty(in_features, ldx, dtype=grad_out.dtype)
+            lib.overparam_spmm_t_f32(in_features, ldx, _ptr(structure.crow_t), _ptr(structure.cols_t),
+                                     _ptr(weight), 1, in_features, _ptr(grad_t), None, _ptr(grad_x_t))
+            grad_x = native.untransposed(grad_x_t, batch)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.zeros(out_features, in_features, dtype=grad_out.dtype)
+            grad_w = torch.empty(out_features, in_features, dtype=grad_out.dtype)   # zeroed by the kernel
             lib.overparam_sddmm_f32(out_features, ldx, _ptr(structure.crow), _ptr(structure.cols), _ptr(grad_t),
                                     _ptr(x_t), _ptr(grad_w), in_features)
         if ctx.has_bias and ctx.needs_input_grad[2]:

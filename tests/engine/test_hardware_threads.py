@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -62,13 +64,37 @@ def test_free_cores_reads_this_machine():
         assert 0.0 <= free <= len(os.sched_getaffinity(0))
 
 
-def test_quiet_openmp_keeps_a_chosen_policy(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    hardware.quiet_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    hardware.quiet_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+@pytest.mark.parametrize("runtime, expected", [
+    ("gomp", {"GOMP_SPINCOUNT": str(hardware.SPIN_COUNT)}),     # bounded spin, then sleep
+    (None, {"GOMP_SPINCOUNT": str(hardware.SPIN_COUNT)}),       # unknown: only libgomp reads it
+    ("iomp", {"OMP_WAIT_POLICY": "PASSIVE"}),                   # not measured: passive as before
+])
+def test_openmp_defaults_bound_the_spin(monkeypatch, runtime, expected):
+    keys = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(hardware, "_openmp_runtime", lambda: runtime)
+    hardware.openmp_defaults()
+    assert {key: os.environ[key] for key in keys if key in os.environ} == expected
+
+
+@pytest.mark.parametrize("chosen", [("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "0"), ("KMP_BLOCKTIME", "5")])
+def test_openmp_defaults_keep_a_chosen_policy(monkeypatch, chosen):
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv(*chosen)
+    hardware.openmp_defaults()
+    assert [key for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME") if key in os.environ] == [chosen[0]]
+    assert os.environ[chosen[0]] == chosen[1]
+
+
+def test_openmp_runtime_is_the_one_torch_loads():
+    maps = subprocess.run([sys.executable, "-c", "import torch\nprint(open('/proc/self/maps').read())"],
+                          capture_output=True, text=True, check=True).stdout
+    paths = [line.split()[5] for line in maps.splitlines() if len(line.split()) >= 6]
+    libraries = {path.rsplit("/", 1)[-1] for path in paths if "omp" in path.rsplit("/", 1)[-1]}
+    runtime = hardware._openmp_runtime()
+    assert runtime is not None and any(name.startswith(f"lib{runtime}") for name in libraries), (runtime, libraries)
 
 
 def test_forward_macs_of_linear_and_conv_layers():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -95,3 +96,19 @@ def test_runner_ls_hardware_shows_the_measurements_without_torch(cache):
     assert str(path) in out.stdout and "Test CPU, 1 threads" in out.stdout
     assert "conv   train conv64_16x16   4096x576->64       0.87" in out.stdout
     assert "default threads here:" in out.stdout and "hardware.deterministic=false" in out.stdout
+    assert f"this machine: {hardware.cpu_model()}" in out.stdout
+    assert f"{hardware.allowed_cores()} of {os.cpu_count()} cores allowed" in out.stdout
+
+
+def test_cpu_flags_are_read_from_cpuinfo(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test Xeon\ncpu family\t: 6\nmodel\t\t: 143\n"
+                       "flags\t\t: fpu sse avx2 avx avx512f fma amx_tile avx512_vnni\n")
+    real_path = hardware.Path
+    monkeypatch.setattr(hardware, "Path", lambda name: cpuinfo if name == "/proc/cpuinfo" else real_path(name))
+    assert hardware.cpu_flags() == ["avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile"]
+    line = hardware.describe_cpu()
+    assert line.startswith("Test Xeon (family 6 model 143), ")
+    assert line.endswith(": avx avx2 fma avx512f avx512_vnni amx_tile")
+    cpuinfo.write_text("processor\t: 0\n")
+    assert hardware.cpu_flags() == [] and hardware.describe_cpu().endswith(": flags unknown")
