@@ -86,6 +86,11 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     best = {name: min(values) for name, values in times.items()}
     engine_steps = best["engine"] - best["evaluation"]
+    from overparam import hardware
+
+    spread = {name: f"{min(v):.2f}-{max(v):.2f}s" for name, v in times.items() if name != "evaluation"}
+    print(hardware.describe_cpu(), "| load", open("/proc/loadavg").read().split()[0])
+    print(f"spread over rounds: {spread}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps of {args.batch}x64 "
           f"tokens, min of {args.rounds} interleaved rounds")
     print(f"minimal loop {best['minimal']:.2f}s ({tokens / best['minimal']:,.0f} tokens/s)   "
