@@ -138,12 +138,15 @@ def _run_recipe(cfg, container: dict, run, life) -> dict:
 
 
 def hydra_quote(value: str) -> str:
-    """`value` as one Hydra override value: single-quoted, and no `${` read as an interpolation."""
+    """`value` as one Hydra override value: as it is when plain, else double-quoted, no `${` read as an
+    interpolation (a folder may be named `a (b) $x 'q'`)."""
     import re
 
+    if re.fullmatch(r"/[\w/.+@%-]*", value):  # an absolute path Hydra reads as the same string
+        return value
     value = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)  # OmegaConf: a literal ${
-    value = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-    return f"'{value}'"
+    value = re.sub(r'(\\*)("|$)', lambda m: m.group(1) * 2 + ('\\"' if m.group(2) else ""), value)
+    return f'"{value}"'
 
 
 def resume_command(out_dir: Path) -> str:

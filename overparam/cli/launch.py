@@ -90,13 +90,32 @@ def watch_sweep_process() -> None:
     threading.Thread(target=_watch_parent, args=(int(sweep),), name="overparam-sweep-watch", daemon=True).start()
 
 
+# Set once the sweep's process is gone: the job that ends then ends its worker too (`leave_if_orphaned`).
+ORPHANED: list[bool] = []
+# A job that has not ended this long after the SIGTERM is stopped without its resume point.
+ORPHAN_GRACE_SECONDS = 300
+
+
 def _watch_parent(parent: int) -> None:
     import signal
     import time
 
     while os.getppid() == parent:
         time.sleep(0.5)
+    ORPHANED.append(True)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(128 + signal.SIGTERM)
+
+
+def leave_if_orphaned(code: int) -> None:
+    """End this worker process (a launcher would otherwise keep it waiting for work) once its sweep is gone."""
+    if ORPHANED:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def register_resolvers() -> None:

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from overparam.cli.launch import (SWEEP_PID_ENV, apply_job_threads, created_for, plan_run_dir, register_resolvers,
-                                  watch_sweep_process)
+from overparam.cli.launch import (SWEEP_PID_ENV, apply_job_threads, created_for, leave_if_orphaned, plan_run_dir,
+                                  register_resolvers, watch_sweep_process)
 from overparam.cli.paths import config_dir, group_options
 from overparam.cli.job import _split_message, execute, hydra_files, resume_command, trusted  # noqa: F401
 from overparam.errors import UserError
@@ -279,8 +279,11 @@ def task(cfg) -> Any:
 
     from overparam.store.lifecycle import RunFault
 
+    from omegaconf import OmegaConf
+
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    # Unresolved: Hydra stores the created path as a string, and a `${` in it (a folder's name) is not read again.
+    out_dir = Path(OmegaConf.to_container(hydra_cfg.runtime, resolve=False)["output_dir"])
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if multirun:
         watch_sweep_process()
@@ -289,6 +292,9 @@ def task(cfg) -> Any:
     created = () if multirun else created_for(out_dir)
     try:
         return execute(cfg, out_dir, keep_failed=multirun, files=hydra_files(cfg), created=created)
+    except SystemExit as exc:  # interrupted: a worker whose sweep was killed goes with it
+        leave_if_orphaned(exc.code if isinstance(exc.code, int) else 1)
+        raise
     except (UserError, RunFault) as exc:
         if not multirun:
             print(f"runner train: error: {exc}", file=sys.stderr)
