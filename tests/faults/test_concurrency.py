@@ -12,65 +12,75 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faults_helpers import TIMEOUT, TINY, digest, lines, runner, start, status_of, wait_for
+from faults_helpers import TIMEOUT, TINY, digest, lines, runner, runner_command, start, status_of, wait_for
 
 from tiny_runs import tiny
 
-# A run that lasts a few seconds: long enough for a second process to find it running.
-MEDIUM = tiny(2000, "train.checkpoint_every=100", "hardware.threads=1", eval_every=400)
+# A run of a second or two; a test that needs it still running when a second process comes pauses it
+# (SIGSTOP: it keeps its lock) instead of relying on its length.
+MEDIUM = tiny(600, "train.checkpoint_every=100", "hardware.threads=1", eval_every=200)
 
 
 def running(run_dir: Path) -> bool:
     return status_of(run_dir) == "running"
 
 
-def rows(run_dir: Path) -> int:
-    return (run_dir / "metrics.jsonl").read_text().count("\n")
+def has_resume_point(run: Path) -> bool:
+    try:
+        info = json.loads((run / "run.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return info.get("status") == "running" and any(k.startswith("resume_") for k in info.get("checkpoints", {}))
+
+
+def started(args: list[str], cwd: Path, run: Path) -> subprocess.Popen:
+    """`runner <args>` paused (SIGSTOP) once it has a resume point in `run`."""
+    process = start(args, cwd)
+    wait_for(lambda: has_resume_point(run) or process.poll() is not None, what="a resume point")
+    process.send_signal(signal.SIGSTOP)
+    assert process.poll() is None and running(run), "the run ended before it could be paused"
+    return process
 
 
 def test_two_identical_commands_make_one_run(tmp_path):
-    reference = runner(["train", *MEDIUM, "hydra.run.dir=reference"], cwd=tmp_path)
-    assert reference.returncode == 0, reference.stderr
     run = tmp_path / "run"
-    both = [start(["train", *MEDIUM, f"hydra.run.dir={run}"], cwd=tmp_path) for _ in range(2)]
-    outs = [process.communicate(timeout=TIMEOUT) for process in both]
-    assert [process.returncode for process in both] == [0, 0], outs
-    waiter = 0 if "already done" in outs[0][0] else 1
-    holder = both[1 - waiter]
-    assert "already done" not in outs[1 - waiter][0] and lines(outs[1 - waiter][1]) == []
-    waited = lines(outs[waiter][1])
-    assert len(waited) == 1 and f"in use by pid {holder.pid} running this config; waiting" in waited[0], waited
-    # One run's files: the metrics of an uninterrupted run, byte for byte (not two copies of each row).
-    assert (run / "metrics.jsonl").read_bytes() == (tmp_path / "reference" / "metrics.jsonl").read_bytes()
+    first = started(["train", *MEDIUM, f"hydra.run.dir={run}"], tmp_path, run)
+    with open(tmp_path / "second.err", "w") as err:
+        second = subprocess.Popen(runner_command(["train", *MEDIUM, f"hydra.run.dir={run}"]), cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=err, text=True)
+        wait_for(lambda: "waiting" in (tmp_path / "second.err").read_text(), what="the second to wait")
+        first.send_signal(signal.SIGCONT)
+        first.communicate(timeout=TIMEOUT)
+        out, _ = second.communicate(timeout=TIMEOUT)
+    assert first.returncode == 0 and second.returncode == 0
+    waited = lines((tmp_path / "second.err").read_text())
+    assert len(waited) == 1 and f"in use by pid {first.pid} running this config; waiting" in waited[0], waited
+    assert "already done" in out
+    # One run's files: each evaluation's rows once (before: both trained, 2 copies of every row).
+    keys = [(r["step"], r["split"], r["metric"]) for r in map(json.loads, (run / "metrics.jsonl").open())]
+    assert len(keys) == len(set(keys)) and sorted({k[0] for k in keys}) == [0, 200, 400, 600]
     assert json.loads((run / "run.json").read_text())["resumes"] == 0
 
 
-def test_another_config_on_a_running_dir_is_refused_naming_the_holder(tmp_path):
+def test_another_config_is_refused_naming_the_holder_and_the_lock_dies_with_it(tmp_path):
     run = tmp_path / "run"
-    first = start(["train", *MEDIUM, "seed=1", f"hydra.run.dir={run}"], cwd=tmp_path)
-    wait_for(lambda: running(run), what="the first run to start")
-    hydra_files = digest(run / ".hydra")
+    first = started(["train", *MEDIUM, "seed=1", f"hydra.run.dir={run}"], tmp_path, run)
+    before = digest(run)
     second = runner(["train", *MEDIUM, "seed=2", f"hydra.run.dir={run}"], cwd=tmp_path)
-    assert digest(run / ".hydra") == hydra_files  # before, Hydra had rewritten them with seed=2
-    first.communicate(timeout=TIMEOUT)
     assert second.returncode == 2
     err = lines(second.stderr)
     assert len(err) == 1 and f"in use by pid {first.pid}, running another config" in err[0], second.stderr
-    assert first.returncode == 0 and status_of(run) == "done"
-    assert "seed: 1" in (run / ".hydra" / "config.yaml").read_text()
-
-
-def test_the_lock_dies_with_its_holder(tmp_path):
-    """kill -9 of the holder frees the run dir at once: the same command resumes it."""
-    run = tmp_path / "run"
-    first = start(["train", *MEDIUM, f"hydra.run.dir={run}"], cwd=tmp_path)
-    wait_for(lambda: running(run) and (run / "checkpoints").is_dir(), what="a resume point")
+    assert digest(run) == before  # before, Hydra had rewritten .hydra with seed=2
+    # kill -9 of the holder frees the run dir at once: its own command resumes it.
     first.kill()
     first.communicate(timeout=TIMEOUT)
-    again = runner(["train", *MEDIUM, f"hydra.run.dir={run}"], cwd=tmp_path)
-    assert again.returncode == 0 and lines(again.stderr) == [], again.stderr
+    again = runner(["train", *MEDIUM, "seed=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    # The only lines allowed: a resume point whose save the kill cut short is named, and the other one used.
+    assert all("its save was interrupted" in line for line in lines(again.stderr)), again.stderr
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "done" and info["resumes"] == 1
+    assert "seed: 1" in (run / ".hydra" / "config.yaml").read_text()
 
 
 def test_the_printed_resume_command_pastes_through_bash(tmp_path):
@@ -78,9 +88,9 @@ def test_the_printed_resume_command_pastes_through_bash(tmp_path):
     from overparam.cli.job import hydra_quote
 
     run = tmp_path / """run (1) $HOME 'q' "d" ${oc.env:HOME},x=y"""
-    first = start(["train", *MEDIUM, f"hydra.run.dir={hydra_quote(str(run))}"], cwd=tmp_path)
-    wait_for(lambda: running(run) and (run / "checkpoints").is_dir(), what="a resume point")
+    first = started(["train", *MEDIUM, f"hydra.run.dir={hydra_quote(str(run))}"], tmp_path, run)
     first.send_signal(signal.SIGINT)
+    first.send_signal(signal.SIGCONT)
     _, err = first.communicate(timeout=TIMEOUT)
     assert first.returncode == 130 and status_of(run) == "interrupted", err
     command = lines(err)[-1].strip()
@@ -118,11 +128,16 @@ def test_kill_9_of_a_joblib_sweep_stops_its_workers_and_the_sweep_finishes_after
              f"hydra.sweep.dir={sweep_dir}"]
     parent = start(sweep, cwd=tmp_path)
     jobs = [sweep_dir / "0", sweep_dir / "1"]
-    wait_for(lambda: all(running(job) for job in jobs), timeout=90, what="both jobs to run")
+    wait_for(lambda: all(has_resume_point(job) for job in jobs), timeout=90,
+             what="both jobs to have a resume point")
     workers = [json.loads((job / "run.json").read_text())["pid"] for job in jobs]
     assert parent.pid not in workers
+    for pid in workers:  # paused, so that neither ends before its sweep is killed
+        os.kill(pid, signal.SIGSTOP)
     os.kill(parent.pid, signal.SIGKILL)
-    parent.communicate(timeout=TIMEOUT)
+    parent.wait(timeout=TIMEOUT)
+    for pid in workers:
+        os.kill(pid, signal.SIGCONT)
     # Before, the workers trained on as orphans; now each stops at a step boundary as `interrupted`.
     wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30, what="the workers to stop")
     assert [status_of(job) for job in jobs] == ["interrupted", "interrupted"]
@@ -130,8 +145,3 @@ def test_kill_9_of_a_joblib_sweep_stops_its_workers_and_the_sweep_finishes_after
     assert again.returncode == 0, again.stderr
     infos = [json.loads((job / "run.json").read_text()) for job in jobs]
     assert [(i["status"], i["resumes"]) for i in infos] == [("done", 1), ("done", 1)]
-    before = digest(tmp_path)
-    third = runner(sweep, cwd=tmp_path)
-    assert third.returncode == 0 and third.stdout.count("already done") == 2
-    assert digest(tmp_path) == before
-    assert not any(alive(pid) for pid in workers)
