@@ -67,7 +67,8 @@ def created_for(run_dir: str | os.PathLike) -> tuple[Path, ...]:
     run_dir = Path(os.path.abspath(run_dir))
     if run_dir not in CREATED:
         return ()
-    return tuple(p for p in CREATED if p == run_dir or p in run_dir.parents)
+    mine = {p for p in CREATED if p == run_dir or p in run_dir.parents}
+    return tuple(sorted(mine, key=lambda p: len(p.parts), reverse=True))
 
 
 SWEEP_PID_ENV = "OVERPARAM_SWEEP_PID"
