@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from overparam.cli.launch import (SWEEP_PID_ENV, apply_job_threads, created_for, leave_if_orphaned, plan_run_dir,
                                   register_resolvers, watch_sweep_process)
 from overparam.cli.paths import config_dir, group_options
-from overparam.cli.job import _split_message, execute, hydra_files, resume_command, trusted  # noqa: F401
+from overparam.cli.job import _split_message, execute, hydra_files, trusted  # noqa: F401 (execute: for callers)
 from overparam.errors import UserError
 
 # train.yaml's run/sweep dirs use ${unique_dir:...}; a launcher's worker process imports this

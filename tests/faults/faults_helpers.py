@@ -10,21 +10,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tiny_runs import tiny
 
 # A run of a few seconds: 12 steps of a 16-unit MLP, evaluated twice, resume points every 4 steps.
 TINY = tiny(12, "train.checkpoint_every=4", "hardware.threads=1", eval_every=6)
-# Long enough to be caught while it runs (a signal, a second process), short enough to finish fast.
-LONG = tiny(3000, "train.checkpoint_every=50", "hardware.threads=1", eval_every=500)
 TIMEOUT = 120
 
 
@@ -106,9 +101,3 @@ class Scene:
 def remount(point: Path, options: str) -> None:
     done = subprocess.run(["mount", "-o", f"remount,{options}", str(point)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-
-
-def interrupt(process: subprocess.Popen, signum: int = signal.SIGINT) -> tuple[str, str]:
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=TIMEOUT)
-    return out, err

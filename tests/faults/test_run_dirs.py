@@ -9,7 +9,6 @@ to create is byte-identical afterwards.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,12 +96,3 @@ def test_route(route: Route, scene: Scene):
     else:  # a run that succeeds adds its own files; every file that was there is as it was
         assert {k: v for k, v in after.items() if k in before} == before
         route.after(scene)
-
-
-def test_a_finished_run_again_keeps_one_copy_of_its_metrics(scene: Scene):
-    rows = (scene.finished / "metrics.jsonl").read_text().count("\n")
-    info = json.loads((scene.finished / "run.json").read_text())
-    for _ in range(2):
-        assert runner(["train", *TINY, f"hydra.run.dir={scene.finished}"], cwd=scene.root).returncode == 0
-    assert (scene.finished / "metrics.jsonl").read_text().count("\n") == rows > 0
-    assert json.loads((scene.finished / "run.json").read_text()) == info and info["resumes"] == 0
