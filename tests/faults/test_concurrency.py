@@ -128,18 +128,24 @@ def test_kill_9_of_a_joblib_sweep_stops_its_workers_and_the_sweep_finishes_after
              f"hydra.sweep.dir={sweep_dir}"]
     parent = start(sweep, cwd=tmp_path)
     jobs = [sweep_dir / "0", sweep_dir / "1"]
-    wait_for(lambda: all(has_resume_point(job) for job in jobs), timeout=90,
-             what="both jobs to have a resume point")
-    workers = [json.loads((job / "run.json").read_text())["pid"] for job in jobs]
-    assert parent.pid not in workers
-    for pid in workers:  # paused, so that neither ends before its sweep is killed
-        os.kill(pid, signal.SIGSTOP)
+    workers: dict[Path, int] = {}
+
+    def pause_each_at_its_resume_point() -> bool:
+        # Each worker is paused (SIGSTOP) as soon as it has a resume point, so neither ends before the kill.
+        for job in jobs:
+            if job not in workers and has_resume_point(job):
+                workers[job] = json.loads((job / "run.json").read_text())["pid"]
+                os.kill(workers[job], signal.SIGSTOP)
+        return len(workers) == len(jobs)
+
+    wait_for(pause_each_at_its_resume_point, timeout=90, what="both jobs to have a resume point")
+    assert parent.pid not in workers.values() and [status_of(job) for job in jobs] == ["running", "running"]
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(timeout=TIMEOUT)
-    for pid in workers:
+    for pid in workers.values():
         os.kill(pid, signal.SIGCONT)
     # Before, the workers trained on as orphans; now each stops at a step boundary as `interrupted`.
-    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=30, what="the workers to stop")
+    wait_for(lambda: not any(alive(pid) for pid in workers.values()), timeout=30, what="the workers to stop")
     assert [status_of(job) for job in jobs] == ["interrupted", "interrupted"]
     again = runner(sweep, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
