@@ -164,16 +164,11 @@ class Run:
 
     def close_handles(self) -> None:
         """Close metrics.jsonl and the loggers; rows a full disk did not take are dropped (a resume logs them)."""
-        handle, self._metrics_handle = self._metrics_handle, None
-        if handle is not None:
+        handles = ([self._metrics_handle] if self._metrics_handle is not None else []) + self.loggers
+        self._metrics_handle, self.loggers = None, []
+        for handle in handles:
             try:
                 handle.close()
-            except OSError:
-                pass
-        loggers, self.loggers = self.loggers, []
-        for logger in loggers:
-            try:
-                logger.close()
             except OSError:
                 pass
 
