@@ -8,6 +8,7 @@ outside the directories the command was asked to create is as it was.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -21,6 +22,9 @@ from tiny_runs import tiny
 # A run of a few seconds: 12 steps of a 16-unit MLP, evaluated twice, resume points every 4 steps.
 TINY = tiny(12, "train.checkpoint_every=4", "hardware.threads=1", eval_every=6)
 TIMEOUT = 120
+# A run of a second or two; a test that needs it still running when a second process comes pauses it
+# (SIGSTOP: it keeps its lock) instead of relying on its length.
+MEDIUM = tiny(600, "train.checkpoint_every=100", "hardware.threads=1", eval_every=200)
 
 
 def runner_command(args: list[str]) -> list[str]:
@@ -49,8 +53,6 @@ def wait_for(condition, timeout: float = 60.0, what: str = "a condition") -> Non
 
 
 def status_of(run_dir: Path) -> str | None:
-    import json
-
     try:
         return json.loads((run_dir / "run.json").read_text()).get("status")
     except (FileNotFoundError, ValueError):
@@ -101,3 +103,11 @@ class Scene:
 def remount(point: Path, options: str) -> None:
     done = subprocess.run(["mount", "-o", f"remount,{options}", str(point)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def has_resume_point(run: Path) -> bool:
+    try:
+        info = json.loads((run / "run.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return info.get("status") == "running" and any(k.startswith("resume_") for k in info.get("checkpoints", {}))

@@ -12,25 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faults_helpers import TIMEOUT, TINY, digest, lines, runner, runner_command, start, status_of, wait_for
+from faults_helpers import (MEDIUM, TIMEOUT, TINY, digest, has_resume_point, lines, runner, runner_command, start,
+                            status_of, wait_for)
 
 from tiny_runs import tiny
-
-# A run of a second or two; a test that needs it still running when a second process comes pauses it
-# (SIGSTOP: it keeps its lock) instead of relying on its length.
-MEDIUM = tiny(600, "train.checkpoint_every=100", "hardware.threads=1", eval_every=200)
 
 
 def running(run_dir: Path) -> bool:
     return status_of(run_dir) == "running"
-
-
-def has_resume_point(run: Path) -> bool:
-    try:
-        info = json.loads((run / "run.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return False
-    return info.get("status") == "running" and any(k.startswith("resume_") for k in info.get("checkpoints", {}))
 
 
 def started(args: list[str], cwd: Path, run: Path) -> subprocess.Popen:
@@ -124,7 +113,9 @@ def alive(pid: int) -> bool:
 
 def test_kill_9_of_a_joblib_sweep_stops_its_workers_and_the_sweep_finishes_after(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    sweep = ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *MEDIUM, "seed=0,1",
+    # Long enough that a worker, continued after the kill, cannot end before it notices (it looks twice a second).
+    long = tiny(3000, "train.checkpoint_every=100", "hardware.threads=1", eval_every=1000)
+    sweep = ["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *long, "seed=0,1",
              f"hydra.sweep.dir={sweep_dir}"]
     parent = start(sweep, cwd=tmp_path)
     jobs = [sweep_dir / "0", sweep_dir / "1"]

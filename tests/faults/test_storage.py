@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
-from faults_helpers import TINY, digest, lines, remount, runner, status_of
+import pytest
+from faults_helpers import (MEDIUM, TIMEOUT, TINY, digest, has_resume_point, lines, remount, runner, start, status_of,
+                            wait_for)
 
 from tiny_runs import tiny
 
@@ -59,3 +62,34 @@ def test_a_run_dir_under_a_read_only_folder_is_refused_before_anything(small_mou
     err = lines(refused.stderr)
     assert len(err) == 1 and f"cannot create {disk / 'new' / 'run'}: {disk} is not writable" in err[0], err
     assert digest(tmp_path) == before
+
+
+def test_a_folder_turned_read_only_mid_run_leaves_it_interrupted_and_it_resumes(tmp_path):
+    """checkpoints/ becomes read-only (a bind mount) while the run trains: one line naming the file, `interrupted`."""
+    import signal
+
+    run = tmp_path / "run"
+    command = ["train", *MEDIUM, f"hydra.run.dir={run}"]
+    process = start(command, cwd=tmp_path)
+    wait_for(lambda: has_resume_point(run) or process.poll() is not None, what="a resume point")
+    process.send_signal(signal.SIGSTOP)
+    folder = run / "checkpoints"
+    bound = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        process.kill()
+        pytest.skip(f"cannot bind-mount here ({bound.stderr.strip()}): the read-only folder route needs it")
+    try:
+        remount(folder, "bind,ro")
+        process.send_signal(signal.SIGCONT)
+        _, err = process.communicate(timeout=TIMEOUT)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+    assert process.returncode == 1, err
+    assert len(lines(err)) == 1 and "Traceback" not in err, err
+    assert re.search(rf"read-only file system writing {re.escape(str(folder))}/\S+; {re.escape(str(run))} is marked "
+                     r"interrupted", err), err
+    assert status_of(run) == "interrupted"
+    resumed = runner(command, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "done" and info["resumes"] == 1
