@@ -80,6 +80,16 @@ def allowed_cores() -> int:
     return max(1, cores)
 
 
+def check_threads(value) -> None:
+    """`hardware.threads` at most this machine's CPUs: far above it PyTorch's thread pool crashes the process."""
+    most = os.cpu_count() or 1
+    if isinstance(value, int) and not isinstance(value, bool) and value > most:
+        from overparam.errors import UserError
+
+        raise UserError(f"hardware.threads={value} is more than this machine's {most} CPUs; "
+                        f"give 1..{most}, or null for the allowed cores")
+
+
 def _affinity() -> set[int] | None:
     try:
         return set(os.sched_getaffinity(0))

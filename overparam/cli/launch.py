@@ -35,6 +35,7 @@ def claim_unique_dir(path: str) -> str:
     directory explicitly (`hydra.run.dir=...`), which bypasses this resolver.
     """
     base = Path(path)
+    parents = [p for p in base.parents if not p.exists()]
     base.parent.mkdir(parents=True, exist_ok=True)
     suffix = 0
     while True:
@@ -44,7 +45,78 @@ def claim_unique_dir(path: str) -> str:
         except FileExistsError:
             suffix += 1
             continue
+        CREATED.extend(p.absolute() for p in [candidate, *parents])
         return str(candidate)
+
+
+# Directories this process created for its runs (deepest first per run): a refused run removes them
+# again when empty, and no directory that existed before the command.
+CREATED: list[Path] = []
+
+
+def plan_run_dir(value: str) -> None:
+    """Before Hydra creates `hydra.run.dir=value`: note which of its folders do not exist yet."""
+    if "${" in value:  # known only once resolved: treated as existing (never removed)
+        return
+    path = Path(os.path.abspath(value))
+    CREATED.extend(p for p in (path, *path.parents) if not p.exists())
+
+
+def created_for(run_dir: str | os.PathLike) -> tuple[Path, ...]:
+    """The directories this process created for `run_dir`: itself and its new parents, deepest first."""
+    run_dir = Path(os.path.abspath(run_dir))
+    if run_dir not in CREATED:
+        return ()
+    mine = {p for p in CREATED if p == run_dir or p in run_dir.parents}
+    return tuple(sorted(mine, key=lambda p: len(p.parts), reverse=True))
+
+
+SWEEP_PID_ENV = "OVERPARAM_SWEEP_PID"
+
+
+def watch_sweep_process() -> None:
+    """In a worker process of a parallel launcher (joblib): stop when the sweep's process dies.
+
+    The sweep's process is the worker's parent; when it is killed (kill -9 included) the worker is
+    given to another parent, and a thread that sees that sends this process SIGTERM: the job stops at
+    a step boundary as `interrupted`, resumable by the sweep's command, and no orphan trains on.
+    """
+    import threading
+
+    sweep = os.environ.get(SWEEP_PID_ENV, "")
+    if not sweep.isdigit() or int(sweep) == os.getpid() or os.getppid() != int(sweep):
+        return
+    if any(thread.name == "overparam-sweep-watch" for thread in threading.enumerate()):
+        return
+    threading.Thread(target=_watch_parent, args=(int(sweep),), name="overparam-sweep-watch", daemon=True).start()
+
+
+# Set once the sweep's process is gone: the job that ends then ends its worker too (`leave_if_orphaned`).
+ORPHANED: list[bool] = []
+# A job that has not ended this long after the SIGTERM is stopped without its resume point.
+ORPHAN_GRACE_SECONDS = 300
+
+
+def _watch_parent(parent: int) -> None:
+    import signal
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    ORPHANED.append(True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    os._exit(128 + signal.SIGTERM)
+
+
+def leave_if_orphaned(code: int) -> None:
+    """End this worker process (a launcher would otherwise keep it waiting for work) once its sweep is gone."""
+    if ORPHANED:
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def register_resolvers() -> None:

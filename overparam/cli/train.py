@@ -7,14 +7,14 @@ and validated, so a bad value ends with one clear line, exit code 2, and nothing
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from overparam.cli.launch import apply_job_threads, register_resolvers
+from overparam.cli.launch import (SWEEP_PID_ENV, apply_job_threads, created_for, leave_if_orphaned, plan_run_dir,
+                                  register_resolvers, watch_sweep_process)
 from overparam.cli.paths import config_dir, group_options
+from overparam.cli.job import _split_message, execute, hydra_files, trusted  # noqa: F401 (execute: for callers)
 from overparam.errors import UserError
 
 # train.yaml's run/sweep dirs use ${unique_dir:...}; a launcher's worker process imports this
@@ -26,11 +26,6 @@ INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--
 
 # Jobs of this process that failed (the basic launcher runs a sweep's jobs in-process).
 FAILED_JOBS: list[tuple[str, str]] = []
-
-
-def _split_message(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())[:400] or type(exc).__name__
 
 
 def _check_group_option(key: str, value: str) -> None:
@@ -203,13 +198,6 @@ def _primary_config(argv: list[str]) -> tuple[tuple[str, str] | None, list[str]]
 TRUST_ENV = "OVERPARAM_TRUST_TARGETS"
 
 
-def trusted() -> bool:
-    """True when `--trust` was given: any `_target_` may be instantiated."""
-    from overparam.components import trusted as flag
-
-    return flag()
-
-
 def _method_help(argv: list[str]) -> None:
     """With `method=NAME` on the command line, `--help` ends with that method's parameters (its Spec)."""
     from overparam.cli.ls import show_method
@@ -220,16 +208,39 @@ def _method_help(argv: list[str]) -> None:
         show_method(names[0])
 
 
+def _plan_dirs(overrides: list[str]) -> None:
+    """Before Hydra creates an explicit run or sweep dir: refuse one that cannot be created (one line, nothing
+    written), and note which folders this process will create (a refused run removes only those)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or override.is_sweep_override():
+            continue
+        value = str(override.value())
+        path = Path(os.path.abspath(value))
+        if "${" not in value:
+            if path.exists() and not path.is_dir():
+                raise UserError(f"{key}={value}: {path} exists and is not a directory")
+            existing = next(p for p in (path, *path.parents) if p.exists())
+            if not path.exists() and not os.access(existing, os.W_OK | os.X_OK):
+                raise UserError(f"{key}={value}: cannot create {path}: {existing} is not writable")
+        if key == "hydra.run.dir":
+            plan_run_dir(value)
+
+
 def main(argv: list[str]) -> int:
     """Validate, then run Hydra's app (single run or -m sweep)."""
     if "--trust" in argv:
         # An environment variable reaches the jobs a launcher runs in other processes too.
         argv = [arg for arg in argv if arg != "--trust"]
         os.environ[TRUST_ENV] = "1"
-    multirun = "-m" in argv or "--multirun" in argv
     if not _wants_info(argv):
         primary, extra = _primary_config(argv)
         validate_overrides(_override_args(argv) + extra, primary)
+        _plan_dirs(_override_args(argv))
+    # A parallel launcher's workers stop when this process dies (launch.watch_sweep_process).
+    os.environ[SWEEP_PID_ENV] = str(os.getpid())
     import hydra
 
     FAILED_JOBS.clear()
@@ -256,17 +267,28 @@ def task(cfg) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from overparam.store.lifecycle import RunFault
+
+    from omegaconf import OmegaConf
+
     hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
+    # Unresolved: Hydra stores the created path as a string, and a `${` in it (a folder's name) is not read again.
+    out_dir = Path(OmegaConf.to_container(hydra_cfg.runtime, resolve=False)["output_dir"])
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
+        watch_sweep_process()
     # Jobs running side by side (joblib, submitit) share the cores instead of each taking all of them.
     apply_job_threads(cfg.get("hardware"), hydra_cfg.launcher if multirun else None)
+    created = () if multirun else created_for(out_dir)
     try:
-        return execute(cfg, out_dir, keep_failed=multirun)
-    except UserError as exc:
+        return execute(cfg, out_dir, keep_failed=multirun, files=hydra_files(cfg), created=created)
+    except SystemExit as exc:  # interrupted: a worker whose sweep was killed goes with it
+        leave_if_orphaned(exc.code if isinstance(exc.code, int) else 1)
+        raise
+    except (UserError, RunFault) as exc:
         if not multirun:
             print(f"runner train: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(2 if isinstance(exc, UserError) else 1)
         FAILED_JOBS.append((str(out_dir), str(exc)))
         print(f"runner train: job {out_dir} failed: {exc}", file=sys.stderr)
     except Exception as exc:  # noqa: BLE001 - a failed job is recorded, the sweep goes on
@@ -282,116 +304,6 @@ def task(cfg) -> Any:
     return None
 
 
-def _remove_refused_run_dir(out_dir: Path) -> None:
-    """A bad input found only at run time leaves no half-written directory (nor an empty <date> folder)."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    try:
-        out_dir.parent.rmdir()
-    except OSError:
-        pass
-
-
-def execute(cfg, out_dir: Path, keep_failed: bool = False) -> Any:
-    """Open the run directory, call the method's recipe, record the summary and the status.
-
-    `keep_failed`: a sweep's job keeps its directory (run.json says `failed` and why) even when
-    the failure is a bad input found only at run time, so the sweep's failure summary lists it.
-    """
-    from omegaconf import OmegaConf
-
-    from overparam.components import check_config, resolve
-    from overparam.recipes.context import call
-    from overparam.store import Run, signals
-    from overparam.store.loggers import build_loggers
-
-    container = OmegaConf.to_container(cfg, resolve=True)
-    fresh = not (out_dir / "run.json").exists()
-    try:
-        # The job's own config is checked again where it runs (a launcher's worker process too):
-        # registered components only, unless --trust.
-        check_config(container, trust=trusted(), source="the config")
-    except UserError:
-        if fresh and not keep_failed:
-            _remove_refused_run_dir(out_dir)
-        raise
-    run = Run(out_dir, container, device=str(cfg.hardware.device), precision=str(cfg.hardware.precision))
-    try:
-        run.start()
-    except UserError:
-        raise
-    if run.done and run.info.get("completed_hash") == run.hash:
-        summary = run.read_summary() or {}
-        _report(out_dir, summary, already=True)
-        return summary.get(cfg.get("objective") or "val_accuracy")
-    try:
-        with signals.handling():
-            run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
-            # The recipe gets its typed parameters (its Spec) and a context: the run and the shared keys.
-            summary = call(resolve("method", cfg.method), cfg, run)
-            summary.setdefault("method", cfg.method.name)
-            if (cfg.get("dataset") or {}).get("label_noise"):
-                summary.setdefault("label_noise", float(cfg.dataset.label_noise))
-                summary.setdefault("label_noise_seed", int(cfg.dataset.get("label_noise_seed") or 0))
-            run.info["completed_hash"] = run.hash
-            run.finish("done", summary=summary)
-        for name in list(run.info.get("checkpoints", {})):
-            if name.startswith("resume_"):
-                run.drop_checkpoint(name)
-    except (signals.Interrupted, KeyboardInterrupt) as exc:
-        name = exc.name if isinstance(exc, signals.Interrupted) else "SIGINT"
-        signum = exc.signum if isinstance(exc, signals.Interrupted) else None
-        requeue = signum is not None and signals.requeues(signum)
-        command = resume_command(out_dir)
-        how = "submitit requeues the job, which resumes it; or resume with" if requeue else "resume with"
-        run.info.setdefault("interruptions", []).append(
-            {"signal": name, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "requeued": requeue})
-        run.finish("interrupted", reason=f"{name}; {how}: {command}")
-        print(f"runner train: {out_dir} interrupted by {name}; its last resume point is kept. "
-              f"{how[0].upper()}{how[1:]}:\n  {command}", file=sys.stderr, flush=True)
-        if requeue:
-            try:
-                signals.pass_on(signum)  # submitit checkpoints the job, requeues it and exits
-            except Exception as declined:  # noqa: BLE001 - e.g. timed out more often than allowed
-                run.info["interruptions"][-1]["requeued"] = False
-                run.record("reason", f"{name}; not requeued ({_split_message(declined)}); resume with: {command}")
-                raise
-        code = exc.exit_code if isinstance(exc, signals.Interrupted) else 130
-        raise SystemExit(code) from None
-    except UserError as exc:
-        run.finish("failed", reason=str(exc))
-        if fresh and not keep_failed:
-            _remove_refused_run_dir(out_dir)
-        raise
-    except BaseException as exc:
-        run.finish("failed", reason=f"{type(exc).__name__}: {_split_message(exc)}")
-        raise
-    _report(out_dir, summary)
-    return summary.get(cfg.get("objective") or "val_accuracy")
-
-
-def resume_command(out_dir: Path) -> str:
-    """The exact command that resumes the run in `out_dir`: its saved overrides and its hydra.run.dir."""
-    import shlex
-
-    from overparam.report.index import load_yaml
-
-    overrides = [str(o) for o in (load_yaml(out_dir / ".hydra" / "overrides.yaml") or [])
-                 if not str(o).lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.", "hydra.mode="))]
-    return " ".join(shlex.quote(a) for a in ["runner", "train", *overrides,
-                                              f"hydra.run.dir={Path(out_dir).resolve()}"])
-
-
-def _report(out_dir: Path, summary: dict, already: bool = False) -> None:
-    from rich.console import Console
-
-    console = Console(stderr=False, highlight=False)
-    keys = [k for k in ("test_accuracy", "val_accuracy", "test_loss", "sparsity", "early_stop_step",
-                                "trainable_parameters") if k in summary]
-    figures = "  ".join(f"{k}={summary[k]:.4f}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys)
-    state = "already done" if already else "done"
-    console.print(f"[bold green]{state}[/] {out_dir}  {figures}")
-
-
 def train_in_process(overrides: list[str], out_dir: str | Path) -> dict:
     """Compose, validate and run one job into `out_dir` without a subprocess (tests, nested runs).
 
@@ -400,14 +312,10 @@ def train_in_process(overrides: list[str], out_dir: str | Path) -> dict:
     """
     from omegaconf import OmegaConf
 
-    from overparam.store.atomic import atomic_write_text
-
     container = compose_checked(list(overrides))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(container)))
-    atomic_write_text(out_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
-    execute(OmegaConf.create(container), out_dir)
+    files = {".hydra/config.yaml": OmegaConf.to_yaml(OmegaConf.create(container)),
+             ".hydra/overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(overrides)))}
+    execute(OmegaConf.create(container), Path(out_dir), files=files)
     from overparam.store.atomic import read_json
 
-    return read_json(out_dir / "summary.json") or {}
+    return read_json(Path(out_dir) / "summary.json") or {}

@@ -14,6 +14,9 @@ from overparam.specs import SHARED
 def validate(cfg: dict, trust: bool | None = None) -> None:
     """Validate the keys every run uses, then the method's own keys (its Spec)."""
     SHARED.validate(cfg)
+    from overparam.hardware import check_threads
+
+    check_threads(get(cfg, "hardware.threads"))
     method = get(cfg, "method") or {}
     if not isinstance(method, dict) or not (method.get("_target_") or method.get("name")):
         raise UserError("method is missing: the method config must name its recipe")

@@ -157,12 +157,20 @@ class Run:
         timings["last_session_seconds"] = round(time.time() - self._t0, 3)
         timings["total_seconds"] = round(timings.get("total_seconds", 0.0) + time.time() - self._t0, 3)
         self.info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self._write_info()
-        if self._metrics_handle is not None:
-            self._metrics_handle.close()
-            self._metrics_handle = None
-        for logger in self.loggers:
-            logger.close()
+        try:
+            self._write_info()
+        finally:
+            self.close_handles()
+
+    def close_handles(self) -> None:
+        """Close metrics.jsonl and the loggers; rows a full disk did not take are dropped (a resume logs them)."""
+        handles = ([self._metrics_handle] if self._metrics_handle is not None else []) + self.loggers
+        self._metrics_handle, self.loggers = None, []
+        for handle in handles:
+            try:
+                handle.close()
+            except OSError:
+                pass
 
     @property
     def run_id(self) -> str:
@@ -239,8 +247,11 @@ class Run:
             row = {"step": int(step), "level": level, "split": split, "metric": name,
                    "value": value if math.isfinite(value) else str(value)}
             lines.append(json.dumps(row))
-        self._metrics_handle.write("\n".join(lines) + "\n")
-        self._metrics_handle.flush()
+        try:
+            self._metrics_handle.write("\n".join(lines) + "\n")
+            self._metrics_handle.flush()
+        except OSError as exc:  # a write error names no file: say which
+            raise OSError(exc.errno, exc.strerror, str(self.metrics_path)) from exc
         for logger in self.loggers:
             prefix = f"level_{level}/" if level is not None else ""
             logger.log_metrics({f"{prefix}{split}/{k}": float(v) for k, v in metrics.items()}, step)
