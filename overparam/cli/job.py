@@ -166,8 +166,11 @@ def _report(out_dir: Path, summary: dict, already: bool = False) -> None:
     from rich.console import Console
 
     console = Console(stderr=False, highlight=False)
-    keys = [k for k in ("test_accuracy", "val_accuracy", "test_loss", "sparsity", "early_stop_step",
-                                "trainable_parameters") if k in summary]
+    # A language model's headline is bits per byte and perplexity; a classifier's, accuracy.
+    headline = (("test_bits_per_byte", "test_perplexity") if "test_bits_per_byte" in summary
+                else ("test_accuracy", "val_accuracy"))
+    keys = [k for k in (*headline, "test_loss", "sparsity", "early_stop_step", "trainable_parameters")
+            if k in summary]
     figures = "  ".join(f"{k}={summary[k]:.4f}" if isinstance(summary[k], float) else f"{k}={summary[k]}" for k in keys)
     state = "already done" if already else "done"
     console.print(f"[bold green]{state}[/] {out_dir}  {figures}")

@@ -18,7 +18,8 @@ from pathlib import Path
 from overparam.errors import UserError
 
 # The first of these a run's summary holds is its headline number.
-HEADLINE_METRICS = ("test_accuracy", "val_accuracy", "test_loss", "reconstruction_loss")
+# a language model reports bits per byte first (its summary also has a token accuracy, a poorer headline)
+HEADLINE_METRICS = ("test_bits_per_byte", "test_accuracy", "val_accuracy", "test_loss", "reconstruction_loss")
 # Overrides that say where or how a run is observed, not what it computes.
 QUIET_OVERRIDE_PREFIXES = ("hydra.", "hydra/", "paths.", "logger", "+logger", "train.checkpoint_seconds")
 

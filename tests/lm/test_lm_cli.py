@@ -37,6 +37,12 @@ def test_dense_run_reports_perplexity_and_bits_per_byte_everywhere(lm_runs):
     rows = [json.loads(line) for line in (lm_runs / "outputs/base/metrics.jsonl").read_text().splitlines()]
     test_rows = [r for r in rows if r.get("split") == "test" and r.get("metric") == "perplexity"]
     assert [r["step"] for r in test_rows] == [0, 10]
+    # The same command again reports the finished run by its language-model figures, and so does the listing.
+    again = ok(runner(["train", *TINY_LM, "hydra.run.dir=outputs/base"], lm_runs)).stdout
+    assert "already done" in again and f"test_bits_per_byte={summary['test_bits_per_byte']:.4f}" in again
+    assert "test_accuracy" not in again
+    listed = ok(runner(["ls", "runs", "outputs"], lm_runs)).stdout
+    assert f"test_bits_per_byte={summary['test_bits_per_byte']:.4f}" in listed
 
 
 def test_split_stays_put_across_seeds_and_finetunes_differ(lm_runs):
