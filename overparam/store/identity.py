@@ -12,7 +12,9 @@ scheduled, never what it computes:
   written or not, so how often checkpoints are written never changes the numbers;
 - `hardware.threads`: a finished sweep resumes (and its runs group) under another thread count;
 - `prune.cache`: whether levels are shared between jobs, not what a level computes;
-- `merge.allow_val_overlap`: an opt-in to a check, not a change of the merge.
+- `merge.allow_val_overlap`: an opt-in to a check, not a change of the merge;
+- `dataset.root`, `dataset.cache_dir`: where a dataset's files or download cache lie on one machine (a run
+  from elsewhere is read and reproduced from this machine's data folder).
 
 And a key set to null is dropped: the project's rule is that a new option defaults to a value
 that removes its effect, so adding one never changes the hash of existing runs.
@@ -31,7 +33,7 @@ from typing import Any, Iterable
 NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "experiment_name", "claims", "stages", "report", "objective")
 # Dotted keys below the top level that never belong to it either.
 NON_IDENTITY_NESTED = ("train.checkpoint_seconds", "train.checkpoint_every", "hardware.threads", "prune.cache",
-                       "merge.allow_val_overlap")
+                       "merge.allow_val_overlap", "dataset.root", "dataset.cache_dir")
 # Keys a level lineage does not depend on (on top of the above).
 LEVEL_INDEPENDENT_KEYS = ("sparsity",)
 

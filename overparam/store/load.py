@@ -1,15 +1,14 @@
 """Open a run directory from anywhere: the one validated loader, and rebuilding a finished run's model.
 
-A run directory may come from elsewhere (downloaded to reproduce a paper's table), so everything in it
-is data. Every route that opens one - `runner reproduce`, `runner table`, `from=`, `ingredients=`,
-`base=`, `teacher.from`, `student.from` - reads it through this module:
+A run directory may come from elsewhere, so everything in it is data. Every route that opens one (`runner
+reproduce`, `table`, `from=`, `ingredients=`, `base=`, `teacher.from`, `student.from`) reads it here:
 
 - YAML and JSON through `read_yaml` / `read_json_file`: PyYAML's safe loader, no tags, no anchors or
   aliases, bounded size and nesting; anything malformed is one clear line (UserError, exit 2);
 - the saved config through `saved_config`: a mapping of names and values whose interpolations call
   only value-reading resolvers and whose components are all registered (`overparam.components`);
-- saved overrides through `saved_overrides`: no `hydra` setting beyond the launcher/sweeper choice
-  and their plain knobs;
+- saved overrides through `saved_overrides`: no `hydra` setting beyond the launcher/sweeper choice and
+  their plain knobs; places (`paths`, `logger`, `dataset.root`, `dataset.cache_dir`) are this machine's;
 - weights through `load_run_model`: safetensors only, built by registered names.
 """
 
@@ -199,6 +198,14 @@ def saved_config(run_dir: str | Path, *, trust: bool | None = None):
     resolved = resolve_saved(config, source=str(path))
     check_config(resolved, trust=trust, source=str(path))
     check_saved_values(resolved, source=str(path))
+    return _without_dataset_places(config)
+
+
+def _without_dataset_places(config):
+    """The config reading from this machine's data folder, never where the run's machine kept its files."""
+    dataset = config.get("dataset")
+    for key in [k for k in ("root", "cache_dir") if hasattr(dataset, "get") and dataset.get(k) is not None]:
+        dataset[key] = None
     return config
 
 
@@ -243,7 +250,6 @@ def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool
     records theirs in run.json: `weights_config` = {"model": ..., "dataset": ...}.
     """
     from omegaconf import OmegaConf
-
     from overparam.components import check_config
 
     cfg = saved_config(run_dir, trust=trust)
@@ -257,7 +263,7 @@ def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool
     for key, value in extra.items():
         cfg[key] = OmegaConf.create(value)
     check_config(resolve_saved(cfg, source=source), trust=trust, source=source)
-    return cfg
+    return _without_dataset_places(cfg)
 
 
 # Hydra settings a saved run's overrides may carry: the launcher/sweeper choice and their plain knobs.
@@ -276,7 +282,8 @@ SAFE_HYDRA_KNOBS = {
 # Where a run ran and what observed it, not what it computed: a reproduction writes only where the
 # user's own config says (a foreign `paths.output_dir` would put the level cache, a foreign logger
 # its database or event files, anywhere on this machine).
-PLACE_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "paths", "logger")
+PLACE_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "paths", "logger",
+              "dataset.root", "dataset.cache_dir")
 PLACE_PREFIXES = ("paths.", "logger.", "logger/")
 
 
