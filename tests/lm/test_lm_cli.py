@@ -54,9 +54,11 @@ def test_split_stays_put_across_seeds_and_finetunes_differ(lm_runs):
 
 def test_merges_kd_imp_table_and_reproduce(lm_runs):
     root = lm_runs
-    merged = ok(runner(["train", "-m", *TINY_LM, "method=uniform_soup,task_arithmetic,ties",
+    merged = ok(runner(["train", *TINY_LM, "method=uniform_soup", "ingredients=outputs/ft",
+                         "hydra.run.dir=outputs/merge/soup"], root))
+    merged = ok(runner(["train", "-m", *TINY_LM, "method=task_arithmetic,ties",  # the two that read a base
                          "ingredients=outputs/ft", "base=outputs/base", "hydra.sweep.dir=outputs/merge"], root))
-    losses = [_summary(root / f"outputs/merge/{i}")["test_loss"] for i in range(3)]
+    losses = [_summary(root / f"outputs/merge/{job}")["test_loss"] for job in ("soup", "0", "1")]
     assert all(math.isfinite(v) and v < 6 for v in losses), merged.stdout[-800:]
     ok(runner(["train", *TINY_LM, "model.width=32", "hydra.run.dir=outputs/big"], root))
     ok(runner(["train", *TINY_LM, "method=kd", "teacher.from=outputs/big", "hydra.run.dir=outputs/kd"], root))

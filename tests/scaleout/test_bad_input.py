@@ -46,8 +46,8 @@ ROWS = [
     ("zero steps", ["train.steps=0", "train.epochs=null"], "train.steps=0 is out of range"),
     ("negative steps", ["train.steps=-5", "train.epochs=null"], "train.steps=-5 is out of range"),
     ("unknown method", ["method=prune_everything"], "method=prune_everything is not an option; choose one of:"),
-    ("unknown model", ["model=transformer9000"], "model=transformer9000 is not an option; did you mean transformer1d "
-     "(Transformer encoder)? (runner ls model lists them all)"),
+    ("unknown model", ["model=transformer9000"], "model=transformer9000 is not an option; did you mean gpt (Transformer "
+     "LM) or transformer1d (Transformer encoder)? (runner ls model lists them all)"),
     ("unknown dataset", ["dataset=imagenet42"], "dataset=imagenet42 is not an option; choose one of:"),
     ("unknown hardware", ["hardware=tpu"], "hardware=tpu is not an option; choose one of:"),
     ("misspelled method", ["method=lotery"], "method=lotery is not an option; did you mean imp (lottery tickets)? "
