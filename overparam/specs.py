@@ -29,10 +29,11 @@ def _steps_or_epochs(params: Params, cfg: dict) -> None:
 def _mnist1d_settings(params: Params, cfg: dict) -> None:
     dataset = cfg.get("dataset") or {}
     if isinstance(dataset, dict) and dataset.get("name") == "mnist1d":
-        from overparam.data.mnist1d_settings import STANDARD, generator_args
+        from overparam.data.mnist1d_settings import STANDARD, augment_settings, generator_args
 
-        # A bad variant or generator setting ends here, before a run directory is written.
+        # A bad variant, generator setting or augmentation ends here, before a run directory is written.
         generator_args(dataset.get("variant"), **{k: v for k, v in dataset.items() if k in STANDARD})
+        augment_settings(dataset.get("augment"))
 
 
 def _milestones(params: Params, cfg: dict) -> None:

@@ -57,6 +57,36 @@ def defaults() -> dict[str, str]:
     return out
 
 
+def model_training(model: str) -> str:
+    """A model's own training defaults (configs/model/train/<model>.yaml and the files its defaults list names
+    there) as the overrides they amount to; "" for a model that trains with train.yaml's shared defaults."""
+    import yaml
+
+    folder = config_dir() / "model" / "train"
+
+    def flat(name: str, seen: tuple = ()) -> dict:
+        path = folder / f"{name}.yaml"
+        if name in seen or not path.is_file():
+            return {}
+        with open(path, encoding="utf-8") as handle:
+            tree = yaml.safe_load(handle) or {}
+        out: dict = {}
+        for entry in tree.pop("defaults", None) or []:
+            if isinstance(entry, str) and entry != "_self_":
+                out.update(flat(entry, (*seen, name)))
+
+        def walk(node, prefix):
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    walk(value, f"{prefix}{key}.")
+                else:
+                    out[f"{prefix}{key}"] = value
+        walk(tree, "")
+        return out
+
+    return " ".join(f"{key}={value}" for key, value in flat(model).items())
+
+
 def show_method(name: str) -> int:
     """One method's description and parameter table; the keys every run shares are listed by `runner ls`."""
     from overparam.params import format_table
@@ -125,6 +155,12 @@ def main(argv: list[str]) -> int:
             marker = "*" if chosen.get(group) == option else " "
             text = builtin.get(option) or describe(root / group / f"{option}.yaml")
             print(f" {marker}{option:<{width}}  {text}")
+            training = model_training(option) if group == "model" else ""
+            if training:
+                print(f"  {'':<{width}}  (trains with {training})")
+        if group == "model":
+            print("(a model without `trains with` trains with train.yaml's train and optim; a dataset, method, "
+                  "experiment or key=value replaces either)")
         if len(groups) > 1:
             print()
     if len(groups) > 1:

@@ -42,7 +42,7 @@ def reproduce_preset(name: str, extra: list[str], *, out: str | None, trust: boo
 
 def source_runs(composed: dict) -> list[Path]:
     """Run directories a preset builds on (`from`, `teacher.from`, `student.from`): its claims may read them
-    too (ticket_soup_distill compares the soup it distills from with the soup's own ingredients)."""
+    too (a preset that distills from a soup run compares the soup with its own ingredients)."""
     from overparam.cli.validate import get
     from overparam.store.load import RUN_KEYS, RunRef
 

@@ -44,3 +44,36 @@ class RandomCropFlip:
 
     def __repr__(self) -> str:
         return f"RandomCropFlip(padding={self.padding}, flip={self.flip})"
+
+
+class SignalAugment:
+    """MNIST-1D's own transforms (the generator's `mnist1d.transform`), redrawn for every training batch.
+
+    On the last axis of an (N, L) or (N, C, L) batch, per signal: amplitude times 1 + scale * (u - 0.5)
+    (the generator's scale), a circular shift by up to `shift` positions either way (its translate), a linear
+    shear of coefficient shear * (u - 0.5) (its shear) and Gaussian noise of std `noise` (its iid noise).
+    Randomness comes from `generator`, or from the global RNG the engine reseeds (seeded, resume-exact).
+    """
+
+    def __init__(self, shift: int = 0, scale: float = 0.0, noise: float = 0.0, shear: float = 0.0):
+        self.shift, self.scale, self.noise, self.shear = int(shift), float(scale), float(noise), float(shear)
+
+    def __call__(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        n, length = x.shape[0], x.shape[-1]
+        device, view = x.device, (n,) + (1,) * (x.dim() - 1)
+        if self.scale:
+            x = x * (1 + self.scale * (torch.rand(n, device=device, generator=generator) - 0.5)).view(view).to(x.dtype)
+        if self.shift:
+            k = torch.randint(-self.shift, self.shift + 1, (n,), device=device, generator=generator)
+            index = (torch.arange(length, device=device) - k[:, None]) % length  # (N, L): x[i - k], wrapped
+            x = x.gather(-1, index.view(n, *(1,) * (x.dim() - 2), length).expand(x.shape))
+        if self.shear:
+            coeff = self.shear * (torch.rand(n, device=device, generator=generator) - 0.5)
+            ramp = torch.linspace(-0.5, 0.5, length, device=device)
+            x = x - (coeff.view(view) * ramp).to(x.dtype)
+        if self.noise:
+            x = x + self.noise * torch.randn(x.shape, device=device, generator=generator, dtype=x.dtype)
+        return x
+
+    def __repr__(self) -> str:
+        return f"SignalAugment(shift={self.shift}, scale={self.scale}, noise={self.noise}, shear={self.shear})"

@@ -12,20 +12,23 @@ from pathlib import Path
 
 import numpy as np
 
-from overparam.data.mnist1d_settings import generator_args
+from overparam.data.mnist1d_settings import augment_settings, generator_args
 from overparam.store.atomic import atomic_write_bytes
 
 
-def load(data_dir: str, variant: str | None = None, **settings):
+def load(data_dir: str, variant: str | None = None, augment: dict | None = None, **settings):
     """MNIST-1D (4,000 train / 1,000 test, length 40 with the standard arguments); cached on disk.
 
-    `variant` names a set of generator settings (see VARIANTS); a key given here overrides it.
+    `variant` names a set of generator settings (see VARIANTS); a key given here overrides it. `augment`
+    ({shift, scale, noise, shear}) redraws the generator's own transforms for every training batch.
     """
     import torch
 
+    from overparam.data.augment import SignalAugment
     from overparam.data.bundle import DataBundle
 
     args = generator_args(variant, **settings)
+    augmentation = augment_settings(augment)
     key = "-".join(str(v).replace(" ", "") for v in args.values())
     cache = Path(data_dir).expanduser() / "mnist1d" / f"mnist1d-{abs(hash_text(key)):x}.npz"
     if cache.exists():
@@ -51,6 +54,7 @@ def load(data_dir: str, variant: str | None = None, **settings):
         test_x=torch.as_tensor(data["x_test"], dtype=torch.float32),
         test_y=torch.as_tensor(data["y_test"], dtype=torch.long),
         num_classes=10,
+        augment=SignalAugment(**augmentation) if augmentation else None,
     )
 
 

@@ -54,3 +54,33 @@ def generator_args(variant: str | None = None, **settings) -> dict:
     args = dict(merged, padding=padding, **{name: float(merged[name]) for name in _SCALES})
     args["seed"] = args.pop("generator_seed")
     return args
+
+
+# `dataset.augment`: the generator's own transforms, applied to each training batch (overparam/data/augment.py).
+AUGMENT_KEYS = ("shift", "scale", "noise", "shear")
+
+
+def augment_settings(value) -> dict | None:
+    """`dataset.augment` checked: None (or an empty mapping) for none, else {shift: int >= 0, scale, noise,
+    shear: numbers >= 0}, missing keys 0. Raises UserError on anything else."""
+    if value is None or value is False:
+        return None
+    from collections.abc import Mapping
+
+    if not isinstance(value, Mapping):
+        raise UserError(f"dataset.augment={value!r} must be a mapping of {', '.join(AUGMENT_KEYS)} "
+                        f"(e.g. dataset.augment={{shift: 4, noise: 0.05}}) or null")
+    value = dict(value)
+    unknown = sorted(set(value) - set(AUGMENT_KEYS))
+    if unknown:
+        raise UserError(f"dataset.augment.{unknown[0]} is not an MNIST-1D augmentation; one of {', '.join(AUGMENT_KEYS)}")
+    settings = {key: value.get(key) or 0 for key in AUGMENT_KEYS}
+    shift = settings["shift"]
+    if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+        raise UserError(f"dataset.augment.shift={shift!r} must be a non-negative integer (positions)")
+    for key in AUGMENT_KEYS[1:]:
+        number = settings[key]
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+            raise UserError(f"dataset.augment.{key}={number!r} must be a number >= 0")
+        settings[key] = float(number)
+    return settings if any(settings.values()) else None

@@ -22,14 +22,43 @@ SPARSITY_KEYS = ("sparsity", "level", "remaining_fraction", PERCENT_REMAINING)
 
 
 def percent_remaining(record: Record) -> float | None:
-    """Percent of prunable weights left, rounded to 2 decimals so 20.0003% and 19.9997% share a row."""
+    """Percent of prunable weights left, at the level's nominal fraction when the counts only round it.
+
+    Each model rounds its own weight counts (IMP level L keeps round(N * (1-rate)^L) of its N weights), so
+    two models of one sweep report 63.99% and 64.0% for one level; the nominal fraction makes them one row.
+    """
     value = record.get("remaining_fraction")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         sparsity = record.get("sparsity")
-        if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool):
+        if not _number(sparsity):
             return None
         value = 1.0 - float(sparsity)
-    return round(100.0 * float(value), 2)
+    return round(100.0 * _nominal(record, float(value)), 2)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _nominal(record: Record, actual: float) -> float:
+    """The nominal remaining fraction `actual` rounds, else `actual`: a level's (1-rate)^L or the target 1-sparsity.
+
+    A count is off its nominal by half a weight at most; a fraction further away than that (and than 0.1%,
+    for runs that do not report their count) is a real difference and keeps its own row.
+    """
+    config = record.run.flat_config
+    nominals = []
+    if _number(config.get("sparsity")):
+        nominals.append(1.0 - float(config["sparsity"]))
+    level, rate = (record.row or {}).get("level"), config.get("prune.rate")
+    if record.row_kind == "level" and _number(level) and _number(rate) and 0.0 < rate < 1.0:
+        nominals.append((1.0 - float(rate)) ** int(level))
+    if not nominals or actual <= 0.0:
+        return actual
+    nominal = min(nominals, key=lambda n: abs(n - actual))
+    count = record.get("remaining_weights")
+    tolerance = max(1e-3, 1.0 / count) if _number(count) and count > 0 else 1e-3
+    return nominal if abs(nominal - actual) <= tolerance * actual else actual
 
 
 def is_pruning_sweep(records: Iterable[Record]) -> bool:

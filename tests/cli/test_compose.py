@@ -21,6 +21,12 @@ def _override_for(path: Path) -> str | None:
     if parts == ("train",):
         return None
     group = "/".join(parts[:-1])
+    if group == "model/train":  # a model's training defaults compose with model=<it>; a shared recipe through
+        name = parts[-1]        # a model whose defaults name it
+        if not (ROOT / "model" / f"{name}.yaml").is_file():
+            name = next(p.stem for p in sorted(path.parent.glob("*.yaml"))
+                        if name in (yaml.safe_load(p.read_text()) or {}).get("defaults", []))
+        return f"model={name}"
     # Groups outside train.yaml's defaults list (e.g. prune, for method=kd +prune=imp) are appended.
     prefix = "" if group in DEFAULT_GROUPS or group.startswith("hydra/") else "+"
     return f"{prefix}{group}={parts[-1]}"

@@ -34,6 +34,9 @@ def test_a_cnn_beats_an_mlp_on_mnist1d(default_run, tmp_path):
     cnn = train_in_process(["model=cnn1d"], tmp_path / "cnn")
     # MNIST-1D's spatial-bias result: convolution helps on translated 1-D signals.
     assert cnn["test_accuracy"] > mlp["test_accuracy"] + 0.05, (cnn["test_accuracy"], mlp["test_accuracy"])
+    # With its own recipe (Adam 1e-2, 60 epochs; 0.926 measured) cnn1d is near the paper's 94%, not the
+    # 0.746 the shared SGD defaults give it.
+    assert cnn["test_accuracy"] > 0.88, cnn["test_accuracy"]
 
 
 def test_run_directory_is_complete(default_run):

@@ -42,6 +42,42 @@ def test_pruning_sweep_rows_are_percent_remaining_from_dense_down(tmp_path):
     assert "0.199997" not in text and "level=" not in text
 
 
+def _two_model_sweep(root):
+    """One IMP sweep (rate 0.2 down to 50%) over two models, whose rounded counts give 63.99% vs 64% at level 2."""
+    for job, (widths, total) in enumerate((([256, 256], 78_336), ([32], 4_321))):
+        counts = [int(total * 0.8 ** level + 0.5) for level in range(4)] + [total // 2]
+        rows = [{"level": level, "sparsity": 1 - count / total, "remaining_fraction": count / total,
+                 "remaining_weights": count, "test_accuracy": 0.8 - 0.01 * level - 0.1 * job}
+                for level, count in enumerate(counts)]
+        make_run(root / str(job), method_config("imp", sparsity=0.5, prune={"rate": 0.2}, model__widths=widths),
+                 {"levels": rows})
+    return root
+
+
+def test_levels_of_two_models_share_one_row_per_nominal_fraction(tmp_path):
+    records = records_of(index_runs([_two_model_sweep(tmp_path / "sweep")]))
+    # the small model's own counts round to other percentages than the nominal ones
+    assert sorted({round(100 * r.row["remaining_fraction"], 2) for r in records if r.run.path.name == "1"}) == \
+        [49.99, 51.19, 63.99, 80.0, 100.0]
+    table = build_table(records)
+    assert table.row_keys == ["% remaining"] and table.col_keys == ["model.widths"]
+    assert table.rows == [(100.0,), (80.0,), (64.0,), (51.2,), (50.0,)]
+    for level, row in enumerate(table.rows):
+        assert [table.cell(row, col).mean for col in table.cols] == \
+            pytest.approx([0.8 - 0.01 * level, 0.7 - 0.01 * level])
+    text = render(table)
+    assert "63.99" not in text and "51.19" not in text
+
+
+def test_a_level_far_from_its_nominal_fraction_keeps_its_own_row(tmp_path):
+    """Only rounding is absorbed: a level 2% off (another rate, an uneven layer) is a level of its own."""
+    rows = [{"level": 1, "sparsity": 0.22, "remaining_fraction": 0.78, "remaining_weights": 7800,
+             "test_accuracy": 0.7}, {"level": 0, "remaining_fraction": 1.0, "test_accuracy": 0.8}]
+    make_run(tmp_path / "run", method_config("imp", sparsity=0.5, prune={"rate": 0.2}), {"levels": rows})
+    table = build_table(records_of(index_runs([tmp_path / "run"])))
+    assert table.rows == [(100.0,), (78.0,)]
+
+
 def test_merge_rows_are_labeled_by_role_and_name(tmp_path):
     rows = [{"role": "merged", "name": "uniform_soup", "test_accuracy": 0.81}]
     rows += [{"role": "ingredient", "ingredient": i, "name": f"outputs/ft{i}", "test_accuracy": 0.7 + i / 100}
