@@ -26,10 +26,11 @@ import re
 from typing import Any, Callable, Iterator
 
 from overparam.errors import UserError
+from overparam.methods import Method, methods
 
 TRUST_ENV = "OVERPARAM_TRUST_TARGETS"
 
-# kind -> name -> "module:attribute" (a constant of this package) or a callable registered in code.
+# kind -> name -> "module:attribute" (a constant of this package), a declared Method or a callable registered in code.
 REGISTRIES: dict[str, dict[str, Any]] = {
     "model": {
         "mlp": "overparam.models.zoo:mlp",
@@ -59,21 +60,8 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "hf": "overparam.data.hf:load",
         "text": "overparam.data.text:load",
     },
-    "method": {
-        "dense": "overparam.recipes.dense:run",
-        **{name: f"overparam.recipes.prune.{name}:run" for name in (
-            "channel", "data_diet", "grasp", "imp", "nm", "oneshot", "random_prune", "snip", "synflow")},
-        **{name: f"overparam.recipes.merge.{name}:run" for name in (
-            "breadcrumbs", "checkpoint_average", "dare", "fisher", "greedy_soup", "lmc", "rebasin", "sms",
-            "task_arithmetic", "task_vectors", "ties", "uniform_soup", "wise_ft")},
-        **{name: f"overparam.recipes.tune.{name}:run" for name in (
-            "finetune", "lora", "self_pretrain", "sparse_finetune")},
-        **{name: f"overparam.recipes.distill.{name}:run" for name in (
-            "feature_kd", "kd", "random_teacher", "self_distill")},
-        **{name: f"overparam.recipes.analysis.{name}:run" for name in ("ensemble", "measures", "random_features")},
-        # hparams_search=lr_wd: each trial runs the searched method (method.name) on its tuning seeds.
-        "search": "overparam.recipes.tune.search:run",
-    },
+    # Every declared method (overparam.methods.declare, beside each Spec); its `_target_` is the declaration's.
+    "method": methods(),
     "logger": {
         "tensorboard": "overparam.store.loggers:TensorBoardLogger",
         "mlflow": "overparam.store.loggers:MLflowLogger",
@@ -123,10 +111,14 @@ def dotted(entry: Any) -> str:
     """The `_target_` string a registry entry answers to ("pkg.module.attr")."""
     if isinstance(entry, str):
         return entry.replace(":", ".")
+    if isinstance(entry, Method):
+        return entry.target
     return f"{entry.__module__}.{entry.__qualname__}"
 
 
 def _load(entry: Any) -> Callable:
+    if isinstance(entry, Method):
+        return entry.load()
     if not isinstance(entry, str):
         return entry
     module, _, attribute = entry.partition(":")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from overparam.errors import UserError
+from overparam.methods import declare
 from overparam.params import Param, Params, Spec
 from overparam.specs import OPTIMIZERS
 
@@ -100,4 +101,5 @@ RANDOM_TEACHER = Spec("random_teacher", [
     Param("random_teacher.probe_epochs", "float", 10, "epochs of linear-probe training", low=0.0, low_open=True),
 ], doc="Random teachers: distill a frozen random-init teacher, then linear probes.")
 
-SPECS = {spec.name: spec for spec in (KD, SELF_DISTILL, FEATURE_KD, RANDOM_TEACHER)}
+for _spec in (KD, SELF_DISTILL, FEATURE_KD, RANDOM_TEACHER):
+    declare(_spec, "distill")

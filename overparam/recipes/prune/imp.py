@@ -275,23 +275,33 @@ class Lineage:
         return f"level {level}/{self.plan.levels - 1} ({100.0 * self.plan.counts[level] / self.plan.counts[0]:.1f}%)"
 
 
+def _ticket_counts(ctx: Context, ticket: Lineage, level: int, template, ticket_mask: dict, distribution: str) -> dict:
+    return {name: int(m.count_nonzero()) for name, m in ticket_mask.items()}
+
+
+def _distribution_counts(ctx: Context, ticket: Lineage, level: int, template, ticket_mask: dict,
+                         distribution: str) -> dict:
+    keep = ticket.plan.counts[level]
+    sparsity = 1.0 - keep / ticket.plan.counts[0]
+    return distribution_counts(template, keep, distribution, ctx.output_rate, sparsity)
+
+
+# control -> the per-layer counts of its random mask; None: the ticket's own mask on a fresh initialization.
+CONTROL_COUNTS = {"random_reinit": None, "random_mask": _ticket_counts, "random_prune": _distribution_counts}
+
+
 def _control_model(ctx: Context, ticket: Lineage, level: int, control: str, distribution: str) -> tuple[torch.nn.Module, int, Any]:
     """The control network of `level`: its mask, its initial weights, start step and optimizer config."""
     template = ctx.fresh_model()
     ticket_mask = ticket.mask(level, template)
     shapes = {name: tuple(m.shape) for name, m in ticket_mask.items()}
     generator = torch.Generator().manual_seed(common.derived_seed(ctx.seed, control, level))
-    if control == "random_reinit":
-        model = ctx.fresh_model(common.derived_seed(ctx.seed, "random_reinit", level) % (2 ** 31))
+    counts = CONTROL_COUNTS[control]
+    if counts is None:
+        model = ctx.fresh_model(common.derived_seed(ctx.seed, control, level) % (2 ** 31))
         common.apply_masks_by_name(model, ticket_mask)
         return model, 0, ctx.cfg.optim
-    if control == "random_mask":
-        counts = {name: int(m.count_nonzero()) for name, m in ticket_mask.items()}
-    else:  # random_prune
-        keep = ticket.plan.counts[level]
-        sparsity = 1.0 - keep / ticket.plan.counts[0]
-        counts = distribution_counts(template, keep, distribution, ctx.output_rate, sparsity)
-    mask = random_masks(counts, shapes, generator)
+    mask = random_masks(counts(ctx, ticket, level, template, ticket_mask, distribution), shapes, generator)
     return ticket.start_model(level, mask)
 
 

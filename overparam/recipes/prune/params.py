@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from overparam.errors import UserError
+from overparam.methods import declare
 from overparam.params import Param, Params, Spec
 
 SCOPES = ("global", "layerwise")
@@ -139,4 +140,5 @@ DATA_DIET = Spec("data_diet", [
     Param("diet.epochs", "float", 2, "epochs each scoring model trains before scoring", low=0, low_open=True),
 ], doc="Data pruning by EL2N or GraNd early-training scores.")
 
-SPECS = {spec.name: spec for spec in (IMP, ONESHOT, SNIP, GRASP, SYNFLOW, RANDOM_PRUNE, CHANNEL, NM, DATA_DIET)}
+for _spec in (IMP, ONESHOT, SNIP, GRASP, SYNFLOW, RANDOM_PRUNE, CHANNEL, NM, DATA_DIET):
+    declare(_spec, "prune")
