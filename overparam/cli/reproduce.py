@@ -20,14 +20,13 @@ Exit codes: 0 all metrics agree / all claims pass; 1 a metric differs, a job fai
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from overparam.cli.rerun import new_out as _new_out
+from overparam.cli.rerun import runner_train as _runner_train
 from overparam.errors import UserError
 
 EPILOG = """examples:
@@ -95,40 +94,6 @@ def is_multirun_dir(path: Path) -> bool:
     if (path / "multirun.yaml").is_file():
         return True
     return any(is_run_dir(child) for child in path.iterdir() if child.is_dir())
-
-
-def _new_out(out: str | None, *parts: str) -> Path:
-    if out:
-        path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            raise UserError(f"--out {path} exists and is not empty; a reproduction needs a fresh directory")
-        return path.resolve()
-    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
-    path = Path("outputs", "reproduce", *parts, stamp).resolve()
-    while path.exists():  # two reproductions in the same second
-        path = path.with_name(path.name + "_")
-    return path
-
-
-def _runner_train(args: list[str], trust: bool = False) -> int:
-    """Run `runner train ARGS` in a fresh interpreter (clean Hydra and torch state); its exit code.
-
-    The job checks its config again (registered components only) unless this reproduction was given --trust.
-    """
-    from overparam.components import TRUST_ENV
-
-    command = [sys.executable, "-m", "overparam.cli.main", "train", *args]
-    print("$ runner train " + " ".join(_quote(a) for a in args), flush=True)
-    env = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
-    if trust:
-        env[TRUST_ENV] = "1"
-    return subprocess.call(command, env=env)
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 def _flat_identity(config: dict) -> dict[str, Any]:
