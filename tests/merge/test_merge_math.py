@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from overparam.recipes.merge import fisher
-from overparam.recipes.merge.states import weighted_average
+from overparam.recipes.shared.states import weighted_average
 from overparam.recipes.merge.lmc import barrier
 from overparam.recipes.merge.sparsify import breadcrumbs as drop_outliers
 from overparam.recipes.merge.sparsify import magnitude, random_drop

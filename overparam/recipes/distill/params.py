@@ -52,9 +52,9 @@ def _kd_terms(alpha: float) -> Spec:
 def _prune_inside(params: Params, cfg: dict) -> None:
     """+prune=imp: IMP's own checks of its keys."""
     if (cfg.get("prune") or {}).get("with") == "imp":
-        from overparam.recipes.prune.params import IMP
+        from overparam.methods import methods
 
-        IMP.validate(cfg)
+        methods()["imp"].spec.validate(cfg)
 
 
 def _layer_pairs(params: Params, cfg: dict) -> None:

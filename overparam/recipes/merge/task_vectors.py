@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
-from overparam.recipes.merge import common
-from overparam.recipes.merge.ingredients import ref_text, validate_base
-from overparam.recipes.merge.states import finish_state, is_averaged, load_weights, stream
-from overparam.recipes.merge.summary import ingredient_figures, ingredient_rows, masked_sparsity
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.ingredients import ref_text, validate_base
+from overparam.recipes.shared.states import finish_state, is_averaged, load_weights, stream
+from overparam.recipes.shared.summary import ingredient_figures, ingredient_rows, masked_sparsity
 from overparam.recipes.merge.sparsify import elect_signs, sparsify_deltas
 
 @dataclass(frozen=True)
