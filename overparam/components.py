@@ -200,26 +200,6 @@ def _installed_plugin_targets(kind: str) -> set[str]:
     return found
 
 
-def installed_group_options(group: str) -> set[str]:
-    """Options of `hydra/launcher` or `hydra/sweeper`: the installed plugins' and the project's own config files."""
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.launcher import Launcher
-
-    Plugins.instance().discover(Launcher)  # importing the plugins registers their configs
-    node: Any = ConfigStore.instance().repo
-    for part in group.split("/"):
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-    options = {name[: -len(".yaml")] for name in node if isinstance(name, str) and name.endswith(".yaml")}
-    try:
-        from overparam.configtree import config_dir
-
-        options |= {p.stem for p in (config_dir() / group).glob("*.yaml")}
-    except FileNotFoundError:
-        pass
-    return options
-
-
 def _plugin_allowed(kind: str, target: Any) -> bool:
     """A launcher/sweeper `_target_` names an installed plugin class: checked by resolving it to that class."""
     if not isinstance(target, str) or target not in _installed_plugin_targets(kind):

@@ -116,7 +116,7 @@ class SavedRun:
     """A finished run directory prepared for re-running: its checked config and how to re-run it."""
 
     def __init__(self, path: Path, trust: bool):
-        from overparam.store.load import open_run
+        from overparam.cli.foreign import open_run
         from overparam.store.run import config_hash
 
         # The one validated loader for a run from elsewhere: safe YAML/JSON, registered components only,
@@ -197,7 +197,7 @@ def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path, cache_dir: 
 
     validate(saved_resolved, trust=trust)
     with tempfile.TemporaryDirectory(prefix="overparam-reproduce-") as folder:
-        from overparam.store.load import local_places
+        from overparam.cli.foreign import local_places
 
         config = OmegaConf.to_container(saved, resolve=False)
         # Where it writes and what observes it are this machine's, not the saved run's.
@@ -309,7 +309,7 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
                        reuse_cache: bool = False) -> int:
     """Re-run every job of a sweep (through its launcher when the overrides still compose) and compare."""
     from overparam.report.index import find_runs, load_yaml
-    from overparam.store.load import check_saved_overrides
+    from overparam.cli.foreign import check_saved_overrides
 
     jobs = [SavedRun(job, trust) for job in find_runs([path])]
     if not jobs:

@@ -8,8 +8,7 @@ is data. Every route that opens one - `runner reproduce`, `runner table`, `from=
   aliases, bounded size and nesting; anything malformed is one clear line (UserError, exit 2);
 - the saved config through `saved_config`: a mapping of names and values whose interpolations call
   only value-reading resolvers and whose components are all registered (`overparam.components`);
-- saved overrides through `saved_overrides`: no `hydra` setting beyond the launcher/sweeper choice
-  and their plain knobs;
+- (saved overrides are Hydra's: the CLI checks them, overparam/cli/foreign.py);
 - weights through `load_run_model`: safetensors only, built by registered names.
 """
 
@@ -32,7 +31,7 @@ def _json_object(path: Path, what: str) -> dict | None:
     return value
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
@@ -82,7 +81,7 @@ def resolve_saved(config, *, source: str) -> dict:
     try:
         return OmegaConf.to_container(config, resolve=True)
     except Exception as exc:  # noqa: BLE001 - an unresolvable saved config is bad input
-        raise UserError(f"{source}: the saved config does not resolve: {_one_line(exc)}") from None
+        raise UserError(f"{source}: the saved config does not resolve: {one_line(exc)}") from None
 
 
 def saved_config(run_dir: str | Path, *, trust: bool | None = None):
@@ -100,7 +99,7 @@ def saved_config(run_dir: str | Path, *, trust: bool | None = None):
     try:
         config = OmegaConf.create(tree)
     except Exception as exc:  # noqa: BLE001 - keys or values OmegaConf does not take
-        raise UserError(f"{path}: not a config ({_one_line(exc)})") from None
+        raise UserError(f"{path}: not a config ({one_line(exc)})") from None
     # The resolved values are checked too: a reference may bring a mapping from another key.
     from overparam.components import check_config
 
@@ -168,102 +167,6 @@ def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool
     return cfg
 
 
-# Hydra settings a saved run's overrides may carry: the launcher/sweeper choice and their plain knobs.
-# Anything else in `hydra` (callbacks, logging, search path, output_subdir, sweeper storage, a launcher's
-# `setup` commands) would let the run directory decide what runs or where files are written.
-SAFE_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper")
-SAFE_HYDRA_KNOBS = {
-    "hydra.launcher": ("n_jobs", "backend", "prefer", "verbose", "timeout", "pre_dispatch", "batch_size",
-                       "timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
-                       "partition", "qos", "comment", "constraint", "exclude", "gres", "cpus_per_gpu",
-                       "gpus_per_task", "mem_per_gpu", "mem_per_cpu", "account", "max_num_timeout",
-                       "array_parallelism"),
-    "hydra.sweeper": ("direction", "study_name", "n_trials", "n_jobs", "max_failure_rate", "sampler.seed",
-                      "sampler.n_startup_trials", "params.*"),
-}
-# Where a run ran and what observed it, not what it computed: a reproduction writes only where the
-# user's own config says (a foreign `paths.output_dir` would put the level cache, a foreign logger
-# its database or event files, anywhere on this machine).
-PLACE_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "paths", "logger")
-PLACE_PREFIXES = ("paths.", "logger.", "logger/")
-
-
-def local_places() -> dict:
-    """The user's own `paths` (configs/train.yaml's, unresolved) and no logger: what a reproduction runs with."""
-    from overparam.configtree import config_dir
-
-    train = read_yaml(config_dir() / "train.yaml") or {}
-    return {"paths": dict(train.get("paths") or {}), "logger": None}
-
-
-def _override_key(override: str) -> str:
-    return override.partition("=")[0].strip().lstrip("+~").split("@")[0].strip()
-
-
-def check_saved_overrides(overrides: Any, *, source: str, trust: bool | None = None) -> list[str]:
-    """Saved command-line overrides (`.hydra/overrides.yaml`, multirun.yaml) as a checked list of strings.
-
-    Place keys (PLACE_KEYS) are dropped: the reproduction decides where it writes.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from overparam.components import INSTANTIATE_KEYS, check_resolvers, trusted
-
-    trust = trusted() if trust is None else trust
-    if overrides is None:
-        return []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise UserError(f"{source}: saved overrides must be a list of key=value strings")
-    parser = OverridesParser.create()
-    kept = []
-    for override in overrides:
-        key = _override_key(override)
-        if key in PLACE_KEYS or key.startswith(PLACE_PREFIXES):
-            continue
-        try:
-            parsed = parser.parse_override(override)
-        except Exception as exc:  # noqa: BLE001 - Hydra's parser errors are long: one line
-            raise UserError(f"{source}: {override!r} is not an override ({_one_line(exc)[:200]})") from None
-        if any(part in ("_target_", *INSTANTIATE_KEYS) for part in key.replace("/", ".").split(".")) and not trust:
-            raise UserError(f"{source}: {override!r} is refused (a saved override may not name code); "
-                            f"pass --trust if you trust where this run came from")
-        # Mapping and list values, quoted or escaped text and every value of a sweep: any `_target_` in the value.
-        if "_target_" in override.partition("=")[2] and not trust:
-            raise UserError(f"{source}: {override!r} is refused (a saved override may not name code); "
-                            f"pass --trust if you trust where this run came from")
-        check_resolvers({"value": override.partition("=")[2]}, source=f"{source}: {key}")
-        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
-            _check_hydra_override(key, parsed, override, source)
-        kept.append(override)
-    return kept
-
-
-def _check_hydra_override(key: str, parsed, override: str, source: str) -> None:
-    if key in SAFE_HYDRA_GROUPS:
-        from overparam.components import installed_group_options
-
-        options = installed_group_options(key)
-        value = parsed.value()
-        if isinstance(value, str) and value in options:
-            return
-        raise UserError(f"{source}: {override!r} is refused ({key} must be one of: {', '.join(sorted(options))})")
-    for prefix, knobs in SAFE_HYDRA_KNOBS.items():
-        if key.startswith(prefix + "."):
-            rest = key[len(prefix) + 1:]
-            value = parsed.value() if not parsed.is_sweep_override() else None
-            if (rest in knobs or any(k.endswith(".*") and rest.startswith(k[:-1]) for k in knobs)) \
-                    and not isinstance(value, dict):
-                return
-    raise UserError(f"{source}: {override!r} is refused (a saved run may set only the launcher and sweeper "
-                    f"and their plain options in hydra; callbacks, logging, paths and search paths are not data)")
-
-
-def saved_overrides(run_dir: str | Path, *, trust: bool | None = None) -> list[str]:
-    """A run's `.hydra/overrides.yaml`, checked (see `check_saved_overrides`)."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    return check_saved_overrides(read_yaml(path), source=str(path), trust=trust)
-
-
 def saved_summary(run_dir: str | Path) -> dict | None:
     """summary.json of a run as a mapping (None when absent)."""
     return _json_object(Path(run_dir) / "summary.json", "a summary")
@@ -285,28 +188,6 @@ def check_run_ref(value: Any, key: str, *, trust: bool | None = None) -> "RunRef
 
         check_weights_file(ref.weights)
     return ref
-
-
-@dataclass
-class ForeignRun:
-    """A finished run directory opened as data: its record, checked config and overrides, and summary."""
-
-    root: Path
-    info: dict
-    config: Any
-    resolved: dict
-    overrides: list[str]
-    summary: dict | None
-
-
-def open_run(run_dir: str | Path, *, trust: bool | None = None) -> ForeignRun:
-    """Open a finished run from anywhere through every check of this module."""
-    root = Path(run_dir)
-    info = check_finished(root)
-    config = saved_config(root, trust=trust)
-    return ForeignRun(root=root, info=info, config=config,
-                      resolved=resolve_saved(config, source=str(root / ".hydra" / "config.yaml")),
-                      overrides=saved_overrides(root, trust=trust), summary=saved_summary(root))
 
 
 def local_data_dir() -> str:
