@@ -10,7 +10,8 @@ string from the file is never given to an importer.
 Hydra itself instantiates a few things from the `hydra:` section (callbacks, the launcher, the
 sweeper and its sampler, logging handlers). Those are checked the same way before Hydra sees them:
 callbacks against CALLBACKS, launchers and sweepers against the installed Hydra plugins (their
-classes, by identity), samplers against SAMPLERS, logging handlers against LOGGING_CLASSES.
+classes, by identity: a check the CLI passes in, overparam/cli/foreign.py, so this module knows no
+Hydra), samplers against SAMPLERS, logging handlers against LOGGING_CLASSES.
 
 `--trust` (environment OVERPARAM_TRUST_TARGETS=1) lets a user run a component of their own that is
 not registered; so does registering it in code with `register(kind, name, callable)`.
@@ -125,6 +126,20 @@ def _load(entry: Any) -> Callable:
     return getattr(importlib.import_module(module), attribute)
 
 
+def _import_path(target: str) -> Any:
+    """The object a dotted path names (its longest importable module, then attributes): --trust only."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute)
+        return found
+    raise ImportError(f"no module in {target!r}")
+
+
 def names(kind: str) -> list[str]:
     """Registered names of one kind."""
     return sorted(REGISTRIES[kind])
@@ -151,10 +166,8 @@ def resolve(kind: str, node: Any, *, trust: bool | None = None) -> Callable:
         chosen = name_of_target(kind, target)
         if chosen is None:
             if trust and isinstance(target, str):
-                from hydra.utils import get_method
-
                 try:
-                    return get_method(target)
+                    return _import_path(target)
                 except Exception as exc:  # noqa: BLE001 - a user's own component that does not import
                     raise UserError(f"{kind} {name!r}: cannot import {target}: {exc}") from None
             raise UserError(f"{kind} {name!r}: _target_={target!r} is not a registered {kind} "
@@ -187,40 +200,13 @@ def _registered_for(where: str, target: Any) -> bool:
     return any(name_of_target(kind, target) for kind in kinds)
 
 
-def _installed_plugin_targets(kind: str) -> set[str]:
-    """Dotted class paths of the installed Hydra launcher or sweeper plugins (discovered by Hydra itself)."""
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.launcher import Launcher
-    from hydra.plugins.sweeper import Sweeper
-
-    base = Launcher if kind == "launcher" else Sweeper
-    found = set()
-    for cls in Plugins.instance().discover(base):
-        found.add(f"{cls.__module__}.{cls.__qualname__}")
-    return found
-
-
-def _plugin_allowed(kind: str, target: Any) -> bool:
-    """A launcher/sweeper `_target_` names an installed plugin class: checked by resolving it to that class."""
-    if not isinstance(target, str) or target not in _installed_plugin_targets(kind):
-        return False
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.launcher import Launcher
-    from hydra.plugins.sweeper import Sweeper
-    from hydra.utils import get_class
-
-    base = Launcher if kind == "launcher" else Sweeper
-    return any(get_class(target) is cls for cls in Plugins.instance().discover(base))
-
-
-def _hydra_target_allowed(where: str, target: Any) -> bool:
+def _hydra_target_allowed(where: str, target: Any, plugins: Callable[[str, Any], bool] | None) -> bool:
     parts = where.split(".")
     if len(parts) == 4 and parts[1] == "callbacks":  # hydra.callbacks.<name>._target_
         return name_of_target("callback", target) is not None
-    if where == "hydra.launcher._target_":
-        return _plugin_allowed("launcher", target)
-    if where == "hydra.sweeper._target_":
-        return _plugin_allowed("sweeper", target)
+    if where in ("hydra.launcher._target_", "hydra.sweeper._target_"):
+        # Hydra's installed plugins, known only to the CLI (overparam/cli/foreign.py): without it, none pass.
+        return plugins is not None and plugins(parts[1], target)
     if where == "hydra.sweeper.sampler._target_":
         return target in SAMPLERS
     return False
@@ -260,13 +246,15 @@ def check_resolvers(tree: Any, *, source: str, hydra_only: bool = False) -> None
                             f"call here (allowed: {', '.join(SAFE_RESOLVERS)}); refusing to run it")
 
 
-def check_config(tree: Any, *, trust: bool | None = None, source: str = "config") -> None:
+def check_config(tree: Any, *, trust: bool | None = None, source: str = "config",
+                 plugins: Callable[[str, Any], bool] | None = None) -> None:
     """Refuse a config (plain container) that names anything but registered components.
 
     Every `_target_` outside `hydra:` must be exactly a registered model/dataset/method/logger path;
     in `hydra:` only the project's callbacks, installed launchers and sweepers, Optuna samplers and
     plain logging handlers; `_args_`/`_partial_`/`_recursive_`/`_convert_` nowhere; a target is a plain
-    string (no interpolation). `--trust` lifts the checks outside logging.
+    string (no interpolation). `--trust` lifts the checks outside logging. `plugins(kind, target)` says
+    whether a launcher/sweeper `_target_` is an installed Hydra plugin (the CLI passes its check).
     """
     trust = trusted() if trust is None else trust
     if hasattr(tree, "items") and not isinstance(tree, dict):
@@ -285,7 +273,7 @@ def check_config(tree: Any, *, trust: bool | None = None, source: str = "config"
                             f"{_TRUST_HINT}")
         if key != "_target_":
             continue
-        allowed = _hydra_target_allowed(where, value) if in_hydra else _registered_for(where, value)
+        allowed = _hydra_target_allowed(where, value, plugins) if in_hydra else _registered_for(where, value)
         if not allowed:
             what = ("only the project's callbacks and the installed launchers and sweepers may be named there"
                     if in_hydra else "not a registered component")

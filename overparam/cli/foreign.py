@@ -1,6 +1,7 @@
 """A run from elsewhere as `runner reproduce` and `runner search` reopen it: its saved overrides, checked
 with Hydra's own override parser against the installed launcher and sweeper plugins, and the user's own
-places. The store (overparam/store/load.py) opens the run's files; what Hydra would do with them is checked here.
+places; and which launcher and sweeper classes a config's `hydra:` section may name (`plugin_allowed`).
+The store (overparam/store/load.py) opens the run's files; what Hydra would do with them is checked here.
 """
 
 from __future__ import annotations
@@ -147,3 +148,29 @@ def open_run(run_dir: str | Path, *, trust: bool | None = None) -> ForeignRun:
     return ForeignRun(root=root, info=info, config=config,
                       resolved=resolve_saved(config, source=str(root / ".hydra" / "config.yaml")),
                       overrides=saved_overrides(root, trust=trust), summary=saved_summary(root))
+
+
+def _installed_plugin_targets(kind: str) -> set[str]:
+    """Dotted class paths of the installed Hydra launcher or sweeper plugins (discovered by Hydra itself)."""
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    from hydra.plugins.sweeper import Sweeper
+
+    base = Launcher if kind == "launcher" else Sweeper
+    found = set()
+    for cls in Plugins.instance().discover(base):
+        found.add(f"{cls.__module__}.{cls.__qualname__}")
+    return found
+
+
+def plugin_allowed(kind: str, target: Any) -> bool:
+    """A launcher/sweeper `_target_` names an installed plugin class: checked by resolving it to that class."""
+    if not isinstance(target, str) or target not in _installed_plugin_targets(kind):
+        return False
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+    from hydra.plugins.sweeper import Sweeper
+    from hydra.utils import get_class
+
+    base = Launcher if kind == "launcher" else Sweeper
+    return any(get_class(target) is cls for cls in Plugins.instance().discover(base))

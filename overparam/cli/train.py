@@ -99,7 +99,9 @@ def compose_checked(overrides: list[str], *, primary: tuple[str, str] | None = N
     from overparam.cli.validate import validate
 
     check_resolvers({"hydra": hydra_section}, source="the composed config", hydra_only=True)
-    check_config({"hydra": hydra_section}, trust=trust, source="the composed config")
+    from overparam.cli.foreign import plugin_allowed
+
+    check_config({"hydra": hydra_section}, trust=trust, source="the composed config", plugins=plugin_allowed)
     check_config(container, trust=trust, source="the composed config")
     check_added_keys(overrides, container)
     if check_method:
