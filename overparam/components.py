@@ -10,7 +10,8 @@ string from the file is never given to an importer.
 Hydra itself instantiates a few things from the `hydra:` section (callbacks, the launcher, the
 sweeper and its sampler, logging handlers). Those are checked the same way before Hydra sees them:
 callbacks against CALLBACKS, launchers and sweepers against the installed Hydra plugins (their
-classes, by identity), samplers against SAMPLERS, logging handlers against LOGGING_CLASSES.
+classes, by identity: a check the CLI passes in, overparam/cli/foreign.py, so this module knows no
+Hydra), samplers against SAMPLERS, logging handlers against LOGGING_CLASSES.
 
 `--trust` (environment OVERPARAM_TRUST_TARGETS=1) lets a user run a component of their own that is
 not registered; so does registering it in code with `register(kind, name, callable)`.
@@ -26,10 +27,11 @@ import re
 from typing import Any, Callable, Iterator
 
 from overparam.errors import UserError
+from overparam.methods import Method, methods
 
 TRUST_ENV = "OVERPARAM_TRUST_TARGETS"
 
-# kind -> name -> "module:attribute" (a constant of this package) or a callable registered in code.
+# kind -> name -> "module:attribute" (a constant of this package), a declared Method or a callable registered in code.
 REGISTRIES: dict[str, dict[str, Any]] = {
     "model": {
         "mlp": "overparam.models.zoo:mlp",
@@ -59,21 +61,8 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "hf": "overparam.data.hf:load",
         "text": "overparam.data.text:load",
     },
-    "method": {
-        "dense": "overparam.recipes.dense:run",
-        **{name: f"overparam.recipes.prune.{name}:run" for name in (
-            "channel", "data_diet", "grasp", "imp", "nm", "oneshot", "random_prune", "snip", "synflow")},
-        **{name: f"overparam.recipes.merge.{name}:run" for name in (
-            "breadcrumbs", "checkpoint_average", "dare", "fisher", "greedy_soup", "lmc", "rebasin", "sms",
-            "task_arithmetic", "task_vectors", "ties", "uniform_soup", "wise_ft")},
-        **{name: f"overparam.recipes.tune.{name}:run" for name in (
-            "finetune", "lora", "self_pretrain", "sparse_finetune")},
-        **{name: f"overparam.recipes.distill.{name}:run" for name in (
-            "feature_kd", "kd", "random_teacher", "self_distill")},
-        **{name: f"overparam.recipes.analysis.{name}:run" for name in ("ensemble", "measures", "random_features")},
-        # hparams_search=lr_wd: each trial runs the searched method (method.name) on its tuning seeds.
-        "search": "overparam.recipes.tune.search:run",
-    },
+    # Every declared method (overparam.methods.declare, beside each Spec); its `_target_` is the declaration's.
+    "method": methods(),
     "logger": {
         "tensorboard": "overparam.store.loggers:TensorBoardLogger",
         "mlflow": "overparam.store.loggers:MLflowLogger",
@@ -123,14 +112,32 @@ def dotted(entry: Any) -> str:
     """The `_target_` string a registry entry answers to ("pkg.module.attr")."""
     if isinstance(entry, str):
         return entry.replace(":", ".")
+    if isinstance(entry, Method):
+        return entry.target
     return f"{entry.__module__}.{entry.__qualname__}"
 
 
 def _load(entry: Any) -> Callable:
+    if isinstance(entry, Method):
+        return entry.load()
     if not isinstance(entry, str):
         return entry
     module, _, attribute = entry.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def _import_path(target: str) -> Any:
+    """The object a dotted path names (its longest importable module, then attributes): --trust only."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found: Any = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute)
+        return found
+    raise ImportError(f"no module in {target!r}")
 
 
 def names(kind: str) -> list[str]:
@@ -159,10 +166,8 @@ def resolve(kind: str, node: Any, *, trust: bool | None = None) -> Callable:
         chosen = name_of_target(kind, target)
         if chosen is None:
             if trust and isinstance(target, str):
-                from hydra.utils import get_method
-
                 try:
-                    return get_method(target)
+                    return _import_path(target)
                 except Exception as exc:  # noqa: BLE001 - a user's own component that does not import
                     raise UserError(f"{kind} {name!r}: cannot import {target}: {exc}") from None
             raise UserError(f"{kind} {name!r}: _target_={target!r} is not a registered {kind} "
@@ -195,60 +200,13 @@ def _registered_for(where: str, target: Any) -> bool:
     return any(name_of_target(kind, target) for kind in kinds)
 
 
-def _installed_plugin_targets(kind: str) -> set[str]:
-    """Dotted class paths of the installed Hydra launcher or sweeper plugins (discovered by Hydra itself)."""
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.launcher import Launcher
-    from hydra.plugins.sweeper import Sweeper
-
-    base = Launcher if kind == "launcher" else Sweeper
-    found = set()
-    for cls in Plugins.instance().discover(base):
-        found.add(f"{cls.__module__}.{cls.__qualname__}")
-    return found
-
-
-def installed_group_options(group: str) -> set[str]:
-    """Options of `hydra/launcher` or `hydra/sweeper`: the installed plugins' and the project's own config files."""
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.launcher import Launcher
-
-    Plugins.instance().discover(Launcher)  # importing the plugins registers their configs
-    node: Any = ConfigStore.instance().repo
-    for part in group.split("/"):
-        node = node.get(part, {}) if isinstance(node, dict) else {}
-    options = {name[: -len(".yaml")] for name in node if isinstance(name, str) and name.endswith(".yaml")}
-    try:
-        from overparam.configtree import config_dir
-
-        options |= {p.stem for p in (config_dir() / group).glob("*.yaml")}
-    except FileNotFoundError:
-        pass
-    return options
-
-
-def _plugin_allowed(kind: str, target: Any) -> bool:
-    """A launcher/sweeper `_target_` names an installed plugin class: checked by resolving it to that class."""
-    if not isinstance(target, str) or target not in _installed_plugin_targets(kind):
-        return False
-    from hydra.core.plugins import Plugins
-    from hydra.plugins.launcher import Launcher
-    from hydra.plugins.sweeper import Sweeper
-    from hydra.utils import get_class
-
-    base = Launcher if kind == "launcher" else Sweeper
-    return any(get_class(target) is cls for cls in Plugins.instance().discover(base))
-
-
-def _hydra_target_allowed(where: str, target: Any) -> bool:
+def _hydra_target_allowed(where: str, target: Any, plugins: Callable[[str, Any], bool] | None) -> bool:
     parts = where.split(".")
     if len(parts) == 4 and parts[1] == "callbacks":  # hydra.callbacks.<name>._target_
         return name_of_target("callback", target) is not None
-    if where == "hydra.launcher._target_":
-        return _plugin_allowed("launcher", target)
-    if where == "hydra.sweeper._target_":
-        return _plugin_allowed("sweeper", target)
+    if where in ("hydra.launcher._target_", "hydra.sweeper._target_"):
+        # Hydra's installed plugins, known only to the CLI (overparam/cli/foreign.py): without it, none pass.
+        return plugins is not None and plugins(parts[1], target)
     if where == "hydra.sweeper.sampler._target_":
         return target in SAMPLERS
     return False
@@ -288,13 +246,15 @@ def check_resolvers(tree: Any, *, source: str, hydra_only: bool = False) -> None
                             f"call here (allowed: {', '.join(SAFE_RESOLVERS)}); refusing to run it")
 
 
-def check_config(tree: Any, *, trust: bool | None = None, source: str = "config") -> None:
+def check_config(tree: Any, *, trust: bool | None = None, source: str = "config",
+                 plugins: Callable[[str, Any], bool] | None = None) -> None:
     """Refuse a config (plain container) that names anything but registered components.
 
     Every `_target_` outside `hydra:` must be exactly a registered model/dataset/method/logger path;
     in `hydra:` only the project's callbacks, installed launchers and sweepers, Optuna samplers and
     plain logging handlers; `_args_`/`_partial_`/`_recursive_`/`_convert_` nowhere; a target is a plain
-    string (no interpolation). `--trust` lifts the checks outside logging.
+    string (no interpolation). `--trust` lifts the checks outside logging. `plugins(kind, target)` says
+    whether a launcher/sweeper `_target_` is an installed Hydra plugin (the CLI passes its check).
     """
     trust = trusted() if trust is None else trust
     if hasattr(tree, "items") and not isinstance(tree, dict):
@@ -313,7 +273,7 @@ def check_config(tree: Any, *, trust: bool | None = None, source: str = "config"
                             f"{_TRUST_HINT}")
         if key != "_target_":
             continue
-        allowed = _hydra_target_allowed(where, value) if in_hydra else _registered_for(where, value)
+        allowed = _hydra_target_allowed(where, value, plugins) if in_hydra else _registered_for(where, value)
         if not allowed:
             what = ("only the project's callbacks and the installed launchers and sweepers may be named there"
                     if in_hydra else "not a registered component")

@@ -33,7 +33,7 @@ def group_config(group: str, name: str) -> dict:
     """The config of option `name` of `group` (configs/<group>/<name>.yaml), read as data: a name of the
     tree, never a path (an unknown name is one clear line listing the options)."""
     from overparam.errors import UserError
-    from overparam.store.load import read_yaml
+    from overparam.store.readers import read_yaml
 
     options = group_options(group)
     if name not in options:

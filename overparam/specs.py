@@ -1,12 +1,11 @@
 """Every method's parameter declaration, by method name, and the keys every run shares (`SHARED`).
 
-The declarations are torch-free modules (`overparam/recipes/<family>/params.py`), imported on demand:
-`runner ls method imp` and `cli/validate.py` read them without loading a recipe.
+Each method's Spec is declared with the method itself (`overparam.methods.declare`, in the torch-free
+`overparam/recipes/<family>/params.py`): `runner ls method imp` and `cli/validate.py` read them without
+loading a recipe.
 """
 
 from __future__ import annotations
-
-import importlib
 
 from overparam.errors import UserError
 from overparam.params import Param, Params, Spec
@@ -15,10 +14,6 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "linear")
 PRECISIONS = ("fp32", "bf16", "fp16")
 KERNELS = ("auto", "torch", "triton", "sparse")
-
-# family module of each method's Spec (its SPECS dict holds the method by name)
-FAMILIES = ("overparam.recipes.prune.params", "overparam.recipes.merge.params", "overparam.recipes.tune.params",
-            "overparam.recipes.distill.params", "overparam.recipes.analysis.params")
 
 
 def _steps_or_epochs(params: Params, cfg: dict) -> None:
@@ -90,25 +85,13 @@ SHARED = Spec("shared", [
     _n("hardware.threads", "int", low=1, optional=True, doc="CPU threads"),
 ], check=(_steps_or_epochs, _mnist1d_settings, _milestones), doc="The keys every run uses.")
 
-DENSE = Spec("dense", [], doc="Train one dense model (the baseline).")
-
-
 def all_specs() -> dict[str, Spec]:
-    """{method name: Spec} of every method of the package (imports the torch-free declaration modules)."""
-    out = {"dense": DENSE}
-    for family in FAMILIES:
-        out.update(importlib.import_module(family).SPECS)
-    return out
+    """{method name: Spec} of every method of the package (its declaration's, `overparam.methods`)."""
+    from overparam.methods import methods
+
+    return {name: method.spec for name, method in methods().items()}
 
 
 def spec_for(name: str | None) -> Spec | None:
     """The Spec of the registered method `name`, or None (a user's own component declares none)."""
     return all_specs().get(name) if name else None
-
-
-def method_name(method: dict) -> str | None:
-    """The registered name of the method a config selects: by its `_target_` when given, else its `name`."""
-    from overparam.components import name_of_target
-
-    target = method.get("_target_")
-    return name_of_target("method", target) if target else method.get("name")

@@ -207,6 +207,10 @@ def failed_jobs(sweep_dir: str | os.PathLike) -> list[tuple[str, str]]:
     return failures
 
 
+# Jobs of this process that failed (the basic launcher runs a sweep's jobs in-process; `runner train` adds
+# them, FailureSummary those its launcher ran in other processes).
+FAILED_JOBS: list[tuple[str, str]] = []
+
 try:
     from hydra.experimental.callback import Callback as _HydraCallback
 except ImportError:  # pragma: no cover - hydra is a dependency; keeps this module importable without it
@@ -218,17 +222,15 @@ class FailureSummary(_HydraCallback):  # type: ignore[misc,valid-type]
 
     Jobs run by the basic launcher report their failures in-process; jobs run by joblib or
     submitit run in other processes, so their run.json files are the only record. The
-    failures are merged into `overparam.cli.train.FAILED_JOBS`; `runner train` prints them
+    failures are merged into `FAILED_JOBS`; `runner train` prints them
     and exits non-zero.
     """
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        from overparam.cli import train
-
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
-        known = {str(Path(where).resolve()) for where, _ in train.FAILED_JOBS}
+        known = {str(Path(where).resolve()) for where, _ in FAILED_JOBS}
         for where, reason in failed_jobs(sweep_dir):
             if str(Path(where).resolve()) not in known:
-                train.FAILED_JOBS.append((where, reason))
+                FAILED_JOBS.append((where, reason))

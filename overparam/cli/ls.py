@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from overparam.cli.paths import GROUPS, config_dir, group_options
+from overparam.cli.paths import GROUPS, config_dir, describe, group_options
 
 ALIASES = {"methods": "method", "models": "model", "datasets": "dataset", "experiments": "experiment",
            "loggers": "logger", "searches": "hparams_search", "launchers": "hydra/launcher"}
@@ -17,31 +17,6 @@ ALIASES = {"methods": "method", "models": "model", "datasets": "dataset", "exper
 # Config groups listed beside GROUPS, with the options that have no file of their own (Hydra's built-ins).
 HYDRA_GROUPS = {"hydra/launcher": {"basic": "Hydra's own launcher: a sweep's jobs one after another in this process."}}
 LISTED = (*GROUPS, *HYDRA_GROUPS)
-
-
-def describe(path) -> str:
-    """The first sentence of a config file's first comment (its one-line description), which may wrap over
-    several comment lines; the text after that sentence's full stop is left out."""
-    import re
-
-    text = ""
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not text and (line.startswith("# @package") or not line):
-                continue
-            comment = line.lstrip("#").strip()
-            if not line.startswith("#") or not comment:
-                break
-            if text:
-                # Lines after the first are read only up to the sentence's end (". " then a capital, or the end).
-                end = re.search(r"\.(\s+(?=[A-Z`(])|$)", comment)
-                text += " " + (comment[:end.start() + 1] if end else comment)
-            else:
-                text = comment
-            if text.endswith((".", ".)", ")")):
-                break
-    return text
 
 
 def defaults() -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from overparam.cli import reproduce as base
+from overparam.cli import rerun
 from overparam.errors import UserError
 
 
@@ -29,11 +29,11 @@ def reproduce_preset(name: str, extra: list[str], *, out: str | None, trust: boo
         from overparam.cli.validate import validate
 
         validate(composed, trust=trust)
-    new_root = base._new_out(out, name)
+    new_root = rerun.new_out(out, name)
     if stages:
         return reproduce_stages(name, stages, extra, claims, new_root, trust=trust)
     print(f"preset {name}: running its sweep into {new_root}")
-    code = base._runner_train(["-m", f"experiment={name}", *extra, f"hydra.sweep.dir={new_root}"], trust=trust)
+    code = rerun.runner_train(["-m", f"experiment={name}", *extra, f"hydra.sweep.dir={new_root}"], trust=trust)
     if not new_root.exists():
         print(f"runner reproduce: the sweep exited with code {code} and wrote nothing", file=sys.stderr)
         return 1
@@ -99,7 +99,7 @@ def reproduce_stages(name: str, stages: list[dict], extra: list[str], claims: li
             args = ["-m", *args, f"hydra.sweep.dir={where}"]
         else:
             args = [*args, f"hydra.run.dir={where}"]
-        code = base._runner_train(args, trust=trust)
+        code = rerun.runner_train(args, trust=trust)
         if code != 0:
             print(f"runner reproduce: stage {stage['name']} exited with code {code}; the later stages need it",
                   file=sys.stderr)

@@ -20,14 +20,13 @@ Exit codes: 0 all metrics agree / all claims pass; 1 a metric differs, a job fai
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from overparam.cli.rerun import new_out as _new_out
+from overparam.cli.rerun import runner_train as _runner_train
 from overparam.errors import UserError
 
 EPILOG = """examples:
@@ -97,40 +96,6 @@ def is_multirun_dir(path: Path) -> bool:
     return any(is_run_dir(child) for child in path.iterdir() if child.is_dir())
 
 
-def _new_out(out: str | None, *parts: str) -> Path:
-    if out:
-        path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            raise UserError(f"--out {path} exists and is not empty; a reproduction needs a fresh directory")
-        return path.resolve()
-    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
-    path = Path("outputs", "reproduce", *parts, stamp).resolve()
-    while path.exists():  # two reproductions in the same second
-        path = path.with_name(path.name + "_")
-    return path
-
-
-def _runner_train(args: list[str], trust: bool = False) -> int:
-    """Run `runner train ARGS` in a fresh interpreter (clean Hydra and torch state); its exit code.
-
-    The job checks its config again (registered components only) unless this reproduction was given --trust.
-    """
-    from overparam.components import TRUST_ENV
-
-    command = [sys.executable, "-m", "overparam.cli.main", "train", *args]
-    print("$ runner train " + " ".join(_quote(a) for a in args), flush=True)
-    env = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
-    if trust:
-        env[TRUST_ENV] = "1"
-    return subprocess.call(command, env=env)
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
-
-
 def _flat_identity(config: dict) -> dict[str, Any]:
     from overparam.report.index import flatten, is_identity_key
 
@@ -151,7 +116,7 @@ class SavedRun:
     """A finished run directory prepared for re-running: its checked config and how to re-run it."""
 
     def __init__(self, path: Path, trust: bool):
-        from overparam.store.load import open_run
+        from overparam.cli.foreign import open_run
         from overparam.store.run import config_hash
 
         # The one validated loader for a run from elsewhere: safe YAML/JSON, registered components only,
@@ -232,7 +197,7 @@ def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path, cache_dir: 
 
     validate(saved_resolved, trust=trust)
     with tempfile.TemporaryDirectory(prefix="overparam-reproduce-") as folder:
-        from overparam.store.load import local_places
+        from overparam.cli.foreign import local_places
 
         config = OmegaConf.to_container(saved, resolve=False)
         # Where it writes and what observes it are this machine's, not the saved run's.
@@ -344,7 +309,7 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
                        reuse_cache: bool = False) -> int:
     """Re-run every job of a sweep (through its launcher when the overrides still compose) and compare."""
     from overparam.report.index import find_runs, load_yaml
-    from overparam.store.load import check_saved_overrides
+    from overparam.cli.foreign import check_saved_overrides
 
     jobs = [SavedRun(job, trust) for job in find_runs([path])]
     if not jobs:

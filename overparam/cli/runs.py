@@ -68,7 +68,7 @@ def _process_gone(info: dict) -> bool:
 
 
 def _run_json(path: Path) -> dict:
-    from overparam.store.load import read_json_file
+    from overparam.store.readers import read_json_file
 
     try:
         info = read_json_file(path / "run.json")

@@ -29,7 +29,9 @@ def evaluate_best(sweep_dir: str | Path) -> dict:
     trials = sweep_jobs(sweep_dir)
     if not results_path.is_file() or not trials:
         raise UserError(f"{sweep_dir} is not a finished Optuna sweep (no optimization_results.yaml or trial dirs)")
-    from overparam.store.load import check_saved_overrides, read_yaml, saved_config, saved_overrides
+    from overparam.cli.foreign import check_saved_overrides, saved_overrides
+    from overparam.store.load import saved_config
+    from overparam.store.readers import read_yaml
 
     best = read_yaml(results_path)
     if not isinstance(best, dict) or not isinstance(best.get("best_params"), dict):

@@ -73,7 +73,7 @@ def option_error(group: str, value: str, options: list[str], *, prefix: str | No
                  listing: str | None = None) -> str:
     """`method=lotery is not an option; did you mean imp (lottery tickets)? (runner ls method lists them all)`,
     or every option when none is close. `group` names the config folder whose descriptions are searched too."""
-    from overparam.cli.ls import describe
+    from overparam.cli.paths import describe
     from overparam.configtree import config_dir
 
     def description(option: str) -> str:

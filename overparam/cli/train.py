@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from overparam.cli.launch import (SWEEP_PID_ENV, apply_job_threads, created_for, leave_if_orphaned, plan_run_dir,
-                                  register_resolvers, watch_sweep_process)
+from overparam.cli.launch import (FAILED_JOBS, SWEEP_PID_ENV, apply_job_threads, created_for, leave_if_orphaned,
+                                  plan_run_dir, register_resolvers, watch_sweep_process)
 from overparam.cli.paths import config_dir, group_options
 from overparam.cli.job import _split_message, execute, hydra_files, trusted  # noqa: F401 (execute: for callers)
 from overparam.errors import UserError
@@ -24,8 +24,6 @@ register_resolvers()
 # Hydra flags after which no job runs: skip validation and hand over to Hydra.
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc", "--version")
 
-# Jobs of this process that failed (the basic launcher runs a sweep's jobs in-process).
-FAILED_JOBS: list[tuple[str, str]] = []
 
 
 def _check_group_option(key: str, value: str) -> None:
@@ -101,7 +99,9 @@ def compose_checked(overrides: list[str], *, primary: tuple[str, str] | None = N
     from overparam.cli.validate import validate
 
     check_resolvers({"hydra": hydra_section}, source="the composed config", hydra_only=True)
-    check_config({"hydra": hydra_section}, trust=trust, source="the composed config")
+    from overparam.cli.foreign import plugin_allowed
+
+    check_config({"hydra": hydra_section}, trust=trust, source="the composed config", plugins=plugin_allowed)
     check_config(container, trust=trust, source="the composed config")
     check_added_keys(overrides, container)
     if check_method:

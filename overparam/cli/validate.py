@@ -23,7 +23,8 @@ def validate(cfg: dict, trust: bool | None = None) -> None:
     import sys
 
     from overparam.components import resolve
-    from overparam.specs import method_name, spec_for
+    from overparam.methods import method_name
+    from overparam.specs import spec_for
 
     recipe = resolve("method", method, trust=trust)
     check_inputs_read(cfg, method_name(method))

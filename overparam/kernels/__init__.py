@@ -85,6 +85,19 @@ def resolve_backend(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, b
     return backend
 
 
+def resolve_conv_backend(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, stride, padding, dilation,
+                         groups: int, backend: str | None = None) -> str:
+    """The backend a masked convolution with these operands runs; `auto` decides here, above conv.py."""
+    backend = backend or _default_backend
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        from overparam.kernels.dispatch import choose_conv_backend
+
+        return choose_conv_backend(x, weight, mask, stride, padding, dilation, groups)
+    return backend
+
+
 def masked_matmul(x: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor, bias: torch.Tensor | None = None,
                   backend: str | None = None) -> torch.Tensor:
     """x @ (weight * mask).T + bias for inputs of any leading batch shape."""

@@ -170,15 +170,9 @@ def masked_conv_sparse(x, weight, mask, bias=None, stride=1, padding=0, dilation
 
 def masked_conv(x, weight, mask, bias=None, stride=1, padding=0, dilation=1, groups=1, backend: str | None = None):
     """conv(x, weight * mask) + bias with the backend `hardware.kernel` (or `backend`) selects."""
-    from overparam.kernels import BACKENDS, get_default_backend
+    from overparam.kernels import resolve_conv_backend
 
-    backend = backend or get_default_backend()
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if backend == "auto":
-        from overparam.kernels.dispatch import choose_conv_backend
-
-        backend = choose_conv_backend(x, weight, mask, stride, padding, dilation, groups)
+    backend = resolve_conv_backend(x, weight, mask, stride, padding, dilation, groups, backend)
     if backend != "sparse" or not sparse_supported(weight, padding, groups):
         return masked_conv_reference(x, weight, mask, bias, stride, padding, dilation, groups)
     device_type = x.device.type

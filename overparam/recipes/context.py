@@ -40,7 +40,8 @@ def call(recipe: Callable, cfg: Any, run: Any) -> dict:
     from omegaconf import DictConfig, OmegaConf
 
     from overparam.params import Params
-    from overparam.specs import method_name, spec_for
+    from overparam.methods import method_name
+    from overparam.specs import spec_for
 
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     spec = spec_for(method_name(container.get("method") or {}))

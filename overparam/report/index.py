@@ -41,13 +41,13 @@ def load_yaml(path: str | os.PathLike) -> Any:
     Reads through `overparam.store.load.read_yaml`: no tags, no aliases, bounded size and nesting;
     anything else is one clear line (UserError).
     """
-    from overparam.store.load import read_yaml
+    from overparam.store.readers import read_yaml
 
     return read_yaml(path)
 
 
 def _read_json(path: Path) -> Any:
-    from overparam.store.load import read_json_file
+    from overparam.store.readers import read_json_file
 
     return read_json_file(path)
 

@@ -91,7 +91,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike, default: Any = None) -> Any:
     """Read a JSON file, or return `default` when it does not exist (a special file or a malformed one: UserError)."""
-    from overparam.store.load import read_json_file
+    from overparam.store.readers import read_json_file
 
     value = read_json_file(path)
     return default if value is None else value

@@ -3,116 +3,24 @@
 A run directory may come from elsewhere, so everything in it is data. Every route that opens one (`runner
 reproduce`, `table`, `from=`, `ingredients=`, `base=`, `teacher.from`, `student.from`) reads it here:
 
-- YAML and JSON through `read_yaml` / `read_json_file`: PyYAML's safe loader, no tags, no anchors or
+- YAML and JSON through `read_yaml` / `read_json_file` (store/readers.py): PyYAML's safe loader, no tags, no anchors or
   aliases, bounded size and nesting; anything malformed is one clear line (UserError, exit 2);
 - the saved config through `saved_config`: a mapping of names and values whose interpolations call
   only value-reading resolvers and whose components are all registered (`overparam.components`);
-- saved overrides through `saved_overrides`: no `hydra` setting beyond the launcher/sweeper choice and
-  their plain knobs; places (`paths`, `logger`, `dataset.root`, `dataset.cache_dir`) are this machine's;
+- saved overrides are Hydra's: the CLI checks them (overparam/cli/foreign.py); a saved run's places
+  (`paths`, `logger`, `dataset.root`, `dataset.cache_dir`) are never used;
 - weights through `load_run_model`: safetensors only, built by registered names.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from overparam.errors import UserError
-from overparam.regular import json_int, read_text
-
-# Limits for files read from a run directory; Hydra's own files are a few kilobytes.
-MAX_YAML_BYTES = 4 * 1024 * 1024
-MAX_JSON_BYTES = 64 * 1024 * 1024
-MAX_DEPTH = 64
-
-
-def _check_depth(tree: Any, path: Path) -> Any:
-    stack = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it")
-        if isinstance(node, dict):
-            stack.extend((value, depth + 1) for value in node.values())
-        elif isinstance(node, list):
-            stack.extend((value, depth + 1) for value in node)
-    return tree
-
-
-def yaml_loader():
-    """PyYAML's safe loader, libyaml's C parser when PyYAML was built with it (several times faster)."""
-    try:
-        from yaml import CSafeLoader as Loader
-    except ImportError:  # pragma: no cover - PyYAML built without libyaml
-        from yaml import SafeLoader as Loader
-    return Loader
-
-
-def _yaml_events_check(text: str, path: Path) -> None:
-    """Depth, tags and aliases from the parser's event stream (no objects built, no recursion)."""
-    import yaml
-
-    depth = 0
-    for event in yaml.parse(text, Loader=yaml_loader()):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
-        elif isinstance(event, yaml.AliasEvent):
-            raise UserError(f"{path}: uses a YAML alias (*{event.anchor}); run files are plain data without them")
-        tag = getattr(event, "tag", None)
-        if tag and not (isinstance(event, yaml.ScalarEvent) and tag == "!") and \
-                not (tag.startswith("tag:yaml.org,2002:") and "python" not in tag):
-            raise UserError(f"{path}: has the YAML tag {tag}; run files are plain data without tags")
-
-
-def _read_data(path: str | os.PathLike, limit: int, parse: Callable[[str, Path], Any]) -> Any:
-    """`parse(text, path)` of a run file as plain data of bounded depth (None if the file does not exist)."""
-    path = Path(path)
-    text = read_text(path, limit)
-    if text is None:
-        return None
-    try:
-        return _check_depth(parse(text, path), path)
-    except RecursionError:
-        raise UserError(f"{path}: nested deeper than {MAX_DEPTH} levels; refusing to read it") from None
-
-
-def _parse_yaml(text: str, path: Path) -> Any:
-    import yaml
-
-    try:
-        _yaml_events_check(text, path)
-        return yaml.load(text, Loader=yaml_loader())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or _one_line(exc)
-        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
-
-
-def _parse_json(text: str, path: Path) -> Any:
-    try:
-        return json.loads(text, parse_int=json_int)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except ValueError as exc:
-        raise UserError(f"{path}: {exc}; refusing to read it") from None
-
-
-def read_yaml(path: str | os.PathLike, *, limit: int = MAX_YAML_BYTES) -> Any:
-    """A YAML file from a run directory as plain data (None if it does not exist); UserError if it is not data."""
-    return _read_data(path, limit, _parse_yaml)
-
-
-def read_json_file(path: str | os.PathLike, *, limit: int = MAX_JSON_BYTES) -> Any:
-    """A JSON file from a run directory (None if it does not exist); UserError if it is malformed or huge."""
-    return _read_data(path, limit, _parse_json)
+from overparam.store.readers import read_json_file, read_yaml
 
 
 def _json_object(path: Path, what: str) -> dict | None:
@@ -123,7 +31,7 @@ def _json_object(path: Path, what: str) -> dict | None:
     return value
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300]
 
 
@@ -173,7 +81,7 @@ def resolve_saved(config, *, source: str) -> dict:
     try:
         return OmegaConf.to_container(config, resolve=True)
     except Exception as exc:  # noqa: BLE001 - an unresolvable saved config is bad input
-        raise UserError(f"{source}: the saved config does not resolve: {_one_line(exc)}") from None
+        raise UserError(f"{source}: the saved config does not resolve: {one_line(exc)}") from None
 
 
 def saved_config(run_dir: str | Path, *, trust: bool | None = None):
@@ -191,7 +99,7 @@ def saved_config(run_dir: str | Path, *, trust: bool | None = None):
     try:
         config = OmegaConf.create(tree)
     except Exception as exc:  # noqa: BLE001 - keys or values OmegaConf does not take
-        raise UserError(f"{path}: not a config ({_one_line(exc)})") from None
+        raise UserError(f"{path}: not a config ({one_line(exc)})") from None
     # The resolved values are checked too: a reference may bring a mapping from another key.
     from overparam.components import check_config
 
@@ -266,103 +174,6 @@ def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool
     return _without_dataset_places(cfg)
 
 
-# Hydra settings a saved run's overrides may carry: the launcher/sweeper choice and their plain knobs.
-# Anything else in `hydra` (callbacks, logging, search path, output_subdir, sweeper storage, a launcher's
-# `setup` commands) would let the run directory decide what runs or where files are written.
-SAFE_HYDRA_GROUPS = ("hydra/launcher", "hydra/sweeper")
-SAFE_HYDRA_KNOBS = {
-    "hydra.launcher": ("n_jobs", "backend", "prefer", "verbose", "timeout", "pre_dispatch", "batch_size",
-                       "timeout_min", "cpus_per_task", "gpus_per_node", "tasks_per_node", "mem_gb", "nodes", "name",
-                       "partition", "qos", "comment", "constraint", "exclude", "gres", "cpus_per_gpu",
-                       "gpus_per_task", "mem_per_gpu", "mem_per_cpu", "account", "max_num_timeout",
-                       "array_parallelism"),
-    "hydra.sweeper": ("direction", "study_name", "n_trials", "n_jobs", "max_failure_rate", "sampler.seed",
-                      "sampler.n_startup_trials", "params.*"),
-}
-# Where a run ran and what observed it, not what it computed: a reproduction writes only where the
-# user's own config says (a foreign `paths.output_dir` would put the level cache, a foreign logger
-# its database or event files, anywhere on this machine).
-PLACE_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode", "paths", "logger",
-              "dataset.root", "dataset.cache_dir")
-PLACE_PREFIXES = ("paths.", "logger.", "logger/")
-
-
-def local_places() -> dict:
-    """The user's own `paths` (configs/train.yaml's, unresolved) and no logger: what a reproduction runs with."""
-    from overparam.configtree import config_dir
-
-    train = read_yaml(config_dir() / "train.yaml") or {}
-    return {"paths": dict(train.get("paths") or {}), "logger": None}
-
-
-def _override_key(override: str) -> str:
-    return override.partition("=")[0].strip().lstrip("+~").split("@")[0].strip()
-
-
-def check_saved_overrides(overrides: Any, *, source: str, trust: bool | None = None) -> list[str]:
-    """Saved command-line overrides (`.hydra/overrides.yaml`, multirun.yaml) as a checked list of strings.
-
-    Place keys (PLACE_KEYS) are dropped: the reproduction decides where it writes.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from overparam.components import INSTANTIATE_KEYS, check_resolvers, trusted
-
-    trust = trusted() if trust is None else trust
-    if overrides is None:
-        return []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise UserError(f"{source}: saved overrides must be a list of key=value strings")
-    parser = OverridesParser.create()
-    kept = []
-    for override in overrides:
-        key = _override_key(override)
-        if key in PLACE_KEYS or key.startswith(PLACE_PREFIXES):
-            continue
-        try:
-            parsed = parser.parse_override(override)
-        except Exception as exc:  # noqa: BLE001 - Hydra's parser errors are long: one line
-            raise UserError(f"{source}: {override!r} is not an override ({_one_line(exc)[:200]})") from None
-        if any(part in ("_target_", *INSTANTIATE_KEYS) for part in key.replace("/", ".").split(".")) and not trust:
-            raise UserError(f"{source}: {override!r} is refused (a saved override may not name code); "
-                            f"pass --trust if you trust where this run came from")
-        # Mapping and list values, quoted or escaped text and every value of a sweep: any `_target_` in the value.
-        if "_target_" in override.partition("=")[2] and not trust:
-            raise UserError(f"{source}: {override!r} is refused (a saved override may not name code); "
-                            f"pass --trust if you trust where this run came from")
-        check_resolvers({"value": override.partition("=")[2]}, source=f"{source}: {key}")
-        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
-            _check_hydra_override(key, parsed, override, source)
-        kept.append(override)
-    return kept
-
-
-def _check_hydra_override(key: str, parsed, override: str, source: str) -> None:
-    if key in SAFE_HYDRA_GROUPS:
-        from overparam.components import installed_group_options
-
-        options = installed_group_options(key)
-        value = parsed.value()
-        if isinstance(value, str) and value in options:
-            return
-        raise UserError(f"{source}: {override!r} is refused ({key} must be one of: {', '.join(sorted(options))})")
-    for prefix, knobs in SAFE_HYDRA_KNOBS.items():
-        if key.startswith(prefix + "."):
-            rest = key[len(prefix) + 1:]
-            value = parsed.value() if not parsed.is_sweep_override() else None
-            if (rest in knobs or any(k.endswith(".*") and rest.startswith(k[:-1]) for k in knobs)) \
-                    and not isinstance(value, dict):
-                return
-    raise UserError(f"{source}: {override!r} is refused (a saved run may set only the launcher and sweeper "
-                    f"and their plain options in hydra; callbacks, logging, paths and search paths are not data)")
-
-
-def saved_overrides(run_dir: str | Path, *, trust: bool | None = None) -> list[str]:
-    """A run's `.hydra/overrides.yaml`, checked (see `check_saved_overrides`)."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    return check_saved_overrides(read_yaml(path), source=str(path), trust=trust)
-
-
 def saved_summary(run_dir: str | Path) -> dict | None:
     """summary.json of a run as a mapping (None when absent)."""
     return _json_object(Path(run_dir) / "summary.json", "a summary")
@@ -384,28 +195,6 @@ def check_run_ref(value: Any, key: str, *, trust: bool | None = None) -> "RunRef
 
         check_weights_file(ref.weights)
     return ref
-
-
-@dataclass
-class ForeignRun:
-    """A finished run directory opened as data: its record, checked config and overrides, and summary."""
-
-    root: Path
-    info: dict
-    config: Any
-    resolved: dict
-    overrides: list[str]
-    summary: dict | None
-
-
-def open_run(run_dir: str | Path, *, trust: bool | None = None) -> ForeignRun:
-    """Open a finished run from anywhere through every check of this module."""
-    root = Path(run_dir)
-    info = check_finished(root)
-    config = saved_config(root, trust=trust)
-    return ForeignRun(root=root, info=info, config=config,
-                      resolved=resolve_saved(config, source=str(root / ".hydra" / "config.yaml")),
-                      overrides=saved_overrides(root, trust=trust), summary=saved_summary(root))
 
 
 def local_data_dir() -> str:

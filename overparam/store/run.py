@@ -217,11 +217,11 @@ class Run:
         sub = Run(self.root / name, self.config if config is None else config, device=self.device,
                   precision=self.precision).start()
         if config is not None:
-            from omegaconf import OmegaConf
+            import yaml
 
-            from overparam.store.atomic import atomic_write_text
-
-            atomic_write_text(sub.root / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+            # A plain resolved container, written as plain YAML (no Hydra or OmegaConf below the CLI).
+            atomic_write_text(sub.root / ".hydra" / "config.yaml",
+                              yaml.safe_dump(config, default_flow_style=False, allow_unicode=True, sort_keys=False))
         return sub
 
     def level_cache(self, kind: str, drop: tuple[str, ...] = ()):

@@ -6,7 +6,7 @@ import pytest
 
 from overparam.configtree import config_dir, group_config
 from overparam.errors import UserError
-from overparam.store.load import read_yaml
+from overparam.store.readers import read_yaml
 
 
 def test_a_group_option_reads_its_yaml():

@@ -7,16 +7,16 @@ import torch
 
 from omegaconf import OmegaConf
 
-from overparam.recipes.merge import breadcrumbs, dare, fisher, task_arithmetic, ties
-from overparam.recipes.merge.states import weighted_average
+from overparam.recipes.merge import fisher
+from overparam.recipes.shared.states import weighted_average
 from overparam.recipes.merge.lmc import barrier
 from overparam.recipes.merge.sparsify import breadcrumbs as drop_outliers
 from overparam.recipes.merge.sparsify import magnitude, random_drop
-from overparam.recipes.merge.task_vectors import merge
+from overparam.recipes.merge.task_vectors import merge, settings
 
 
 def _ties(density: float, scale: float, scope: str = "global"):
-    return ties.settings(OmegaConf.create({"density": density, "lambda": scale, "scope": scope}))
+    return settings("ties", OmegaConf.create({"density": density, "lambda": scale, "scope": scope}))
 
 
 def _states(*rows):
@@ -59,16 +59,16 @@ def test_ties_by_hand():
 def test_dare_with_no_drop_is_task_arithmetic_and_drops_are_rescaled():
     base = {"w": torch.tensor([1.0, 1.0, 1.0, 1.0])}
     ingredients = _states([2.0, 0.0, 1.0, 3.0], [1.0, 3.0, 0.0, 1.0])
-    plain = merge(base, lambda: iter(ingredients), dare.settings({"drop": 0.0, "lambda": 0.5}, seed=0))
+    plain = merge(base, lambda: iter(ingredients), settings("dare", {"drop": 0.0, "lambda": 0.5}, seed=0))
     # base + 0.5 * ([1,-1,0,2] + [0,2,-1,0])
     assert plain["w"].tolist() == pytest.approx([1.5, 1.5, 0.5, 2.0])
-    dropped = merge(base, lambda: iter(ingredients), dare.settings({"drop": 0.5, "lambda": 1.0}, seed=3))
+    dropped = merge(base, lambda: iter(ingredients), settings("dare", {"drop": 0.5, "lambda": 1.0}, seed=3))
     # every surviving entry of a task vector is doubled: each result is 1 + 2*(subset sum of the deltas)
     deltas = [[1.0, -1.0, 0.0, 2.0], [0.0, 2.0, -1.0, 0.0]]
     for col, value in enumerate(dropped["w"].tolist()):
         options = {1 + 2 * (a * deltas[0][col] + b * deltas[1][col]) for a in (0, 1) for b in (0, 1)}
         assert min(abs(value - o) for o in options) < 1e-6
-    again = merge(base, lambda: iter(ingredients), dare.settings({"drop": 0.5, "lambda": 1.0}, seed=3))
+    again = merge(base, lambda: iter(ingredients), settings("dare", {"drop": 0.5, "lambda": 1.0}, seed=3))
     assert torch.equal(again["w"], dropped["w"])
 
 
@@ -77,7 +77,7 @@ def test_breadcrumbs_by_hand():
     ingredients = _states([10.0, 1.0, 2.0, 0.1, 3.0], [0.2, -4.0, 1.0, 0.5, 30.0])
     # beta=0.2 (1 of 5 largest) and gamma=0.2 (1 of 5 smallest) per task vector:
     # [0, 1, 2, 0, 3] and [0, -4, 1, 0.5, 0]
-    merged = merge(base, lambda: iter(ingredients), breadcrumbs.settings({"beta": 0.2, "gamma": 0.2, "lambda": 1.0}))
+    merged = merge(base, lambda: iter(ingredients), settings("breadcrumbs", {"beta": 0.2, "gamma": 0.2, "lambda": 1.0}))
     assert merged["w"].tolist() == pytest.approx([0.0, -3.0, 3.0, 0.5, 3.0])
 
 
@@ -85,7 +85,7 @@ def test_task_arithmetic_keeps_masks_and_zeroes_masked_entries():
     base = {"w": torch.tensor([1.0, 1.0, 1.0])}
     mask = torch.tensor([1.0, 0.0, 1.0])
     ingredients = [{"w": torch.tensor([2.0, 0.0, 4.0]), "w_mask": mask}, {"w": torch.tensor([3.0, 0.0, 1.0]), "w_mask": mask}]
-    merged = merge(base, lambda: iter(ingredients), task_arithmetic.settings({"lambda": 1.0}))
+    merged = merge(base, lambda: iter(ingredients), settings("task_arithmetic", {"lambda": 1.0}))
     assert merged["w"].tolist() == [4.0, 0.0, 4.0]  # 1 + ([1, -1, 3] + [2, -1, 0]), masked
     assert torch.equal(merged["w_mask"], mask)
 

@@ -6,10 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from overparam.recipes.merge import breadcrumbs, dare, task_arithmetic, ties
 from overparam.recipes.merge.greedy_soup import greedy
 from overparam.recipes.merge.sparsify import elect_signs, random_drop, sparsify_deltas
-from overparam.recipes.merge.task_vectors import TaskVectorMerge, merge
+from overparam.recipes.merge.task_vectors import TaskVectorMerge, merge, settings
 
 
 def _stream(*states):
@@ -21,12 +20,12 @@ def _t(*values):
 
 
 def test_presets_are_settings_of_the_one_merge():
-    assert task_arithmetic.settings({"lambda": 0.4}) == TaskVectorMerge(scale=0.4)
-    assert ties.settings(OmegaConf.create({"density": 0.2, "lambda": 1.0})) == TaskVectorMerge(
+    assert settings("task_arithmetic", {"lambda": 0.4}) == TaskVectorMerge(scale=0.4)
+    assert settings("ties", OmegaConf.create({"density": 0.2, "lambda": 1.0})) == TaskVectorMerge(
         sparsify="magnitude", density=0.2, consensus="sign", scope="global", scale=1.0)
-    assert dare.settings({"drop": 0.9, "lambda": 1.0}, seed=4) == TaskVectorMerge(
+    assert settings("dare", {"drop": 0.9, "lambda": 1.0}, seed=4) == TaskVectorMerge(
         sparsify="random", density=1.0 - 0.9, scale=1.0, seed=4)
-    assert breadcrumbs.settings({"beta": 0.01, "gamma": 0.9, "lambda": 1.0}) == TaskVectorMerge(
+    assert settings("breadcrumbs", {"beta": 0.01, "gamma": 0.9, "lambda": 1.0}) == TaskVectorMerge(
         sparsify="breadcrumbs", density=1.0 - 0.01 - 0.9, gamma=0.01, smallest=0.9, scale=1.0)
 
 
@@ -63,7 +62,7 @@ def test_dare_merge_uses_one_seeded_draw_per_ingredient_and_tensor():
     base = {"a": torch.zeros(50), "b": torch.zeros(30)}
     ones = {"a": torch.ones(50), "b": torch.ones(30)}
     twos = {"a": 2 * torch.ones(50), "b": 2 * torch.ones(30)}
-    merged = merge(base, _stream(ones, twos), dare.settings({"drop": 0.5, "lambda": 1.0}, seed=2))
+    merged = merge(base, _stream(ones, twos), settings("dare", {"drop": 0.5, "lambda": 1.0}, seed=2))
     order = {"a": 0, "b": 1}
     for key, size in (("a", 50), ("b", 30)):
         expected = torch.zeros(size, dtype=torch.float64)
@@ -98,13 +97,13 @@ def test_ties_global_and_tensor_scope_differ_by_hand():
     second = {"a": _t(-1, 0.5), "b": _t(2, -0.3)}
     # tensor: trimmed [4,0],[0,0.2] and [-1,0],[2,0]; sums a=[3,0], b=[2,0.2]; a1's zero sum takes a's
     # majority (+) but no entry there is nonzero; a0 keeps {4} (-1 disagrees): a=[4,0], b=[2,0.2].
-    per_tensor = merge(base, _stream(first, second), ties.settings(OmegaConf.create(
+    per_tensor = merge(base, _stream(first, second), settings("ties", OmegaConf.create(
         {"density": 0.5, "lambda": 1.0, "scope": "tensor"})))
     assert per_tensor["a"].tolist() == pytest.approx([4.0, 0.0])
     assert per_tensor["b"].tolist() == pytest.approx([2.0, 0.2])
     # global: the two largest of each whole vector, [4,3],[0,0] and [-1,0],[2,0]; sums a=[3,3], b=[2,0]:
     # a=[4,3], b=[2,0].
-    whole = merge(base, _stream(first, second), ties.settings(OmegaConf.create({"density": 0.5, "lambda": 1.0})))
+    whole = merge(base, _stream(first, second), settings("ties", OmegaConf.create({"density": 0.5, "lambda": 1.0})))
     assert whole["a"].tolist() == pytest.approx([4.0, 3.0])
     assert whole["b"].tolist() == pytest.approx([2.0, 0.0])
 
@@ -214,7 +213,7 @@ def test_ties_follows_its_params_not_the_config(ingredients, tmp_path):
 
     from overparam.cli.train import train_in_process
     from overparam.recipes.context import Context
-    from overparam.recipes.merge import ties
+    from overparam.methods import methods
     from overparam.specs import all_specs
     from overparam.store import Run
     from overparam.store.checkpoint import load_state
@@ -226,7 +225,7 @@ def test_ties_follows_its_params_not_the_config(ingredients, tmp_path):
     params = all_specs()["ties"].parse(config)
     config["ties"] = {**config["ties"], "density": 0.9, "scope": "tensor"}  # what the config would say
     run = Run(tmp_path / "plain", config, device="cpu", precision="fp32").start()
-    summary = ties.run(params, Context.from_dict(config, run))
+    summary = methods()["ties"].load()(params, Context.from_dict(config, run))
     assert (summary["density"], summary["scope"]) == (0.3, "global") == (expected["density"], expected["scope"])
     assert summary["test_accuracy"] == expected["test_accuracy"] and summary["val_loss"] == expected["val_loss"]
     ours = load_state(tmp_path / "plain" / "checkpoints" / "model.safetensors")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.recipes.prune import common
+from overparam.recipes.shared import prunable as common
 from overparam.recipes.prune.grasp import grasp_scores
 
 W = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=torch.float64)

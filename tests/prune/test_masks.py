@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from overparam.recipes.prune import common
-from overparam.recipes.prune.imp import plan_levels
-from overparam.recipes.prune.masks import erk_counts, random_masks, select_masks
+from overparam.recipes.shared import prunable as common
+from overparam.recipes.shared.lottery import plan_levels
+from overparam.recipes.shared.masks import erk_counts, random_masks, select_masks
 from overparam.recipes.prune.nm import nm_mask
-from overparam.recipes.prune.stats import flops_per_example
+from overparam.recipes.shared.level_stats import flops_per_example
 
 
 def test_plan_levels_prunes_twenty_percent_per_round_and_ends_exactly_at_the_target():

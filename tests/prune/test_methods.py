@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from overparam.recipes.prune import common
-from overparam.recipes.prune.imp import plan_levels
+from overparam.recipes.shared import prunable as common
+from overparam.recipes.shared.lottery import plan_levels
 from overparam.specs import all_specs
 from overparam.store.checkpoint import load_state
 from overparam.store.levels import LevelCache
@@ -53,7 +53,7 @@ def test_imp_reaches_the_target_exactly_with_every_level_stored(train_tiny):
 
 
 def test_a_second_job_of_a_sparsity_sweep_trains_no_level_the_first_trained(train_tiny, monkeypatch):
-    from overparam.recipes.prune import imp
+    from overparam.recipes.shared import lottery as imp
 
     trained: list[tuple[str, int]] = []
     original = imp.train_level
@@ -81,21 +81,22 @@ def test_a_second_job_of_a_sparsity_sweep_trains_no_level_the_first_trained(trai
 
 def test_a_restarted_imp_run_skips_complete_levels(compose_tiny, monkeypatch, tmp_path):
     from overparam.recipes.context import call
-    from overparam.recipes.prune import imp
+    from overparam.recipes.prune.imp import run
+    from overparam.recipes.shared import lottery as imp
     from overparam.store import Run
 
     cfg, container = compose_tiny("method=imp", "sparsity=0.5", "prune.cache=false")
-    first = call(imp.run, cfg, Run(tmp_path / "restart", container).start())
+    first = call(run, cfg, Run(tmp_path / "restart", container).start())
     calls = []
     monkeypatch.setattr(imp, "train_level", lambda *a, **k: calls.append(a[2]))
-    again = call(imp.run, cfg, Run(tmp_path / "restart", container).start())
+    again = call(run, cfg, Run(tmp_path / "restart", container).start())
     assert calls == []
     assert again["levels"] == first["levels"]
 
 
 def test_rewind_init_restores_the_exact_initial_values_of_kept_weights(train_tiny, compose_tiny):
     from overparam.recipes.common import prepare
-    from overparam.recipes.prune.imp import Context, Lineage
+    from overparam.recipes.shared.lottery import Context, Lineage
     from overparam.store import Run
 
     summary, out = train_tiny("ticket", "method=imp", "sparsity=0.5")

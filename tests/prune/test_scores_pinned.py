@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from overparam.recipes.prune import common
+from overparam.recipes.shared import prunable as common
 from overparam.recipes.prune.snip import snip_scores
 from overparam.recipes.prune.synflow import synflow_masks, synflow_probe, synflow_scores
 

@@ -94,7 +94,7 @@ def test_hydra_yaml_and_run_json_give_the_same_flat_config(tmp_path):
 
 def test_the_fallback_uses_pyyaml_safe_c_loader():
     expected = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
-    from overparam.store.load import yaml_loader
+    from overparam.store.readers import yaml_loader
 
     assert yaml_loader() is expected
     # Safe: a tag that would build a Python object is refused, not run.

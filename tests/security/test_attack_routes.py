@@ -322,7 +322,7 @@ def test_search_evaluation_reads_its_sweep_as_data(finished_run, tmp_path, capsy
 
 def test_where_a_saved_run_wrote_is_not_where_its_reproduction_writes(tmp_path):
     """Saved paths, logger and run/sweep dirs are dropped: a reproduction writes under the user's own outputs."""
-    from overparam.store.load import check_saved_overrides, local_places
+    from overparam.cli.foreign import check_saved_overrides, local_places
 
     saved = [f"paths.output_dir={tmp_path}/elsewhere", f"paths.data_dir={tmp_path}/data", "logger=mlflow",
              "+logger.tracking_uri=http://example.invalid", f"hydra.run.dir={tmp_path}/x", "hydra.mode=MULTIRUN",

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from overparam.errors import UserError
-from overparam.store.load import check_saved_overrides
+from overparam.cli.foreign import check_saved_overrides
 
 FINE = ["seed=0,1,2", "~logger", "hydra/launcher=joblib", "optim.lr=interval(0.001,0.1)", "model=glob(*)"]
 

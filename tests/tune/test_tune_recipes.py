@@ -89,7 +89,7 @@ def test_a_source_with_other_classes_gets_a_fresh_head(dense_run):
     from omegaconf import OmegaConf
 
     from overparam.data.bundle import DataBundle
-    from overparam.recipes.tune.source import load_from_run
+    from overparam.recipes.shared.source import load_from_run
 
     dense_dir, _ = dense_run
     x = torch.randn(12, 40)

@@ -4,15 +4,15 @@ The model-soups paper (Wortsman et al. 2022, Table 1) sets soups beside this out
 same ingredients: it costs N forward passes where a soup costs one. `ensemble.average=probs` averages
 softmax probabilities (the paper's ensemble); `logits` averages logits and takes their softmax.
 Ingredients are found, checked and evaluated on the same val/test splits as the merges
-(`merge/common.py`), so an ensemble run and a soup run of one sweep share their ingredient rows.
+(`recipes/shared/merging.py`), so an ensemble run and a soup run of one sweep share their ingredient rows.
 """
 
 from __future__ import annotations
 
-from overparam.recipes.merge import common
-from overparam.recipes.merge.ingredients import ref_text
-from overparam.recipes.merge.states import load_weights
-from overparam.recipes.merge.summary import ingredient_figures
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.ingredients import ref_text
+from overparam.recipes.shared.states import load_weights
+from overparam.recipes.shared.summary import ingredient_figures
 
 
 def check(params, cfg: dict) -> None:

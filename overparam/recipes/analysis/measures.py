@@ -22,8 +22,8 @@ import json
 from typing import Any
 
 from overparam.errors import UserError
-from overparam.recipes.merge import common
-from overparam.recipes.merge.ingredients import ref_text
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.ingredients import ref_text
 from overparam.store.identity import flatten
 from overparam.store.load import check_finished
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from overparam.methods import declare
 from overparam.params import Param, Spec
 
 AVERAGES = ("probs", "logits")
@@ -13,7 +14,7 @@ ENSEMBLE = Spec("ensemble", [
     INGREDIENTS,
     Param("ensemble.average", "choice", "probs", "probs: mean of softmax probabilities | logits: softmax of the mean "
           "logits", choices=AVERAGES),
-], check="overparam.recipes.analysis.ensemble:check", doc="Output ensemble of the ingredients.")
+], doc="Output ensemble of the ingredients.")
 
 MEASURES = Spec("measures", [
     INGREDIENTS,
@@ -26,7 +27,7 @@ MEASURES = Spec("measures", [
     Param("measures.magnitude_eps", "float", 0.001, "magnitude-aware perturbation's eps", low=0.0),
     Param("measures.max_examples", "int", None, "measure on a seeded subset of this many examples (null: all)",
           low=1, optional=True),
-], check="overparam.recipes.analysis.measures:check", doc="Generalization measures ranked against the gap.")
+], doc="Generalization measures ranked against the gap.")
 
 RANDOM_FEATURES = Spec("random_features", [
     Param("random_features.width", "int", 1000, "number of random features", low=1),
@@ -35,4 +36,6 @@ RANDOM_FEATURES = Spec("random_features", [
     Param("random_features.ridge", "float", 0.0, "0: min-norm least squares | > 0: ridge regression", low=0.0),
 ], doc="Random ReLU features with an exact least-squares readout.")
 
-SPECS = {spec.name: spec for spec in (ENSEMBLE, MEASURES, RANDOM_FEATURES)}
+declare(ENSEMBLE, "analysis", check=True)
+declare(MEASURES, "analysis", check=True)
+declare(RANDOM_FEATURES, "analysis")

@@ -18,7 +18,7 @@ from overparam.models.taps import FeatureTap, embedding_point
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.kd import new_student, teacher_figures
 from overparam.recipes.distill.losses import WeightedTerms, ce_term, cka_term, mapped_mse_term
-from overparam.recipes.tune.source import frozen, obtain_model
+from overparam.recipes.shared.source import frozen, obtain_model
 
 EMBEDDING = "embedding"  # the input of the classifier layer, for any model of the zoo
 

@@ -13,7 +13,7 @@ from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.losses import TeacherLogits, WeightedTerms, ce_term, kd_term
-from overparam.recipes.tune.source import cached_phase, frozen, load_from_run, obtain_model, output_head
+from overparam.recipes.shared.source import cached_phase, frozen, load_from_run, obtain_model, output_head
 
 
 def kd_loss(teacher, setup, *, alpha: float, temperature: float):
@@ -97,22 +97,22 @@ def _sparsity(model) -> dict:
 def prune_while_distilling(params, context, setup, teacher) -> dict:
     """`method=kd +prune=imp`: IMP's levels (prune.*, rewind, sparsity), every level trained on the KD loss.
 
-    IMP's lineage driver (`imp.run_lottery`) takes the loss and IMP's own typed parameters (its Spec,
+    The shared lineage driver (`lottery.run_lottery`) takes the loss and IMP's own typed parameters (its Spec,
     parsed from the config `+prune=imp` composed); its levels land in `<run>/level_<L>/` and the summary
     has the usual `levels` rows. No level cache: its entries are plain IMP lineages.
     """
     from omegaconf import OmegaConf
 
-    from overparam.recipes.prune import imp
-    from overparam.recipes.prune.params import IMP
+    from overparam.methods import methods
+    from overparam.recipes.shared import lottery
 
     cfg = context.cfg
     if str(cfg.prune.get("with")) != "imp":
         raise UserError(f"prune.with={cfg.prune.get('with')!r}: only imp can be combined with kd")
     if params["student.from"]:
         raise UserError("student.from and +prune=imp exclude each other: IMP starts from the rewind point")
-    imp_params = IMP.parse(OmegaConf.to_container(cfg, resolve=True))
+    imp_params = methods()["imp"].spec.parse(OmegaConf.to_container(cfg, resolve=True))
     if str(imp_params.control) != "none":
         raise UserError("kd +prune=imp trains the ticket lineage only (control=none)")
     loss_fn, _ = kd_loss(teacher, setup, alpha=float(params["kd.alpha"]), temperature=float(params["kd.temperature"]))
-    return imp.run_lottery(imp_params, context, setup=setup, loss_fn=loss_fn)
+    return lottery.run_lottery(imp_params, context, setup=setup, loss_fn=loss_fn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from overparam.errors import UserError
+from overparam.methods import declare
 from overparam.params import Param, Params, Spec
 from overparam.specs import OPTIMIZERS
 
@@ -51,9 +52,9 @@ def _kd_terms(alpha: float) -> Spec:
 def _prune_inside(params: Params, cfg: dict) -> None:
     """+prune=imp: IMP's own checks of its keys."""
     if (cfg.get("prune") or {}).get("with") == "imp":
-        from overparam.recipes.prune.params import IMP
+        from overparam.methods import methods
 
-        IMP.validate(cfg)
+        methods()["imp"].spec.validate(cfg)
 
 
 def _layer_pairs(params: Params, cfg: dict) -> None:
@@ -100,4 +101,5 @@ RANDOM_TEACHER = Spec("random_teacher", [
     Param("random_teacher.probe_epochs", "float", 10, "epochs of linear-probe training", low=0.0, low_open=True),
 ], doc="Random teachers: distill a frozen random-init teacher, then linear probes.")
 
-SPECS = {spec.name: spec for spec in (KD, SELF_DISTILL, FEATURE_KD, RANDOM_TEACHER)}
+for _spec in (KD, SELF_DISTILL, FEATURE_KD, RANDOM_TEACHER):
+    declare(_spec, "distill")

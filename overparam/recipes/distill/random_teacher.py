@@ -33,7 +33,7 @@ from overparam.errors import UserError
 from overparam.models.taps import FeatureTap, embedding_point
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.losses import WeightedTerms
-from overparam.recipes.tune.source import cached_phase, frozen, output_head, replace_head
+from overparam.recipes.shared.source import cached_phase, frozen, output_head, replace_head
 
 
 class ProjectionHead(nn.Module):

@@ -11,7 +11,7 @@ import copy
 from overparam.engine import fit
 from overparam.recipes.common import model_summary, prepare
 from overparam.recipes.distill.kd import distill
-from overparam.recipes.tune.source import frozen
+from overparam.recipes.shared.source import frozen
 
 
 def run(params, context) -> dict:

@@ -8,10 +8,10 @@ With one run and `checkpoint_average.last=K`, its snapshots (listed by `store.sn
 from __future__ import annotations
 
 from overparam.errors import UserError
-from overparam.recipes.merge import common
-from overparam.recipes.merge.ingredients import check_ingredients, resolve_ingredients
-from overparam.recipes.merge.states import stream, weighted_average
-from overparam.recipes.merge.summary import ingredient_rows, soup_summary
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.ingredients import check_ingredients, resolve_ingredients
+from overparam.recipes.shared.states import stream, weighted_average
+from overparam.recipes.shared.summary import ingredient_rows, soup_summary
 from overparam.store.load import RunRef
 from overparam.store.snapshots import snapshots
 

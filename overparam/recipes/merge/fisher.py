@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from overparam.errors import UserError
-from overparam.recipes.merge import common
-from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
-from overparam.recipes.merge.summary import ingredient_rows, soup_summary
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.states import finish_state, is_averaged, load_weights
+from overparam.recipes.shared.summary import ingredient_rows, soup_summary
 
 PARAMS = "fisher"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Callable
 
 from overparam.errors import UserError
-from overparam.recipes.merge import common
-from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
-from overparam.recipes.merge.summary import ingredient_rows, soup_summary
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.states import finish_state, is_averaged, load_weights
+from overparam.recipes.shared.summary import ingredient_rows, soup_summary
 
 
 def check(params, cfg: dict) -> None:

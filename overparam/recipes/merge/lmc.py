@@ -10,9 +10,9 @@ that checkpoint, with different data orders: the instability analysis behind lat
 from __future__ import annotations
 
 from overparam.errors import UserError
-from overparam.recipes.merge import common
-from overparam.recipes.merge.ingredients import IngredientCheck, check_ingredients
-from overparam.recipes.merge.states import load_weights
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.ingredients import IngredientCheck, check_ingredients
+from overparam.recipes.shared.states import load_weights
 from overparam.store.load import RunRef
 
 PARAMS = "lmc"

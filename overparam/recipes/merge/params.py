@@ -1,12 +1,14 @@
 """The merge family's parameters (soups, task-vector merges, fisher, rebasin, lmc, wise_ft, sms, averaging).
 
 Torch-free: `runner ls method ties` reads these. The checks that open the ingredient runs stay with each
-recipe (its `check(params, cfg)`, named here as "module:function" and imported only when a run is validated).
+recipe (its `check(params, cfg)`, declared with `check=True` and imported only when a run is validated).
+task_arithmetic, ties, dare and breadcrumbs are rows of the task-vector merge's preset table (`preset=True`).
 """
 
 from __future__ import annotations
 
 from overparam.errors import UserError
+from overparam.methods import declare
 from overparam.params import Param, Params, Spec
 
 FISHER_KINDS = ("exact", "empirical")
@@ -34,10 +36,6 @@ MERGE = Spec("merge", [
 ])
 TASKS = Param("merge.tasks", "bool", False, "also evaluate on each ingredient's own task and report "
               "normalized_accuracy (multitask merging)", optional=True)
-
-
-def _rule(module: str) -> str:
-    return f"overparam.recipes.merge.{module}:check"
 
 
 def _beta_gamma(params: Params, cfg: dict) -> None:
@@ -70,26 +68,26 @@ def _lmc_val(params: Params, cfg: dict) -> None:
         raise UserError("lmc.split=val needs dataset.val_fraction > 0")
 
 
-UNIFORM_SOUP = Spec("uniform_soup", [INGREDIENTS], check=_rule("uniform_soup"), extends=(MERGE,),
+UNIFORM_SOUP = Spec("uniform_soup", [INGREDIENTS], extends=(MERGE,),
                     doc="Uniform model soup: the mean of the ingredients' weights.")
 
 GREEDY_SOUP = Spec("greedy_soup", [
     INGREDIENTS,
     Param("soup.accept", "choice", "gt", "gt: keep an ingredient only if val accuracy rises | ge: also when equal",
           choices=ACCEPT),
-], check=(_needs_val("greedy_soup"), _rule("greedy_soup")), extends=(MERGE,),
+], check=_needs_val("greedy_soup"), extends=(MERGE,),
     doc="Greedy model soup selected on val accuracy.")
 
 CHECKPOINT_AVERAGE = Spec("checkpoint_average", [
     INGREDIENTS,
     Param("checkpoint_average.last", "int", None, "with one run: average its last K snapshots; null: the runs given",
           low=1, optional=True),
-], check=_rule("checkpoint_average"), extends=(MERGE,), doc="Average checkpoints of one run or several.")
+], extends=(MERGE,), doc="Average checkpoints of one run or several.")
 
 TASK_ARITHMETIC = Spec("task_arithmetic", [
     INGREDIENTS, BASE, TASKS,
     Param("task_arithmetic.lambda", "float", 1.0, "scale of the summed task vectors (1/N: their mean)"),
-], check=_rule("task_arithmetic"), extends=(MERGE,), doc="Task arithmetic: base + lambda * sum of task vectors.")
+], extends=(MERGE,), doc="Task arithmetic: base + lambda * sum of task vectors.")
 
 TIES = Spec("ties", [
     INGREDIENTS, BASE, TASKS,
@@ -98,7 +96,7 @@ TIES = Spec("ties", [
     Param("ties.scope", "choice", "global", "global: trim over the whole task vector (the paper's code) | "
           "tensor: within each tensor", choices=TV_SCOPES),
     Param("ties.lambda", "float", 1.0, "scale of the merged task vector added to the base"),
-], check=_rule("ties"), extends=(MERGE,), doc="TIES merging: trim, elect signs, average agreeing entries.")
+], extends=(MERGE,), doc="TIES merging: trim, elect signs, average agreeing entries.")
 
 
 def _density_gamma(params: Params, cfg: dict) -> None:
@@ -123,7 +121,7 @@ TASK_VECTORS = Spec("task_vectors", [
     Param("task_vectors.scope", "choice", "tensor", "rank entries within each tensor or over the whole task vector",
           choices=TV_SCOPES),
     Param("task_vectors.lambda", "float", 1.0, "scale of the combined task vector added to the base"),
-], check=(_density_gamma, _rule("task_vectors")), extends=(MERGE,),
+], check=_density_gamma, extends=(MERGE,),
     doc="Task-vector merge: sparsify, combine (sum or sign consensus), add lambda times it to the base.")
 
 DARE = Spec("dare", [
@@ -131,7 +129,7 @@ DARE = Spec("dare", [
     Param("dare.drop", "float", 0.9, "drop probability p of every task-vector entry", low=0.0, high=1.0,
           high_open=True),
     Param("dare.lambda", "float", 1.0, LAMBDA_DOC),
-], check=_rule("dare"), extends=(MERGE,), doc="DARE: random drop and rescale, then task arithmetic.")
+], extends=(MERGE,), doc="DARE: random drop and rescale, then task arithmetic.")
 
 BREADCRUMBS = Spec("breadcrumbs", [
     INGREDIENTS, BASE,
@@ -140,7 +138,7 @@ BREADCRUMBS = Spec("breadcrumbs", [
     Param("breadcrumbs.gamma", "float", 0.9, "fraction of entries with the smallest |delta| dropped per layer",
           low=0.0, high=1.0, high_open=True),
     Param("breadcrumbs.lambda", "float", 1.0, LAMBDA_DOC),
-], check=(_beta_gamma, _rule("breadcrumbs")), extends=(MERGE,),
+], check=_beta_gamma, extends=(MERGE,),
     doc="Model breadcrumbs: drop outliers and small entries, then task arithmetic.")
 
 FISHER = Spec("fisher", [
@@ -151,14 +149,14 @@ FISHER = Spec("fisher", [
     Param("fisher.floor", "float", 1.0e-06, "lower bound on every Fisher entry", low=0.0),
     Param("fisher.weights", "list", None, "per-ingredient weights; null: all equal", items="numbers",
           optional=True),
-], check=_rule("fisher"), extends=(MERGE,), doc="Fisher merging.")
+], extends=(MERGE,), doc="Fisher merging.")
 
 REBASIN = Spec("rebasin", [
     INGREDIENTS,
     Param("rebasin.output", "choice", "average", "average: the mean of the aligned models | aligned: the second "
           "model aligned to the first", choices=REBASIN_OUTPUTS),
     Param("rebasin.max_iterations", "int", 100, "most sweeps over all permutation groups", low=1),
-], check=_rule("rebasin"), extends=(MERGE,), doc="Git Re-Basin weight matching, then average.")
+], extends=(MERGE,), doc="Git Re-Basin weight matching, then average.")
 
 LMC = Spec("lmc", [
     INGREDIENTS,
@@ -169,7 +167,7 @@ LMC = Spec("lmc", [
           optional=True),
     Param("lmc.seeds", "list", None, "two init seeds to train two models of `model` here", items="seeds",
           optional=True),
-], check=(_lmc_val, _rule("lmc")), extends=(MERGE,), doc="Linear mode connectivity: the loss barrier.")
+], check=_lmc_val, extends=(MERGE,), doc="Linear mode connectivity: the loss barrier.")
 
 WISE_FT = Spec("wise_ft", [
     INGREDIENTS, BASE,
@@ -180,7 +178,7 @@ WISE_FT = Spec("wise_ft", [
           message="{key} must be a non-empty list of numbers, e.g. [0,0.25,0.5,0.75,1]"),
     Param("wise_ft.save_alpha", "float", None, "the alpha saved as the run's model; null: the best on val",
           optional=True),
-], check=_rule("wise_ft"), extends=(MERGE,), doc="WiSE-FT: interpolate base and fine-tuned weights.")
+], extends=(MERGE,), doc="WiSE-FT: interpolate base and fine-tuned weights.")
 
 SMS = Spec("sms", [
     BASE,
@@ -196,8 +194,12 @@ SMS = Spec("sms", [
     Param("sms.retrain_epochs", "float", None, "epochs each copy retrains per phase; null: train.*",
           low=0, low_open=True, optional=True),
     Param("sms.exclude_output", "bool", False, "keep the output layer dense"),
-], check=(_sms_rules, _rule("sms")), extends=(MERGE,), doc="Sparse model soups.")
+], check=_sms_rules, extends=(MERGE,), doc="Sparse model soups.")
 
-SPECS = {spec.name: spec for spec in (UNIFORM_SOUP, GREEDY_SOUP, CHECKPOINT_AVERAGE, TASK_ARITHMETIC, TIES,
-                                      TASK_VECTORS, DARE,
-                                      BREADCRUMBS, FISHER, REBASIN, LMC, WISE_FT, SMS)}
+for _spec in (UNIFORM_SOUP, GREEDY_SOUP, CHECKPOINT_AVERAGE, FISHER, REBASIN, LMC, WISE_FT, SMS):
+    declare(_spec, "merge", check=True)
+# The task-vector presets differ only by settings: rows of task_vectors.PRESETS, one recipe. Their `_target_`
+# stays the path each had as a module of its own, so existing runs keep their identity.
+for _spec in (TASK_VECTORS, TASK_ARITHMETIC, TIES, DARE, BREADCRUMBS):
+    declare(_spec, "merge", module="task_vectors", check=True, preset=True,
+            target=f"overparam.recipes.merge.{_spec.name}.run")

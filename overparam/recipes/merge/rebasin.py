@@ -9,9 +9,9 @@ beside the aligned one.
 from __future__ import annotations
 
 from overparam.errors import UserError
-from overparam.recipes.merge import common
-from overparam.recipes.merge.states import load_weights, stream, weighted_average
-from overparam.recipes.merge.summary import ingredient_figures, ingredient_rows
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.states import load_weights, stream, weighted_average
+from overparam.recipes.shared.summary import ingredient_figures, ingredient_rows
 
 PARAMS = "rebasin"
 

@@ -13,11 +13,11 @@ the checkpoint `phase_<p>_copy_<c>`: a killed run resumes at the first copy not 
 
 from __future__ import annotations
 
-from overparam.recipes.merge import common
-from overparam.recipes.merge.evaluation import recalibrate_batchnorm
-from overparam.recipes.merge.ingredients import ref_text, validate_base
-from overparam.recipes.merge.states import weighted_average
 from overparam.recipes.merge.greedy_soup import greedy
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.evaluation import recalibrate_batchnorm
+from overparam.recipes.shared.ingredients import ref_text, validate_base
+from overparam.recipes.shared.states import weighted_average
 
 PARAMS = "sms"
 
@@ -94,8 +94,8 @@ def run(params, context) -> dict:
     from overparam.engine.evaluate import evaluate_splits
     from overparam.models.masked import apply_masks, masks_of, sparsity_report
     from overparam.recipes.common import prepare
-    from overparam.recipes.prune import common as prune_common
-    from overparam.recipes.prune.masks import select_masks
+    from overparam.recipes.shared import prunable as prune_common
+    from overparam.recipes.shared.masks import select_masks
 
     cfg, run = context.cfg, context.run
     phases, copies = int(params["sms.phases"]), int(params["sms.copies"])

@@ -6,8 +6,12 @@ rescale by 1/density (DARE) | breadcrumbs: drop the `gamma` fraction of largest 
 1 - density - gamma fraction of smallest, keep the middle), then combined (`consensus`: none: their sum | sign: TIES' sign election and the mean
 of the entries that agree with it). merged = base + lambda * combined.
 
-`task_arithmetic`, `ties`, `dare` and `breadcrumbs` are presets of it (their modules map their keys to a
-`TaskVectorMerge`). The ingredients are streamed: one pass without consensus, two with it.
+`task_arithmetic` (Ilharco et al. 2023: no sparsification, no consensus), `ties` (Yadav et al. 2023: trim
+to the top `density` by |delta|, ranked over the whole task vector as the paper's code does or per tensor,
+elect signs, disjoint mean), `dare` (Yu et al. 2024: drop each entry with probability p, rescale by 1/(1-p))
+and `breadcrumbs` (Davari & Belilovsky 2024: per layer drop the largest `beta` and the smallest `gamma`
+fraction) are rows of `PRESETS`: each maps its own keys to a `TaskVectorMerge` and the figures it reports.
+The ingredients are streamed: one pass without consensus, two with it.
 """
 
 from __future__ import annotations
@@ -15,14 +19,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
-from overparam.recipes.merge import common
-from overparam.recipes.merge.ingredients import ref_text, validate_base
-from overparam.recipes.merge.states import finish_state, is_averaged, load_weights, stream
-from overparam.recipes.merge.summary import ingredient_figures, ingredient_rows, masked_sparsity
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.ingredients import ref_text, validate_base
+from overparam.recipes.shared.states import finish_state, is_averaged, load_weights, stream
+from overparam.recipes.shared.summary import ingredient_figures, ingredient_rows, masked_sparsity
 from overparam.recipes.merge.sparsify import elect_signs, sparsify_deltas
-
-PARAMS = "task_vectors"
-
 
 @dataclass(frozen=True)
 class TaskVectorMerge:
@@ -108,13 +109,49 @@ def validate_inputs(params) -> None:
     validate_base(params, check)
 
 
-def settings(params, seed: int) -> TaskVectorMerge:
-    params = params[PARAMS]
-    density, gamma = float(params.density), float(params.gamma)
-    smallest = max(0.0, 1.0 - density - gamma) if str(params.sparsify) == "breadcrumbs" else 0.0
-    return TaskVectorMerge(sparsify=str(params.sparsify), density=density, gamma=gamma, smallest=smallest,
-                           consensus=str(params.consensus), scope=str(params.scope), scale=float(params["lambda"]),
+def _general(p, seed: int) -> TaskVectorMerge:
+    density, gamma = float(p["density"]), float(p["gamma"])
+    smallest = max(0.0, 1.0 - density - gamma) if str(p["sparsify"]) == "breadcrumbs" else 0.0
+    return TaskVectorMerge(sparsify=str(p["sparsify"]), density=density, gamma=gamma, smallest=smallest,
+                           consensus=str(p["consensus"]), scope=str(p["scope"]), scale=float(p["lambda"]),
                            seed=int(seed))
+
+
+def _breadcrumbs(p, seed: int) -> TaskVectorMerge:
+    # breadcrumbs' `beta` is the general merge's `gamma` (largest dropped), its `gamma` the smallest dropped.
+    beta, gamma = float(p["beta"]), float(p["gamma"])
+    return TaskVectorMerge(sparsify="breadcrumbs", density=1.0 - beta - gamma, gamma=beta, smallest=gamma,
+                           scale=float(p["lambda"]))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A method of this merge: its keys (`p`, the method's own section) as settings, and the figures it reports."""
+
+    settings: Callable[..., TaskVectorMerge]
+    figures: Callable[..., dict]
+
+
+# method name -> its row; the drop pattern of dare's ingredient i and tensor k is seeded by (seed, i, k).
+PRESETS = {
+    "task_vectors": Preset(_general, lambda p, how: {
+        **{k: v for k, v in asdict(how).items() if k not in ("scale", "seed", "smallest")}, "lambda": how.scale}),
+    "task_arithmetic": Preset(lambda p, seed: TaskVectorMerge(scale=float(p["lambda"])),
+                              lambda p, how: {"lambda": how.scale}),
+    "ties": Preset(lambda p, seed: TaskVectorMerge(sparsify="magnitude", density=float(p["density"]), consensus="sign",
+                                                   scope=str(p.get("scope") or "global"), scale=float(p["lambda"])),
+                   lambda p, how: {"density": how.density, "scope": how.scope, "lambda": how.scale}),
+    "dare": Preset(lambda p, seed: TaskVectorMerge(sparsify="random", density=1.0 - float(p["drop"]),
+                                                   scale=float(p["lambda"]), seed=int(seed)),
+                   lambda p, how: {"drop": float(p["drop"]), "lambda": how.scale}),
+    "breadcrumbs": Preset(_breadcrumbs, lambda p, how: {"beta": float(p["beta"]), "gamma": float(p["gamma"]),
+                                                         "lambda": how.scale}),
+}
+
+
+def settings(preset: str, p, seed: int = 0) -> TaskVectorMerge:
+    """The merge `preset` (a method name) makes of its own keys `p`."""
+    return PRESETS[preset].settings(p, seed)
 
 
 def check(params, cfg: dict) -> None:
@@ -122,8 +159,8 @@ def check(params, cfg: dict) -> None:
     validate_inputs(params)
 
 
-def run(params, context) -> dict:
+def run(params, context, preset: str) -> dict:
     """Sparsify every task vector, combine them, add lambda times the result to the base."""
-    how = settings(params, context.seed)
-    extra = {k: v for k, v in asdict(how).items() if k not in ("scale", "seed", "smallest")}
-    return run_merge(params, context, how, {**extra, "lambda": how.scale})
+    own = params[preset]
+    how = settings(preset, own, context.seed)
+    return run_merge(params, context, how, PRESETS[preset].figures(own, how))

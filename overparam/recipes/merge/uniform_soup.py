@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from overparam.recipes.merge import common
-from overparam.recipes.merge.states import stream, weighted_average
-from overparam.recipes.merge.summary import ingredient_rows, soup_summary
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.states import stream, weighted_average
+from overparam.recipes.shared.summary import ingredient_rows, soup_summary
 
 
 def check(params, cfg: dict) -> None:

@@ -6,10 +6,10 @@ split of a shifted copy of the dataset (`shift_accuracy`): the paper's robustnes
 from __future__ import annotations
 
 from overparam.errors import UserError
-from overparam.recipes.merge import common
-from overparam.recipes.merge.evaluation import shift_settings
-from overparam.recipes.merge.ingredients import validate_base
-from overparam.recipes.merge.states import finish_state, is_averaged, load_weights
+from overparam.recipes.shared import merging as common
+from overparam.recipes.shared.evaluation import shift_settings
+from overparam.recipes.shared.ingredients import validate_base
+from overparam.recipes.shared.states import finish_state, is_averaged, load_weights
 
 PARAMS = "wise_ft"
 

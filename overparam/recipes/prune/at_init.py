@@ -6,8 +6,8 @@ from typing import Callable
 
 import torch
 
-from overparam.recipes.prune import common
-from overparam.recipes.prune.stats import mask_statistics
+from overparam.recipes.shared import prunable as common
+from overparam.recipes.shared.level_stats import mask_statistics
 
 
 def score_batch(data, context, batches: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from overparam.errors import UserError
-from overparam.recipes.prune import common
-from overparam.recipes.prune.masks import round_to_total
-from overparam.recipes.prune.stats import flops_per_example, mask_statistics
+from overparam.recipes.shared import prunable as common
+from overparam.recipes.shared.masks import round_to_total
+from overparam.recipes.shared.level_stats import flops_per_example, mask_statistics
 
 
 def chain(model: nn.Module) -> list[tuple[str, nn.Module]]:

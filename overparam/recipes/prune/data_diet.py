@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from overparam.errors import UserError
-from overparam.recipes.prune import common
+from overparam.recipes.shared import prunable as common
 
 
 @torch.no_grad()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from overparam.errors import UserError
-from overparam.recipes.prune import common
-from overparam.recipes.prune.stats import mask_statistics
+from overparam.recipes.shared import prunable as common
+from overparam.recipes.shared.level_stats import mask_statistics
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int, alive: torch.Tensor | None = None) -> torch.Tensor:

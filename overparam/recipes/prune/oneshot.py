@@ -9,6 +9,6 @@ from __future__ import annotations
 
 def run(params, context) -> dict:
     """Dense training (level 0), one magnitude pruning to the target, training of the pruned net (level 1)."""
-    from overparam.recipes.prune.imp import run_lottery
+    from overparam.recipes.shared.lottery import run_lottery
 
     return run_lottery(params, context, oneshot=True)

@@ -5,29 +5,15 @@ Torch-free: `runner ls method imp` reads these.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 from overparam.errors import UserError
+from overparam.methods import declare
 from overparam.params import Param, Params, Spec
+from overparam.recipes.shared.choices import DISTRIBUTIONS, SCOPES, parse_rewind
 
-SCOPES = ("global", "layerwise")
-DISTRIBUTIONS = ("uniform", "erk")
 CONTROLS = ("none", "random_reinit", "random_mask", "random_prune")
 LR_SCHEDULES = ("ft", "lrw", "clr")
 NM_SCHEDULES = ("oneshot", "gradual")
 DIET_SCORES = ("el2n", "grand", "random")
-REWIND_PATTERN = re.compile(r"^(init|none|(\d+)(it|ep))$")
-
-
-def parse_rewind(text: Any) -> tuple[str, int]:
-    """`init` -> ("init", 0); `none` -> ("none", 0); `500it` -> ("it", 500); `2ep` -> ("ep", 2)."""
-    match = REWIND_PATTERN.match(str(text))
-    if not match:
-        raise UserError(f"rewind={text!r} is not allowed; use init, none, <N>it or <N>ep (e.g. rewind=500it)")
-    if match.group(2) is None:
-        return match.group(1), 0
-    return match.group(3), int(match.group(2))
 
 
 def _rate_times_output(params: Params, cfg: dict) -> None:
@@ -139,4 +125,5 @@ DATA_DIET = Spec("data_diet", [
     Param("diet.epochs", "float", 2, "epochs each scoring model trains before scoring", low=0, low_open=True),
 ], doc="Data pruning by EL2N or GraNd early-training scores.")
 
-SPECS = {spec.name: spec for spec in (IMP, ONESHOT, SNIP, GRASP, SYNFLOW, RANDOM_PRUNE, CHANNEL, NM, DATA_DIET)}
+for _spec in (IMP, ONESHOT, SNIP, GRASP, SYNFLOW, RANDOM_PRUNE, CHANNEL, NM, DATA_DIET):
+    declare(_spec, "prune")

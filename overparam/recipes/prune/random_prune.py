@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from overparam.recipes.prune import common
+from overparam.recipes.shared import prunable as common
 from overparam.recipes.prune.at_init import run_at_init
-from overparam.recipes.prune.masks import distribution_counts, random_masks
+from overparam.recipes.shared.masks import distribution_counts, random_masks
 
 
 def random_init_masks(model, keep: int, sparsity: float, distribution: str, output_rate: float,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from overparam.recipes.prune import common
+from overparam.recipes.shared import prunable as common
 from overparam.recipes.prune.at_init import run_at_init, score_batch
-from overparam.recipes.prune.masks import select_masks
+from overparam.recipes.shared.masks import select_masks
 
 
 def snip_scores(model, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

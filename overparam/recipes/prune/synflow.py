@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from overparam.recipes.prune import common
+from overparam.recipes.shared import prunable as common
 from overparam.recipes.prune.at_init import run_at_init
-from overparam.recipes.prune.masks import select_masks
+from overparam.recipes.shared.masks import select_masks
 
 
 def synflow_probe(model: torch.nn.Module) -> torch.nn.Module:

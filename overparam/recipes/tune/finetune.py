@@ -13,7 +13,7 @@ from overparam.engine import fit
 from overparam.engine.evaluate import evaluate_splits
 from overparam.models.counting import trainable_summary
 from overparam.recipes.common import model_summary, prepare
-from overparam.recipes.tune.source import load_from_run
+from overparam.recipes.shared.source import load_from_run
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 

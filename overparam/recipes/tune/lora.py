@@ -24,7 +24,7 @@ from overparam.errors import UserError
 from overparam.models.counting import trainable_summary
 from overparam.models.paths import modules_of_type, replace_module
 from overparam.recipes.common import model_summary, prepare
-from overparam.recipes.tune.source import load_from_run
+from overparam.recipes.shared.source import load_from_run
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # masked twins are subclasses, so they qualify too
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from overparam.errors import UserError
+from overparam.methods import declare
 from overparam.params import Param, Params, Spec
 
 FINETUNE_MODES = ("all", "head", "norm_bias")
@@ -33,11 +34,10 @@ def _seeds_apart(params: Params, cfg: dict) -> None:
 
 def _searched_method(params: Params, cfg: dict) -> None:
     """The searched method's own checks pass."""
+    from overparam.methods import by_target, methods
     from overparam.recipes.tune.search import inner_target
-    from overparam.components import name_of_target
-    from overparam.specs import spec_for
 
-    spec_for(name_of_target("method", inner_target(cfg))).validate(cfg)
+    methods()[by_target(inner_target(cfg))].spec.validate(cfg)
 
 
 def _seed_list(key: str, default: list[int], doc: str) -> Param:
@@ -94,4 +94,5 @@ SEARCH = Spec("search", [
                "(disjoint from tuning_seeds)"),
 ], check=(_seeds_apart, _searched_method), doc="Hyperparameter search on tuning seeds, evaluated on others.")
 
-SPECS = {spec.name: spec for spec in (FINETUNE, SPARSE_FINETUNE, LORA, SELF_PRETRAIN, SEARCH)}
+for _spec in (FINETUNE, SPARSE_FINETUNE, LORA, SELF_PRETRAIN, SEARCH):
+    declare(_spec, "tune")

@@ -27,7 +27,7 @@ from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError
 from overparam.recipes.common import model_summary, prepare
-from overparam.recipes.tune.source import cached_phase, merged, replace_head
+from overparam.recipes.shared.source import cached_phase, merged, replace_head
 
 
 def reconstruction_loss(mask_fraction: float, noise: float):

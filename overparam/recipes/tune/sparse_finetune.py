@@ -20,7 +20,7 @@ from overparam.errors import UserError
 from overparam.kernels import masked_matmul
 from overparam.models.paths import modules_of_type, replace_module
 from overparam.recipes.common import model_summary, prepare
-from overparam.recipes.tune.source import load_from_run
+from overparam.recipes.shared.source import load_from_run
 
 TUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 

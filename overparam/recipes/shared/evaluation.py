@@ -5,7 +5,7 @@ statistics re-estimated after merging (`merge.bn_recalibrate`)."""
 from __future__ import annotations
 
 from overparam.errors import UserError
-from overparam.recipes.merge.ingredients import _container, weights_config
+from overparam.recipes.shared.ingredients import _container, weights_config
 from overparam.store.load import RunRef
 
 

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from overparam.errors import UserError
-from overparam.recipes.prune.common import output_weight_name, weights_of
-from overparam.recipes.prune.params import DISTRIBUTIONS, SCOPES
+from overparam.recipes.shared.prunable import output_weight_name, weights_of
+from overparam.recipes.shared.choices import DISTRIBUTIONS, SCOPES
 
 # --- counts ---------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from overparam.errors import UserError
-from overparam.recipes.merge.states import MASK_SUFFIX
+from overparam.recipes.shared.states import MASK_SUFFIX
 from overparam.store.checkpoint import load_tensors_ending, tensor_shapes
 from overparam.store.discover import expand_refs
 from overparam.store.load import RunRef, check_finished

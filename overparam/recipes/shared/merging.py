@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from overparam.recipes.merge.evaluation import recalibrate_batchnorm, shift_settings, task_data, task_settings
-from overparam.recipes.merge.ingredients import (IngredientCheck, _container, check_ingredients, check_val_split,
+from overparam.recipes.shared.evaluation import recalibrate_batchnorm, shift_settings, task_data, task_settings
+from overparam.recipes.shared.ingredients import (IngredientCheck, _container, check_ingredients, check_val_split,
                                                  resolve_ingredients, weights_config)
 from overparam.store.load import RunRef
 

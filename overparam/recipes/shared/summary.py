@@ -3,8 +3,8 @@ ingredient figures, and the exact sparsity of a merged state."""
 
 from __future__ import annotations
 
-from overparam.recipes.merge.ingredients import ref_text
-from overparam.recipes.merge.states import is_mask, load_weights
+from overparam.recipes.shared.ingredients import ref_text
+from overparam.recipes.shared.states import is_mask, load_weights
 from overparam.store.load import RunRef
 
 
