@@ -19,6 +19,11 @@ import pytest
 
 from scaleout_helpers import TINY, metrics_of, read_json, runner
 
+# munged, slurmctld, slurmd and runuser live in the system folders, which a plain user's PATH may lack.
+for folder in ("/usr/sbin", "/sbin"):
+    if folder not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + folder
+
 pytestmark = pytest.mark.slurm
 
 
