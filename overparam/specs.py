@@ -95,3 +95,14 @@ def all_specs() -> dict[str, Spec]:
 def spec_for(name: str | None) -> Spec | None:
     """The Spec of the registered method `name`, or None (a user's own component declares none)."""
     return all_specs().get(name) if name else None
+
+
+# The calibration set of one-shot methods (drawn by overparam.recipes.shared.calibration); a method's Spec
+# extends it (`extends=(CALIB,)`).
+CALIB = Spec("calib", [
+    Param("calib.samples", "int", 128, "calibration sequences (text) or examples (classifiers) from the train "
+          "split", low=1),
+    Param("calib.seq_len", "int", None, "tokens per calibration sequence (text); null: the dataset's block size",
+          low=1, optional=True),
+    Param("calib.seed", "int", 0, "seed of the calibration draw", low=0, high=MAX_SEED),
+], doc="Calibration set of one-shot methods.")

@@ -34,6 +34,22 @@ class Context:
     def seed(self) -> int:
         return int(self.cfg.seed)
 
+    @property
+    def settings(self) -> Any:
+        """The keys every run shares, read by attribute (`settings.seed`, `settings.train.steps`,
+        `settings.model.name`). New recipes read shared values only through this, never `cfg`."""
+        return self.cfg
+
+    def prepare(self):
+        """The run's device, data and model factory (`recipes.common.Setup`), made once per context."""
+        cached = self.__dict__.get("_setup")
+        if cached is None:
+            from overparam.recipes.common import prepare
+
+            cached = prepare(self.cfg)
+            object.__setattr__(self, "_setup", cached)
+        return cached
+
 
 def call(recipe: Callable, cfg: Any, run: Any) -> dict:
     """Run `recipe` on a composed config: parse the method's parameters from its Spec, build the context."""
