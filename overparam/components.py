@@ -258,9 +258,9 @@ def check_config(tree: Any, *, trust: bool | None = None, source: str = "config"
     """
     trust = trusted() if trust is None else trust
     if hasattr(tree, "items") and not isinstance(tree, dict):
-        from omegaconf import OmegaConf
+        from overparam.settings import plain
 
-        tree = OmegaConf.to_container(tree, resolve=False)
+        tree = plain(tree)
     for where, key, value in walk(tree):
         in_hydra = where.startswith("hydra.")
         if in_hydra and (".job_logging." in where or ".hydra_logging." in where):

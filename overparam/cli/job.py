@@ -89,6 +89,7 @@ def _run_recipe(cfg, container: dict, run, life) -> dict:
     """The recipe inside the run: done, interrupted (with the command that resumes it) or failed."""
     from overparam.components import resolve
     from overparam.recipes.context import call
+    from overparam.settings import Settings
     from overparam.store import signals
     from overparam.store.lifecycle import storage_fault
     from overparam.store.loggers import build_loggers
@@ -97,8 +98,9 @@ def _run_recipe(cfg, container: dict, run, life) -> dict:
     try:
         with signals.handling():
             run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
-            # The recipe gets its typed parameters (its Spec) and a context: the run and the shared keys.
-            summary = call(resolve("method", cfg.method), cfg, run)
+            # The recipe gets its typed parameters (its Spec) and a context: the run and the typed, read-only
+            # shared settings built here from the resolved config; nothing below the CLI sees the DictConfig.
+            summary = call(resolve("method", container["method"]), Settings.resolved(container), run)
             summary.setdefault("method", cfg.method.name)
             if (cfg.get("dataset") or {}).get("label_noise"):
                 summary.setdefault("label_noise", float(cfg.dataset.label_noise))

@@ -46,13 +46,11 @@ def run(params, context) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from overparam.recipes.common import prepare
-
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     data = setup.data
     width = int(params["random_features.width"])
-    generator = torch.Generator().manual_seed(int(cfg.seed))
+    generator = torch.Generator().manual_seed(int(settings.seed))
     x, y = data.train_x, data.train_y
     samples = params["random_features.train_samples"]
     if samples is not None:

@@ -124,13 +124,12 @@ def check(params, cfg: dict) -> None:
 
 def run(params, context) -> dict:
     """Estimate each ingredient's Fisher, merge, evaluate, save."""
-
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(params, cfg)
+    settings, run = context.settings, context.run
+    setup = common.open_merge(params, settings)
     weights = _weights(params, len(setup.refs))
     rows = ingredient_rows(setup)
     samples = min(int(params["fisher.samples"]), len(setup.data.train_x))
-    generator = torch.Generator().manual_seed(int(cfg.seed) + 31)
+    generator = torch.Generator().manual_seed(int(settings.seed) + 31)
     index = torch.randperm(len(setup.data.train_x), generator=generator)[:samples].to(setup.data.train_x.device)
     x, y = setup.data.train_x[index], setup.data.train_y[index]
 

@@ -149,10 +149,9 @@ def run(params, context) -> dict:
 
     from overparam.engine import fit
     from overparam.models import count_parameters
-    from overparam.recipes.common import prepare
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     model = common.make_prunable(setup.new_model(), exclude_output=False)
     chain(model)
     dense = fit(model, setup.data, run, tag="dense", level=0, label="channel dense", **setup.fit_kwargs())
@@ -160,7 +159,7 @@ def run(params, context) -> dict:
     if channels.saved:
         keep = {k: v.bool() for k, v in channels.load().items()}
     else:
-        keep = channel_keep(model, float(cfg.sparsity), str(params["channel.scope"]),
+        keep = channel_keep(model, float(settings.sparsity), str(params["channel.scope"]),
                             float(params["channel.min_fraction"] or 0.0))
         channels.save({k: v.to(torch.uint8) for k, v in keep.items()})
     common.apply_masks_by_name(model, channel_masks(model, keep))

@@ -52,19 +52,17 @@ def grand(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tor
 
 def example_scores(params, setup, kind: str) -> torch.Tensor:
     """Scores of every training example, averaged over `diet.seeds` briefly trained models (`diet.epochs` each)."""
-    from omegaconf import OmegaConf
-
     from overparam.engine import fit
 
     data = setup.data
     if kind == "random":
-        generator = torch.Generator().manual_seed(common.derived_seed(int(setup.cfg.seed), "diet_random"))
+        generator = torch.Generator().manual_seed(common.derived_seed(int(setup.settings.seed), "diet_random"))
         return torch.rand(len(data.train_x), generator=generator)
-    train = OmegaConf.to_container(setup.cfg.train, resolve=True)
+    train = setup.settings.train.to_dict()
     train.update({"epochs": float(params["diet.epochs"]), "steps": None})
     total = torch.zeros(len(data.train_x))
     for index in range(int(params["diet.seeds"])):
-        seed = common.derived_seed(int(setup.cfg.seed), "diet_model", index) % (2 ** 31)
+        seed = common.derived_seed(int(setup.settings.seed), "diet_model", index) % (2 ** 31)
         model = setup.new_model(seed)
         # Short scoring runs are not checkpointed: the finished scores are (checkpoints/diet_scores).
         fit(model, data, None, **setup.fit_kwargs(train=train, seed=seed))
@@ -78,10 +76,9 @@ def example_scores(params, setup, kind: str) -> torch.Tensor:
 def run(params, context) -> dict:
     """Score the training examples, keep `diet.keep` of them, train on the kept subset."""
     from overparam.engine import fit
-    from overparam.recipes.common import prepare
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     kind = str(params["diet.score"])
     scoring = run.phase("diet_scores")
     if scoring.saved:

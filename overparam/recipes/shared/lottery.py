@@ -68,14 +68,14 @@ def plan_levels(total: int, rate: float, sparsity: float, oneshot: bool = False)
 # --- one lottery run ------------------------------------------------------------------------------
 
 @dataclass
-class Context:
-    """Everything a level needs: the config, the data, the pruning settings and the training settings.
+class Lottery:
+    """Everything a level needs: the shared settings, the data, the pruning settings and the training settings.
 
     `loss_fn` (a `fit` loss_fn; None: cross-entropy) is what every level trains on (`kd +prune=imp`
     passes its distillation loss).
     """
 
-    cfg: Any
+    settings: Any
     setup: Any
     rate: float | None
     scope: str
@@ -93,26 +93,23 @@ class Context:
     loss_fn: Callable | None = None
 
     @classmethod
-    def from_params(cls, params, cfg, setup, oneshot: bool, loss_fn: Callable | None = None) -> "Context":
-        """The lineage settings from the method's typed `params` (prune.*, rewind, retrain.*); `cfg` gives the
-        shared keys (seed, sparsity, train, optim). One-shot has no `prune.rate`: its plan is a single step."""
+    def from_params(cls, params, settings, setup, oneshot: bool, loss_fn: Callable | None = None) -> "Lottery":
+        """The lineage settings from the method's typed `params` (prune.*, rewind, retrain.*); `settings` gives
+        the shared keys (seed, sparsity, train, optim). One-shot has no `prune.rate`: its plan is a single step."""
         from overparam.engine.optim import total_steps
 
         kind, amount = parse_rewind(params.rewind)
         output_rate = params["prune.output_rate"]
-        output_rate = 1.0 if output_rate is None else float(output_rate)
-        rate = params.get("prune.rate")
-        context = cls(cfg=cfg, setup=setup, rate=None if rate is None else float(rate),
-                      scope=str(params["prune.scope"] or "global"), output_rate=output_rate,
-                      rewind=str(params.rewind), rewind_kind=kind, rewind_amount=amount,
-                      retrain_schedule=str(params["retrain.lr_schedule"]), oneshot=oneshot,
-                      sparsity=float(cfg.sparsity), exclude_output=output_rate == 0.0, loss_fn=loss_fn)
-        context.total_steps, context.steps_per_epoch = total_steps(cfg.train, len(setup.data.train_x))
-        return context
+        lottery = cls(settings=settings, setup=setup, rate=params.get("prune.rate"), scope=params["prune.scope"],
+                      output_rate=output_rate, rewind=params.rewind, rewind_kind=kind, rewind_amount=amount,
+                      retrain_schedule=params["retrain.lr_schedule"], oneshot=oneshot,
+                      sparsity=float(settings.sparsity), exclude_output=output_rate == 0.0, loss_fn=loss_fn)
+        lottery.total_steps, lottery.steps_per_epoch = total_steps(settings.train, len(setup.data.train_x))
+        return lottery
 
     @property
     def seed(self) -> int:
-        return int(self.cfg.seed)
+        return int(self.settings.seed)
 
     def fresh_model(self, seed: int | None = None) -> torch.nn.Module:
         """A newly initialized model (the run's seed unless given) with all-one masks."""
@@ -134,11 +131,9 @@ class Context:
 
     def retrain_optim(self) -> Any:
         """The optimizer config of a pruned level under rewind=none (ft: last LR; lrw: same; clr: warm-up + decay)."""
-        from omegaconf import OmegaConf
-
         from overparam.engine.optim import lr_at
 
-        optim = OmegaConf.to_container(self.cfg.optim, resolve=True)
+        optim = self.settings.optim.to_dict()
         if self.rewind_kind != "none" or self.retrain_schedule == "lrw":
             return optim
         if self.retrain_schedule == "ft":
@@ -159,7 +154,7 @@ class Context:
                             **({"sparsity": self.sparsity} if self.oneshot else {"rate": self.rate}))
 
 
-def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_step: int = 0, optim=None,
+def train_level(ctx: Lottery, run, level: int, model: torch.nn.Module, *, start_step: int = 0, optim=None,
                 step_hook: Callable | None = None, label: str | None = None) -> dict:
     """Train one level through `engine.fit` (tag `level_<L>`) and commit it as the run's phase `level_<L>`."""
     from overparam.engine import fit
@@ -169,7 +164,7 @@ def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_
     # update spoils the other): fit resumes from it and keeps exactly the rows up to its step; without
     # one, the rows of an interrupted earlier attempt at this level are dropped.
     phase.begin()
-    kwargs = ctx.setup.fit_kwargs(optim=optim if optim is not None else ctx.cfg.optim)
+    kwargs = ctx.setup.fit_kwargs(**({} if optim is None else {"optim": optim}))
     if ctx.loss_fn is not None:
         kwargs["loss_fn"] = ctx.loss_fn
     # start_step > 0 (late rewinding): the level trains steps N..T of the schedule, as if resumed at N.
@@ -188,7 +183,7 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.
 class Lineage:
     """The magnitude-pruning levels of one config, stored in `run` and shared through `cache`."""
 
-    def __init__(self, ctx: Context, run, plan: Plan, cache: LevelCache):
+    def __init__(self, ctx: Lottery, run, plan: Plan, cache: LevelCache):
         self.ctx = ctx
         self.run = run
         self.plan = plan
@@ -265,11 +260,11 @@ class Lineage:
         return f"level {level}/{self.plan.levels - 1} ({100.0 * self.plan.counts[level] / self.plan.counts[0]:.1f}%)"
 
 
-def _ticket_counts(ctx: Context, ticket: Lineage, level: int, template, ticket_mask: dict, distribution: str) -> dict:
+def _ticket_counts(ctx: Lottery, ticket: Lineage, level: int, template, ticket_mask: dict, distribution: str) -> dict:
     return {name: int(m.count_nonzero()) for name, m in ticket_mask.items()}
 
 
-def _distribution_counts(ctx: Context, ticket: Lineage, level: int, template, ticket_mask: dict,
+def _distribution_counts(ctx: Lottery, ticket: Lineage, level: int, template, ticket_mask: dict,
                          distribution: str) -> dict:
     keep = ticket.plan.counts[level]
     sparsity = 1.0 - keep / ticket.plan.counts[0]
@@ -280,7 +275,7 @@ def _distribution_counts(ctx: Context, ticket: Lineage, level: int, template, ti
 CONTROL_COUNTS = {"random_reinit": None, "random_mask": _ticket_counts, "random_prune": _distribution_counts}
 
 
-def _control_model(ctx: Context, ticket: Lineage, level: int, control: str, distribution: str) -> tuple[torch.nn.Module, int, Any]:
+def _control_model(ctx: Lottery, ticket: Lineage, level: int, control: str, distribution: str) -> tuple[torch.nn.Module, int, Any]:
     """The control network of `level`: its mask, its initial weights, start step and optimizer config."""
     template = ctx.fresh_model()
     ticket_mask = ticket.mask(level, template)
@@ -290,12 +285,12 @@ def _control_model(ctx: Context, ticket: Lineage, level: int, control: str, dist
     if counts is None:
         model = ctx.fresh_model(common.derived_seed(ctx.seed, control, level) % (2 ** 31))
         common.apply_masks_by_name(model, ticket_mask)
-        return model, 0, ctx.cfg.optim
+        return model, 0, None
     mask = random_masks(counts(ctx, ticket, level, template, ticket_mask, distribution), shapes, generator)
     return ticket.start_model(level, mask)
 
 
-def _control_levels(ctx: Context, run, ticket: Lineage, control: str, distribution: str,
+def _control_levels(ctx: Lottery, run, ticket: Lineage, control: str, distribution: str,
                     cache: LevelCache) -> dict[int, str]:
     """Train (or take from the cache) the control network at every level of the plan."""
     sources: dict[int, str] = {}
@@ -338,11 +333,9 @@ def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: 
     cross-entropy (kd +prune=imp); such levels are not shared through the level cache, whose entries are
     plain IMP lineages.
     """
-    from overparam.recipes.common import prepare
-
-    cfg, run = context.cfg, context.run
-    setup = setup if setup is not None else prepare(cfg)
-    ctx = Context.from_params(params, cfg, setup, oneshot, loss_fn=loss_fn)
+    run = context.run
+    setup = setup if setup is not None else context.prepare()
+    ctx = Lottery.from_params(params, context.settings, setup, oneshot, loss_fn=loss_fn)
     ctx.rewind_step  # noqa: B018 - a rewind point past the end of training is a UserError before any work
     template = ctx.fresh_model()
     total = sum(w.numel() for w in common.weights_of(template).values())

@@ -36,31 +36,28 @@ def inner_recipe(cfg):
 
 def _seeds(cfg, key: str) -> list[int]:
     seeds = (cfg.get("search") or {}).get(key)
-    if not isinstance(seeds, (list, tuple)) and not hasattr(seeds, "__len__") or not seeds:
+    if not isinstance(seeds, (list, tuple)) or not seeds:
         raise UserError(f"search.{key} must be a non-empty list of seeds")
     return [int(s) for s in seeds]
 
 
 def run(params, context) -> dict:
     """One trial: the method on every tuning seed; the summary holds the means (the objective among them)."""
-    from omegaconf import OmegaConf
-
     from overparam.recipes.context import call
 
-    cfg, run = context.cfg, context.run
-    recipe = inner_recipe(cfg)
+    settings, run = context.settings, context.run
+    recipe = inner_recipe(settings)
     rows = []
-    for seed in _seeds(cfg, "tuning_seeds"):
-        container = OmegaConf.to_container(cfg, resolve=True)
+    for seed in _seeds(settings, "tuning_seeds"):
+        container = settings.to_dict()
         container["seed"] = seed
-        container["method"]["_target_"] = inner_target(cfg)
-        seed_cfg = OmegaConf.create(container)
+        container["method"]["_target_"] = inner_target(settings)
         sub = run.sub_run(f"seed_{seed}", container)
         if sub.done:
             summary = sub.read_summary() or {}
         else:
-            summary = call(recipe, seed_cfg, sub)
-            summary.setdefault("method", cfg.method.name)
+            summary = call(recipe, container, sub)
+            summary.setdefault("method", settings.method.name)
             sub.finish("done", summary=summary)
         rows.append({"seed": seed, **{k: v for k, v in summary.items() if isinstance(v, (int, float))}})
     keys = set.intersection(*(set(row) for row in rows)) - {"seed"}
