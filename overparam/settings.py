@@ -15,7 +15,7 @@ reads 1), so a config rebuilt from the tree hashes as the original did. Lists re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Iterator
 
 _MISSING = object()
@@ -35,7 +35,7 @@ def plain(value: Any) -> Any:
     """`value` as plain containers: mappings as dicts, sequences (a Settings' tuples too) as lists."""
     if isinstance(value, Mapping):
         return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
         return [plain(item) for item in value]
     return value
 
