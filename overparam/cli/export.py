@@ -100,7 +100,7 @@ def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False
     report = sparsity_report(model) if masked_modules(model) else None
     reference = copy.deepcopy(model)
     if keep is not None:
-        from overparam.recipes.prune.channel import shrink as shrink_channels
+        from overparam.models.channels import shrink as shrink_channels
 
         model = shrink_channels(model, keep)
     model = densify(model)
