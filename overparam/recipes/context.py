@@ -18,12 +18,18 @@ from typing import Any, Callable
 from overparam.settings import Settings
 
 
+# Runs the registered method a config names in a sub-run of `parent`: launch(parent, config, name) -> summary.
+Launch = Callable[[Any, dict, str], dict]
+
+
 @dataclass(frozen=True)
 class Context:
-    """The run and the shared settings of one recipe call."""
+    """The run and the shared settings of one recipe call; `launch`: the runner's way to run another
+    registered method in a sub-run (given by the CLI; None where a recipe is called directly)."""
 
     settings: Settings
     run: Any
+    launch: Launch | None = None
 
     @classmethod
     def from_dict(cls, config: dict, run: Any) -> "Context":
@@ -33,6 +39,14 @@ class Context:
     @property
     def seed(self) -> int:
         return int(self.settings.seed)
+
+    def run_method(self, config: dict, name: str) -> dict:
+        """Run the method `config` names in the sub-run `name` of this run (a search's tuning seeds)."""
+        if self.launch is None:
+            from overparam.errors import UserError
+
+            raise UserError("this method runs other methods in its run: start it with runner train")
+        return self.launch(self.run, config, name)
 
     def prepare(self):
         """The run's device, data and model factory (`recipes.common.Setup`), made once per context."""
@@ -45,7 +59,7 @@ class Context:
         return cached
 
 
-def call(recipe: Callable, settings: Settings | dict, run: Any) -> dict:
+def call(recipe: Callable, settings: Settings | dict, run: Any, launch: Launch | None = None) -> dict:
     """Run `recipe` on a resolved config: parse the method's parameters from its Spec, build the context."""
     from overparam.methods import method_name
     from overparam.params import Params
@@ -55,4 +69,4 @@ def call(recipe: Callable, settings: Settings | dict, run: Any) -> dict:
     container = settings.to_dict()
     spec = spec_for(method_name(container.get("method") or {}))
     params = spec.parse(container) if spec is not None else Params({})
-    return recipe(params, Context(settings=settings, run=run)) or {}
+    return recipe(params, Context(settings=settings, run=run, launch=launch)) or {}
