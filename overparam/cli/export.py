@@ -40,12 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _channel_keep(ref) -> dict | None:
-    """The kept channels of a channel-pruned run's final weights, or None for any other run/level."""
-    from overparam.store.atomic import read_json
+    """The kept channels of a channel-pruned run's final weights (the run's checkpoints/channels.safetensors,
+    which only channel pruning writes), or None for any other run or level."""
     from overparam.store.checkpoint import load_state
 
-    info = read_json(ref.root / "run.json") or {}
-    if info.get("method") != "channel" or ref.tag not in (None, "level_1"):
+    if ref.tag not in (None, "level_1"):
         return None
     path = ref.root / "checkpoints" / "channels.safetensors"
     if not path.is_file():

@@ -164,8 +164,15 @@ def _installed_plugin_targets(kind: str) -> set[str]:
     return found
 
 
+# Hydra callbacks a config may name (hydra.callbacks.<name>._target_): the CLI's own, exact strings.
+CALLBACKS = ("overparam.cli.launch.FailureSummary",)
+
+
 def plugin_allowed(kind: str, target: Any) -> bool:
-    """A launcher/sweeper `_target_` names an installed plugin class: checked by resolving it to that class."""
+    """A callback `_target_` is one of the CLI's own (CALLBACKS); a launcher/sweeper `_target_` names an
+    installed plugin class: checked by resolving it to that class."""
+    if kind == "callback":
+        return isinstance(target, str) and target in CALLBACKS
     if not isinstance(target, str) or target not in _installed_plugin_targets(kind):
         return False
     from hydra.core.plugins import Plugins
