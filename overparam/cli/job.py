@@ -87,7 +87,7 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False, files: dict[str, str]
 
 def _run_recipe(cfg, container: dict, run, life) -> dict:
     """The recipe inside the run: done, interrupted (with the command that resumes it) or failed."""
-    from overparam.cli.trial import run_method
+    from overparam.cli.trial import named_models, run_method
     from overparam.components import resolve
     from overparam.recipes.context import call
     from overparam.settings import Settings
@@ -102,7 +102,7 @@ def _run_recipe(cfg, container: dict, run, life) -> dict:
             # The recipe gets its typed parameters (its Spec) and a context: the run and the typed, read-only
             # shared settings built here from the resolved config; nothing below the CLI sees the DictConfig.
             summary = call(resolve("method", container["method"]), Settings.resolved(container), run,
-                           launch=run_method)
+                           launch=run_method, models=named_models(container))
             summary.setdefault("method", cfg.method.name)
             if (cfg.get("dataset") or {}).get("label_noise"):
                 summary.setdefault("label_noise", float(cfg.dataset.label_noise))

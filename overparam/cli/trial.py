@@ -27,6 +27,18 @@ def searched_target(config: dict) -> str:
     return target
 
 
+def named_models(container: dict) -> dict[str, dict]:
+    """configs/model/<name>.yaml of every model a role block names by its name (`teacher.model=cnn1d`), read
+    here so that no recipe reads the config tree; an unknown name is one clear line listing the options."""
+    from overparam.components import walk
+    from overparam.configtree import group_config
+
+    names = {value for where, key, value in walk(container)
+             if key == "model" and where.count(".") == 1 and isinstance(value, str)
+             and where.split(".")[0] not in ("hydra", "claims", "stages")}
+    return {name: group_config("model", name) for name in sorted(names)}
+
+
 def run_method(parent: Any, config: dict, name: str) -> dict:
     """Run the method `config` names (its `method.name`) in the sub-run `name` of `parent`: once; a finished
     sub-run's summary is read back (a resumed trial trains no seed twice)."""
@@ -39,7 +51,7 @@ def run_method(parent: Any, config: dict, name: str) -> dict:
     if sub.done:
         return sub.read_summary() or {}
     summary = call(resolve("method", {"_target_": config["method"]["_target_"]}, trust=False), config, sub,
-                   launch=run_method)
+                   launch=run_method, models=named_models(config))
     summary.setdefault("method", config["method"]["name"])
     sub.finish("done", summary=summary)
     return summary

@@ -12,7 +12,8 @@ own keys only from `params`. Called without Hydra, a context is built from a pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from overparam.settings import Settings
@@ -30,11 +31,15 @@ class Context:
     settings: Settings
     run: Any
     launch: Launch | None = None
+    # configs/model/<name>.yaml of each model a role block names by its name (`teacher.model=cnn1d`), read by
+    # the CLI; a recipe never reads the config tree.
+    models: Mapping[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, config: dict, run: Any) -> "Context":
-        """A context from a plain nested dict (no Hydra composition)."""
-        return cls(settings=Settings.from_dict(config), run=run)
+    def from_dict(cls, config: dict, run: Any, models: Mapping[str, dict] | None = None) -> "Context":
+        """A context from a plain nested dict (no Hydra composition); `models`: the model configs a role block
+        names by name, when it does."""
+        return cls(settings=Settings.from_dict(config), run=run, models=dict(models or {}))
 
     @property
     def seed(self) -> int:
@@ -59,7 +64,8 @@ class Context:
         return cached
 
 
-def call(recipe: Callable, settings: Settings | dict, run: Any, launch: Launch | None = None) -> dict:
+def call(recipe: Callable, settings: Settings | dict, run: Any, launch: Launch | None = None,
+         models: Mapping[str, dict] | None = None) -> dict:
     """Run `recipe` on a resolved config: parse the method's parameters from its Spec, build the context."""
     from overparam.methods import method_name
     from overparam.params import Params
@@ -69,4 +75,4 @@ def call(recipe: Callable, settings: Settings | dict, run: Any, launch: Launch |
     container = settings.to_dict()
     spec = spec_for(method_name(container.get("method") or {}))
     params = spec.parse(container) if spec is not None else Params({})
-    return recipe(params, Context(settings=settings, run=run, launch=launch)) or {}
+    return recipe(params, Context(settings=settings, run=run, launch=launch, models=dict(models or {}))) or {}

@@ -45,7 +45,8 @@ def run(params, context) -> dict:
     settings, run = context.settings, context.run
     setup = context.prepare()
     options = params["feature_kd"]
-    guide, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1)
+    guide, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1,
+                                  models=context.models)
     frozen(guide)
     student = new_student(params["student.from"], setup)
     pairs = [tuple(pair.split(":")) for pair in (options.get("layers") or [f"{EMBEDDING}:{EMBEDDING}"])]

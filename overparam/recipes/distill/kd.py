@@ -64,7 +64,8 @@ def run(params, context) -> dict:
     """Distill the teacher into the student; optionally also train the student alone (`kd.baseline`)."""
     settings, run = context.settings, context.run
     setup = context.prepare()
-    teacher, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1)
+    teacher, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1,
+                                    models=context.models)
     frozen(teacher)
     if (settings.get("prune") or {}).get("with"):
         return {**prune_while_distilling(params, context, setup, teacher), **teacher_figures(teacher, figures)}

@@ -29,15 +29,16 @@ def _deep_merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def model_config(spec, default) -> dict:
-    """A model config (plain dict): `spec` as a mapping laid over `default`, as a name of
-    configs/model/<name>.yaml, or `default` when null."""
+def model_config(spec, default, models: Mapping[str, dict] | None = None) -> dict:
+    """A model config (plain dict): `spec` as a mapping laid over `default`, as a name of one of `models`
+    (configs/model/<name>.yaml, read by the CLI: `context.models`), or `default` when null."""
     if spec is None:
         return plain(default)
     if isinstance(spec, str):
-        from overparam.configtree import group_config
-
-        return group_config("model", spec)
+        if spec not in (models or {}):
+            raise UserError(f"model {spec!r}: a model named by its configs/model file is read by the runner "
+                            f"(runner train), not here; give its config as a mapping")
+        return plain(models[spec])
     if isinstance(spec, Mapping):
         spec = plain(spec)
         return _deep_merge(plain(default), spec) if spec.get("_target_") is None else spec
@@ -113,11 +114,12 @@ def cached_phase(run, name: str, model: nn.Module, train: Callable[[], dict]) ->
     return figures
 
 
-def obtain_model(role_cfg, setup, run, role: str, *, seed_offset: int = 0,
-                 loss_fn: Callable | None = None) -> tuple[nn.Module, dict]:
+def obtain_model(role_cfg, setup, run, role: str, *, seed_offset: int = 0, loss_fn: Callable | None = None,
+                 models: Mapping[str, dict] | None = None) -> tuple[nn.Module, dict]:
     """(model, figures) for a teacher/student/guide block {from, model, train, optim, untrained}.
 
-    `from` names a run; otherwise a model of `model` (default: the run's model) is built with seed
+    `from` names a run; otherwise a model of `model` (default: the run's model; a name: one of `models`,
+    `context.models`) is built with seed
     `seed + seed_offset` and, unless `untrained`, trained inline with the block's train/optim keys
     layered over the run's (checkpoint `<role>`, so a resumed run does not train it again).
     """
@@ -132,7 +134,7 @@ def obtain_model(role_cfg, setup, run, role: str, *, seed_offset: int = 0,
         return model, figures
     settings = setup.settings
     seed = int(settings.seed) + seed_offset
-    model = build_model(model_config(role_cfg.get("model"), settings.model), setup.data.input_shape,
+    model = build_model(model_config(role_cfg.get("model"), settings.model, models), setup.data.input_shape,
                         setup.data.num_classes, seed=seed).to(setup.device)
     if role_cfg.get("untrained"):
         figures = {f"{split}_accuracy": m["accuracy"] for split, m in evaluate_splits(model, setup.data).items()}
