@@ -49,7 +49,7 @@ def run(params, context) -> dict:
     settings, run = context.settings, context.run
     setup = context.prepare()
     data = setup.data
-    width = int(params["random_features.width"])
+    width = params["random_features.width"]
     generator = torch.Generator().manual_seed(int(settings.seed))
     x, y = data.train_x, data.train_y
     samples = params["random_features.train_samples"]
@@ -61,7 +61,7 @@ def run(params, context) -> dict:
     dim = int(x[0].numel())
     projection = torch.randn(dim, width, generator=generator, dtype=torch.float64).to(x.device)
     phi = features(x, projection)
-    readout = fit_readout(phi, F.one_hot(y, data.num_classes).double(), float(params["random_features.ridge"]))
+    readout = fit_readout(phi, F.one_hot(y, data.num_classes).double(), params["random_features.ridge"])
     summary = {"width": width, "train_samples": len(x), "parameters": width * data.num_classes,
                "samples_per_parameter": len(x) / (width * data.num_classes)}
     for split, (split_x, split_y) in {"train": (x, y), **data.splits()}.items():

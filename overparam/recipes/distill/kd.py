@@ -70,8 +70,8 @@ def run(params, context) -> dict:
     if (settings.get("prune") or {}).get("with"):
         return {**prune_while_distilling(params, context, setup, teacher), **teacher_figures(teacher, figures)}
     student = new_student(params["student.from"], setup)
-    result = distill(student, teacher, setup, run, alpha=float(params["kd.alpha"]),
-                     temperature=float(params["kd.temperature"]), tag="kd")
+    result = distill(student, teacher, setup, run, alpha=params["kd.alpha"],
+                     temperature=params["kd.temperature"], tag="kd")
     run.save_checkpoint("model", student.state_dict())
     summary = {**result.flat(), **model_summary(student), "steps": result.steps, **teacher_figures(teacher, figures)}
     summary.update(_sparsity(student))
@@ -113,5 +113,5 @@ def prune_while_distilling(params, context, setup, teacher) -> dict:
     imp_params = methods()["imp"].spec.parse(settings.to_dict())
     if str(imp_params.control) != "none":
         raise UserError("kd +prune=imp trains the ticket lineage only (control=none)")
-    loss_fn, _ = kd_loss(teacher, setup, alpha=float(params["kd.alpha"]), temperature=float(params["kd.temperature"]))
+    loss_fn, _ = kd_loss(teacher, setup, alpha=params["kd.alpha"], temperature=params["kd.temperature"])
     return lottery.run_lottery(imp_params, context, setup=setup, loss_fn=loss_fn)

@@ -50,11 +50,11 @@ def run(params, context) -> dict:
     moved_units = []
 
     def aligned():
-        for state, moved in aligned_states(setup, int(params["rebasin.max_iterations"])):
+        for state, moved in aligned_states(setup, params["rebasin.max_iterations"]):
             moved_units.append(moved)
             yield state
 
-    output = str(params["rebasin.output"])
+    output = params["rebasin.output"]
     if output == "average":
         result = weighted_average(aligned())
     else:

@@ -30,7 +30,7 @@ def phase_remaining(sparsity: float, phase: int, phases: int) -> float:
 def copy_settings(params, settings, copy: int) -> dict:
     """fit() keyword arguments that make copy `copy` differ from the others (`sms.vary`, `sms.values`)."""
     seed = int(settings.seed)
-    vary = str(params["sms.vary"])
+    vary = params["sms.vary"]
     optim = settings.optim.to_dict()
     if vary == "seed":
         return {"seed": seed + copy, "data_seed": seed + copy, "optim": optim}
@@ -93,11 +93,11 @@ def run(params, context) -> dict:
     from overparam.recipes.shared.masks import select_masks
 
     settings, run = context.settings, context.run
-    phases, copies = int(params["sms.phases"]), int(params["sms.copies"])
+    phases, copies = params["sms.phases"], params["sms.copies"]
     setup = context.prepare()
     model, extra = _start(params, run, setup)
     if not common.any_masked(model):
-        prune_common.make_prunable(model, exclude_output=bool(params["sms.exclude_output"]))
+        prune_common.make_prunable(model, exclude_output=params["sms.exclude_output"])
     names = prune_common.weight_names(model)
     total = sum(dict(model.named_parameters())[n].numel() for n in names)
     # Evaluating soups: a MergeSetup over the same data and a twin of the model.
@@ -140,7 +140,7 @@ def run(params, context) -> dict:
             soup = weighted_average(copy.load(setup.device) for copy in copy_phases)
             kept = list(range(copies))
         else:
-            soup, kept = greedy(evaluator, copy_rows, str(params["sms.accept"]),
+            soup, kept = greedy(evaluator, copy_rows, params["sms.accept"],
                                 load=lambda index: copy_phases[index].load(setup.device))
         evaluator.model.load_state_dict(soup)
         if evaluator.recalibrate:
@@ -165,5 +165,5 @@ def run(params, context) -> dict:
         common.record_architecture(run, base_cfg.model.to_dict(), base_cfg.dataset.to_dict())
     final = levels[-1]
     return {**{k: v for k, v in final.items() if k != "level"}, "phases": phases, "copies": copies,
-            "vary": str(params["sms.vary"]), **extra, "levels": levels}
+            "vary": params["sms.vary"], **extra, "levels": levels}
 

@@ -95,7 +95,7 @@ def run(params, context) -> dict:
     if channels.saved:
         keep = {k: v.bool() for k, v in channels.load().items()}
     else:
-        keep = channel_keep(model, float(settings.sparsity), str(params["channel.scope"]),
+        keep = channel_keep(model, float(settings.sparsity), params["channel.scope"],
                             float(params["channel.min_fraction"] or 0.0))
         channels.save({k: v.to(torch.uint8) for k, v in keep.items()})
     common.apply_masks_by_name(model, channel_masks(model, keep))

@@ -59,9 +59,9 @@ def example_scores(params, setup, kind: str) -> torch.Tensor:
         generator = torch.Generator().manual_seed(common.derived_seed(int(setup.settings.seed), "diet_random"))
         return torch.rand(len(data.train_x), generator=generator)
     train = setup.settings.train.to_dict()
-    train.update({"epochs": float(params["diet.epochs"]), "steps": None})
+    train.update({"epochs": params["diet.epochs"], "steps": None})
     total = torch.zeros(len(data.train_x))
-    for index in range(int(params["diet.seeds"])):
+    for index in range(params["diet.seeds"]):
         seed = common.derived_seed(int(setup.settings.seed), "diet_model", index) % (2 ** 31)
         model = setup.new_model(seed)
         # Short scoring runs are not checkpointed: the finished scores are (checkpoints/diet_scores).
@@ -70,7 +70,7 @@ def example_scores(params, setup, kind: str) -> torch.Tensor:
             total += el2n(model, data.train_x, data.train_y, data.num_classes)
         else:
             total += grand(model, data.train_x, data.train_y)
-    return total / int(params["diet.seeds"])
+    return total / params["diet.seeds"]
 
 
 def run(params, context) -> dict:
@@ -79,7 +79,7 @@ def run(params, context) -> dict:
 
     settings, run = context.settings, context.run
     setup = context.prepare()
-    kind = str(params["diet.score"])
+    kind = params["diet.score"]
     scoring = run.phase("diet_scores")
     if scoring.saved:
         scores = scoring.load()["scores"]
@@ -87,7 +87,7 @@ def run(params, context) -> dict:
         scores = example_scores(params, setup, kind)
         scoring.save({"scores": scores})
     count = len(scores)
-    keep = max(1, int(math.floor(count * float(params["diet.keep"]) + 0.5)))
+    keep = max(1, int(math.floor(count * params["diet.keep"] + 0.5)))
     if keep > count:
         raise UserError(f"diet.keep={params['diet.keep']} keeps more examples than the {count} there are")
     kept = torch.sort(torch.argsort(scores, descending=True, stable=True)[:keep]).values

@@ -54,17 +54,17 @@ def run(params, context) -> dict:
 
     settings, run = context.settings, context.run
     setup = context.prepare()
-    n, m = int(params["nm.n"]), int(params["nm.m"])
+    n, m = params["nm.n"], params["nm.m"]
     model = common.make_prunable(setup.new_model(), exclude_output=False)
     if not eligible(model, m):
         raise UserError(f"no layer of model {settings.model.name} has a row length divisible by nm.m={m}")
-    gradual = str(params["nm.schedule"]) == "gradual"
+    gradual = params["nm.schedule"] == "gradual"
     if gradual:
         from overparam.engine.optim import total_steps
 
         total, _ = total_steps(settings.train, len(setup.data.train_x))
         stages = list(range(m - 1, n - 1, -1))  # M-1, ..., N
-        span = float(params["nm.gradual_fraction"]) * total
+        span = params["nm.gradual_fraction"] * total
         points = {max(1, round((index + 1) * span / len(stages))): stage for index, stage in enumerate(stages)}
 
         def hook(step, current, optimizer):

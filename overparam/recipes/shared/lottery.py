@@ -341,7 +341,7 @@ def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: 
     total = sum(w.numel() for w in common.weights_of(template).values())
     plan = plan_levels(total, ctx.rate, ctx.sparsity, oneshot=oneshot)
     control = str(params.get("control") or "none")  # one-shot has no controls
-    caching = bool(params["prune.cache"]) and loss_fn is None
+    caching = params["prune.cache"] and loss_fn is None
     ticket_cache = _cache(run, caching, drop=("control",))
     run.record("level_cache", str(ticket_cache.root) if ticket_cache.enabled else None)
     if control == "none":
@@ -353,7 +353,7 @@ def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: 
         # The ticket lineage of a control run lives in <run>/ticket/ (its own metrics and resume points).
         ticket_run = run.sub_run("ticket")
         ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
-        sources = _control_levels(ctx, run, ticket, control, str(params["prune.distribution"]), _cache(run, caching))
+        sources = _control_levels(ctx, run, ticket, control, params["prune.distribution"], _cache(run, caching))
         ticket_run.finish("done")
     levels = [level_row(run.level(level).summary()) for level in range(plan.levels)]
     record_level_lineage(run, run.root, plan.levels)

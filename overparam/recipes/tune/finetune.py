@@ -49,7 +49,7 @@ def run(params, context) -> dict:
     if params["finetune.dense"]:
         densify(model)
     before = evaluate_splits(model, setup.data)
-    trainable = trainable_parameters(model, str(params["finetune.train"]))
+    trainable = trainable_parameters(model, params["finetune.train"])
     # Counted before training ends: a pruned weight is held at zero by its mask and never trains.
     counts = trainable_summary(model, trainable)
     result = fit(model, setup.data, run, tag="finetune", label="finetune", params=trainable, **setup.fit_kwargs())
