@@ -103,7 +103,7 @@ def linear_probe(body, setup, seed: int, probe_epochs: float) -> dict:
     probe = frozen(copy.deepcopy(body))
     head = replace_head(probe, setup.data.num_classes, seed)
     kwargs = setup.fit_kwargs(train={**setup.settings.train.to_dict(), "epochs": probe_epochs, "steps": None})
-    result = fit(probe, setup.data, None, tag="probe", label="probe", params=list(head.parameters()), **kwargs)
+    result = fit(probe, setup.data, None, tag="probe", label="probe", trainable=list(head.parameters()), **kwargs)
     return {f"{split}_accuracy": m["accuracy"] for split, m in result.final.items()}
 
 

@@ -52,7 +52,7 @@ def run(params, context) -> dict:
     trainable = trainable_parameters(model, params["finetune.train"])
     # Counted before training ends: a pruned weight is held at zero by its mask and never trains.
     counts = trainable_summary(model, trainable)
-    result = fit(model, setup.data, run, tag="finetune", label="finetune", params=trainable, **setup.fit_kwargs())
+    result = fit(model, setup.data, run, tag="finetune", label="finetune", trainable=trainable, **setup.fit_kwargs())
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     run.save_checkpoint("model", model.state_dict())

@@ -141,7 +141,7 @@ def run(params, context) -> dict:
             parameter.requires_grad_(True)
         trainable += list(head.parameters())
     counts = trainable_summary(model, trainable)
-    result = fit(model, setup.data, run, tag="lora", label="lora", params=trainable, **setup.fit_kwargs())
+    result = fit(model, setup.data, run, tag="lora", label="lora", trainable=trainable, **setup.fit_kwargs())
     summary = {**result.flat(), "steps": result.steps, "lora_parameters": sum(p.numel() for p in trainable),
                "base_parameters": before, "adapted_layers": len(adapters), **counts}
     run.save_checkpoint("lora", adapter_state(model))

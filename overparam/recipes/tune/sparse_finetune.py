@@ -112,7 +112,7 @@ def run(params, context) -> dict:
         parameter.requires_grad_(True)
     trainable = int(sum(int(w.subset.sum()) for w in wrapped.values()))
     total = sum(layer.weight.numel() for layer in layers.values())
-    result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", params=deltas,
+    result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", trainable=deltas,
                  **setup.fit_kwargs())
     for name, module in wrapped.items():
         replace_module(model, name, module.folded())
