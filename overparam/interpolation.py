@@ -16,12 +16,15 @@ its text (`str(value)`, as Hydra's own resolution gives it). Anything else ends 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import Any
 
 _KEY = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*:(.*)$", re.S)
 _MAX_DEPTH = 64
+# A resolved string longer than this ends resolution: `${a}${a}` chains would otherwise double at each step.
+MAX_TEXT = 1 << 20
 
 
 def has_interpolation(value: Any) -> bool:
@@ -64,6 +67,7 @@ def _text(value: Any) -> str:
 class _Resolver:
     def __init__(self, root: dict) -> None:
         self.root = root
+        self.resolved: dict[tuple, Any] = {}  # each referenced node is resolved once
 
     def node(self, value: Any, where: tuple, depth: int) -> Any:
         if depth > _MAX_DEPTH:
@@ -109,6 +113,8 @@ class _Resolver:
                 out.append(_text(self.expression(piece[1], where, depth)))
             else:
                 out.append(piece)
+            if sum(map(len, out)) > MAX_TEXT:
+                raise ValueError(f"an interpolation makes a value longer than {MAX_TEXT} characters")
         return "".join(out)
 
     def argument(self, text: str, where: tuple, depth: int) -> Any:
@@ -121,7 +127,9 @@ class _Resolver:
         match = _KEY.match(inner)
         if match is None:
             value, path = self.lookup(inner.strip(), where)
-            return self.node(value, path, depth + 1)
+            if path not in self.resolved:
+                self.resolved[path] = self.node(value, path, depth + 1)
+            return copy.deepcopy(self.resolved[path])
         name, rest = match.group(1), match.group(2)
         args = [self.argument(a, where, depth) for a in _split_args(rest)] if rest.strip() else []
         if name == "oc.env":
