@@ -158,9 +158,9 @@ def resume_command(out_dir: Path) -> str:
     quoted for the shell and for Hydra (a run dir may hold spaces, quotes, `$`, `(`)."""
     import shlex
 
-    from overparam.report.index import load_yaml
+    from overparam.store.readers import read_yaml
 
-    overrides = [str(o) for o in (load_yaml(out_dir / ".hydra" / "overrides.yaml") or [])
+    overrides = [str(o) for o in (read_yaml(out_dir / ".hydra" / "overrides.yaml") or [])
                  if not str(o).lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.", "hydra.mode="))]
     run_dir = f"hydra.run.dir={hydra_quote(str(Path(out_dir).resolve()))}"
     return " ".join(shlex.quote(a) for a in ["runner", "train", *overrides, run_dir])
