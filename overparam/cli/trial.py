@@ -1,7 +1,7 @@
 """Running a registered method inside another method's run: a search trial trains the searched method once
 per tuning seed, each in a sub-run of the trial (`<trial>/seed_<s>/`) that is saved, listed and reproduced
 like any run. The CLI resolves the method through the registry by its name and calls its recipe; the recipe
-that asks (overparam/recipes/tune/search.py) only sees `context.run_method(config, name)`.
+that asks only sees `context.run_method(config, name)`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Channel surgery on a chain of masked layers (each layer's outputs are the next one's inputs): the chain,
 a physically narrower copy holding only the kept channels, and writing a narrow model back into the full one.
 
-Used by channel pruning (recipes/prune/channel.py) and by `runner export --shrink`.
+Used by structured (channel) pruning and by `runner export --shrink`.
 """
 
 from __future__ import annotations
