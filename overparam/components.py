@@ -4,14 +4,14 @@ A config names components; it never names code. `model: {name: mlp, _target_: ov
 selects the registered model `mlp`; its `_target_`, when present, must be exactly the path registered
 here (a string compared with a constant of this module, never a prefix), and the object built is the
 one this module imports from its own constants. So no attribute walk through a module's imports
-(`torch.nn.modules.module.torch.hub.load`, `overparam.cli.train.os.system`) can reach anything: the
+(`torch.nn.modules.module.torch.hub.load`, `<a module>.os.system`) can reach anything: the
 string from the file is never given to an importer.
 
 Hydra itself instantiates a few things from the `hydra:` section (callbacks, the launcher, the
 sweeper and its sampler, logging handlers). Those are checked the same way before Hydra sees them:
-callbacks against CALLBACKS, launchers and sweepers against the installed Hydra plugins (their
-classes, by identity: a check the CLI passes in, overparam/cli/foreign.py, so this module knows no
-Hydra), samplers against SAMPLERS, logging handlers against LOGGING_CLASSES.
+callbacks, launchers and sweepers by a check the CLI passes in (its own callbacks; the installed
+plugins' classes, by identity), so this module knows neither Hydra nor the CLI; samplers against
+SAMPLERS, logging handlers against LOGGING_CLASSES.
 
 `--trust` (environment OVERPARAM_TRUST_TARGETS=1) lets a user run a component of their own that is
 not registered; so does registering it in code with `register(kind, name, callable)`.
@@ -71,9 +71,6 @@ REGISTRIES: dict[str, dict[str, Any]] = {
         "sgd": "torch.optim:SGD",
         "adam": "torch.optim:Adam",
         "adamw": "torch.optim:AdamW",
-    },
-    "callback": {
-        "failure_summary": "overparam.cli.launch:FailureSummary",
     },
 }
 
@@ -203,7 +200,8 @@ def _registered_for(where: str, target: Any) -> bool:
 def _hydra_target_allowed(where: str, target: Any, plugins: Callable[[str, Any], bool] | None) -> bool:
     parts = where.split(".")
     if len(parts) == 4 and parts[1] == "callbacks":  # hydra.callbacks.<name>._target_
-        return name_of_target("callback", target) is not None
+        # The CLI's own callbacks, known only to the CLI (cli/foreign.py): without its check, none pass.
+        return plugins is not None and plugins("callback", target)
     if where in ("hydra.launcher._target_", "hydra.sweeper._target_"):
         # Hydra's installed plugins, known only to the CLI (overparam/cli/foreign.py): without it, none pass.
         return plugins is not None and plugins(parts[1], target)
@@ -254,13 +252,14 @@ def check_config(tree: Any, *, trust: bool | None = None, source: str = "config"
     in `hydra:` only the project's callbacks, installed launchers and sweepers, Optuna samplers and
     plain logging handlers; `_args_`/`_partial_`/`_recursive_`/`_convert_` nowhere; a target is a plain
     string (no interpolation). `--trust` lifts the checks outside logging. `plugins(kind, target)` says
-    whether a launcher/sweeper `_target_` is an installed Hydra plugin (the CLI passes its check).
+    whether a callback `_target_` is the CLI's own and a launcher/sweeper's an installed Hydra plugin (the CLI
+    passes its check; without it none of those pass).
     """
     trust = trusted() if trust is None else trust
     if hasattr(tree, "items") and not isinstance(tree, dict):
-        from omegaconf import OmegaConf
+        from overparam.settings import plain
 
-        tree = OmegaConf.to_container(tree, resolve=False)
+        tree = plain(tree)
     for where, key, value in walk(tree):
         in_hydra = where.startswith("hydra.")
         if in_hydra and (".job_logging." in where or ".hydra_logging." in where):

@@ -33,6 +33,7 @@ class Method:
     run: str  # "module:function"
     target: str  # the `_target_` configs/method/<name>.yaml gives (part of every run's identity)
     preset: bool = False
+    usage: str = ""  # the command that runs it, when not `runner train method=<name>`
 
     @property
     def doc(self) -> str:
@@ -49,20 +50,21 @@ _METHODS: dict[str, Method] = {}
 
 
 def declare(spec: Any, family: str | None, *, module: str | None = None, check: bool = False, preset: bool = False,
-            target: str | None = None) -> Method:
+            target: str | None = None, usage: str = "") -> Method:
     """Declare the method `spec.name` of `family` (None: the family-less `dense`).
 
     `module`: the recipe module's name inside the family folder (default: the method's name); its `run`
     is the recipe. `check`: the module also has `check(params, cfg)`, the rule that opens input runs
     (added to the Spec's rules, imported only when a config is validated). `target`: the `_target_` of
-    the method's YAML when it is not `<module path>.run`.
+    the method's YAML when it is not `<module path>.run`. `usage`: the command that runs it, when not
+    `runner train method=<name>` (`runner ls method <name>` shows it).
     """
     package = f"overparam.recipes.{family}" if family else "overparam.recipes"
     path = f"{package}.{module or spec.name}"
     if check:
         rules = spec.check if isinstance(spec.check, tuple) else ((spec.check,) if spec.check else ())
         spec = dataclasses.replace(spec, check=rules + (f"{path}:check",))
-    method = Method(spec.name, spec, family, f"{path}:run", target or f"{path}.run", preset)
+    method = Method(spec.name, spec, family, f"{path}:run", target or f"{path}.run", preset, usage)
     if _METHODS.get(method.name, method) != method:
         raise ValueError(f"method {method.name} declared twice")
     _METHODS[method.name] = method

@@ -27,11 +27,16 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """The package's modules `name` imports anywhere in its source (`from a.b import c` names a.b.c when it is one)."""
     here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -128,3 +133,72 @@ def test_the_floor_below_the_families_imports_no_family():
     assert "overparam.recipes.shared.lottery" in floor and "overparam.recipes.shared.merging" in floor
     upward = sorted(f"{module} -> {target}" for module in floor for target in graph()[module] if _family(target))
     assert upward == []
+
+
+def _below_the_cli() -> dict[str, Path]:
+    return {name: path for name, path in _modules().items() if not name.startswith("overparam.cli")}
+
+
+def test_no_config_library_below_the_cli():
+    """Hydra's config objects stay in cli/: below it, configs are plain dicts and `overparam.settings.Settings`."""
+    words = ("omegaconf", "OmegaConf", "DictConfig", "ListConfig")
+    found = sorted(f"{path.relative_to(ROOT.parent)}:{number}" for path in _below_the_cli().values()
+                   for number, line in enumerate(path.read_text().splitlines(), start=1)
+                   if any(word in line for word in words))
+    assert found == []
+
+
+def test_hydra_is_imported_only_in_the_cli():
+    found = []
+    for name, path in _below_the_cli().items():
+        for node in ast.walk(_tree(path)):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{name} imports {m}" for m in modules if m == "hydra" or m.startswith("hydra.")]
+    assert found == []
+
+
+def test_nothing_below_the_cli_imports_or_names_it():
+    """No import of `overparam.cli` below it, and no code string naming one of its modules (a registry entry
+    would import it by that name)."""
+    imports = sorted(f"{module} -> {target}" for module, targets in graph().items() if module in _below_the_cli()
+                     for target in targets if target.startswith("overparam.cli"))
+    named = sorted(f"{name}: {node.value}" for name, path in _below_the_cli().items()
+                   for node in ast.walk(_tree(path))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)
+                   and node.value.startswith("overparam.cli"))
+    assert imports == [] and named == []
+
+
+# Strings equal to a method's name outside its family folder that do not name the method: a phase's tag,
+# a lottery control, the level cache's kind, a plot label, `runner search` (the command, not the method).
+NOT_THE_METHOD = {
+    ("overparam/recipes/merge/sms.py", "dense"), ("overparam/recipes/prune/channel.py", "dense"),
+    ("overparam/recipes/prune/channel.py", "finetune"), ("overparam/recipes/prune/nm.py", "dense"),
+    ("overparam/report/plots.py", "dense"), ("overparam/recipes/shared/lottery.py", "imp"),
+    ("overparam/recipes/shared/lottery.py", "random_prune"), ("overparam/cli/main.py", "search"),
+}
+# `method=kd +prune=imp` composes IMP's lineage with distillation: the prune group's option names IMP and kd
+# reads IMP's declared parameters by that name.
+COMPOSED = {("overparam/recipes/distill/kd.py", "imp"), ("overparam/recipes/distill/params.py", "imp")}
+
+
+def test_a_method_is_named_only_in_its_family_folder_and_its_yaml():
+    """A method's name as a code string appears in its family folder (dense: recipes/dense.py and the root
+    recipes/params.py) and nowhere else in the package, but for the listed strings that are not the method."""
+    from overparam.methods import methods
+
+    family = {name: method.family for name, method in methods().items()}
+    found = set()
+    for path in ROOT.rglob("*.py"):
+        relative = path.relative_to(ROOT.parent).as_posix()
+        for node in ast.walk(_tree(path)):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in family):
+                continue
+            home = family[node.value]
+            inside = (relative.startswith(f"overparam/recipes/{home}/") if home else
+                      relative in ("overparam/recipes/dense.py", "overparam/recipes/params.py"))
+            if not inside:
+                found.add((relative, node.value))
+    assert sorted(found - NOT_THE_METHOD - COMPOSED) == []
+    assert (NOT_THE_METHOD | COMPOSED) <= found  # no stale entry

@@ -40,12 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _channel_keep(ref) -> dict | None:
-    """The kept channels of a channel-pruned run's final weights, or None for any other run/level."""
-    from overparam.store.atomic import read_json
+    """The kept channels of a channel-pruned run's final weights (the run's checkpoints/channels.safetensors,
+    which only channel pruning writes), or None for any other run or level."""
     from overparam.store.checkpoint import load_state
 
-    info = read_json(ref.root / "run.json") or {}
-    if info.get("method") != "channel" or ref.tag not in (None, "level_1"):
+    if ref.tag not in (None, "level_1"):
         return None
     path = ref.root / "checkpoints" / "channels.safetensors"
     if not path.is_file():
@@ -87,27 +86,27 @@ def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False
     check_finished(ref.root)
     if ref.tag is not None and not (ref.root / ref.tag).is_dir() and not ref.weights.is_file():
         raise UserError(f"{ref.root} has no {ref.tag} (no {ref.weights.relative_to(ref.root)})")
-    saved = saved_config(ref.root)
+    saved = saved_config(ref.root).to_dict()
     for key, value in ((read_json(ref.root / "run.json") or {}).get("weights_config") or {}).items():
         saved[key] = value  # a merge records the architecture its weights really have
     from overparam.data import load_dataset
 
     # This machine's data folder: a saved run's paths are where it ran, never where this command reads or writes.
-    data = load_dataset(saved.dataset, local_data_dir(), seed=int(saved.seed), device="cpu")
+    data = load_dataset(saved["dataset"], local_data_dir(), seed=int(saved["seed"]), device="cpu")
     model, cfg = load_run_model(ref, data=data)
     model.eval()
     keep = _channel_keep(ref) if shrink else None
     report = sparsity_report(model) if masked_modules(model) else None
     reference = copy.deepcopy(model)
     if keep is not None:
-        from overparam.recipes.prune.channel import shrink as shrink_channels
+        from overparam.models.channels import shrink as shrink_channels
 
         model = shrink_channels(model, keep)
     model = densify(model)
     state = {name: tensor.detach().contiguous().cpu().clone() for name, tensor in model.state_dict().items()}
     # The file must behave exactly like the run's model: checked on a batch before anything is written.
     _check_same_outputs(reference, model, state, data.test_x[:64])
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg = cfg.model.to_dict()
     if keep is not None and isinstance(model_cfg.get("widths"), list) and len(model_cfg["widths"]) == len(keep):
         model_cfg["widths"] = [int(kept.sum()) for kept in keep.values()]
     summary = read_json(ref.root / "summary.json")
@@ -120,7 +119,7 @@ def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False
         "format": "plain state dict (safetensors); load_state_dict(strict=True) into the model below",
         "source": str(ref.root), "level": ref.tag, "method": info.get("method"),
         "config_hash": info.get("config_hash"), "model": model_cfg,
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True).get("name"),
+        "dataset": cfg.dataset.get("name"),
         "seed": int(cfg.seed), "shrunk": keep is not None,
         "channels_kept": {name: int(kept.sum()) for name, kept in keep.items()} if keep is not None else None,
         "sparsity": prunable_zeros,

@@ -95,14 +95,14 @@ def export_folder(run: str, to: str | Path, *, force: bool = False) -> dict:
     name = str(saved.model.get("name"))
     if name not in ("gpt", "hf"):
         raise UserError(f"--format hf exports language models (model=gpt or model=hf); {ref.root} is model={name}")
-    data = load_dataset(saved.dataset, saved.paths.data_dir, seed=int(saved.seed), device="cpu")
+    data = load_dataset(saved.dataset.to_dict(), saved.paths.data_dir, seed=int(saved.seed), device="cpu")
     model, cfg = load_run_model(ref, data=data)
     model.eval()
     with torch.no_grad():
         expected = model(data.test_x[:8])
     model = densify(model)
     lm = gpt_to_transformers(model, model.context) if name == "gpt" else hf_to_transformers(model)
-    tokenizer_dir = OmegaConf.select(cfg, "dataset.tokenizer")
+    tokenizer_dir = cfg.select("dataset.tokenizer")
     staging = to.parent / f".{to.name}.export-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from overparam.errors import UserError
-from overparam.store.load import one_line, check_finished, resolve_saved, saved_config, saved_summary
+from overparam.store.load import one_line, check_finished, resolve_saved, saved_summary, saved_tree
 from overparam.store.readers import read_yaml
 
 # Hydra settings a saved run's overrides may carry: the launcher/sweeper choice and their plain knobs.
@@ -145,7 +145,7 @@ def open_run(run_dir: str | Path, *, trust: bool | None = None) -> ForeignRun:
     """Open a finished run from anywhere through every check of this module."""
     root = Path(run_dir)
     info = check_finished(root)
-    config = saved_config(root, trust=trust)
+    config = saved_tree(root, trust=trust)
     return ForeignRun(root=root, info=info, config=config,
                       resolved=resolve_saved(config, source=str(root / ".hydra" / "config.yaml")),
                       overrides=saved_overrides(root, trust=trust), summary=saved_summary(root))
@@ -164,8 +164,15 @@ def _installed_plugin_targets(kind: str) -> set[str]:
     return found
 
 
+# Hydra callbacks a config may name (hydra.callbacks.<name>._target_): the CLI's own, exact strings.
+CALLBACKS = ("overparam.cli.launch.FailureSummary",)
+
+
 def plugin_allowed(kind: str, target: Any) -> bool:
-    """A launcher/sweeper `_target_` names an installed plugin class: checked by resolving it to that class."""
+    """A callback `_target_` is one of the CLI's own (CALLBACKS); a launcher/sweeper `_target_` names an
+    installed plugin class: checked by resolving it to that class."""
+    if kind == "callback":
+        return isinstance(target, str) and target in CALLBACKS
     if not isinstance(target, str) or target not in _installed_plugin_targets(kind):
         return False
     from hydra.core.plugins import Plugins

@@ -87,8 +87,10 @@ def execute(cfg, out_dir: Path, keep_failed: bool = False, files: dict[str, str]
 
 def _run_recipe(cfg, container: dict, run, life) -> dict:
     """The recipe inside the run: done, interrupted (with the command that resumes it) or failed."""
+    from overparam.cli.trial import named_models, run_method
     from overparam.components import resolve
     from overparam.recipes.context import call
+    from overparam.settings import Settings
     from overparam.store import signals
     from overparam.store.lifecycle import storage_fault
     from overparam.store.loggers import build_loggers
@@ -97,8 +99,10 @@ def _run_recipe(cfg, container: dict, run, life) -> dict:
     try:
         with signals.handling():
             run.loggers = build_loggers(container.get("logger"), str(out_dir), str(cfg.paths.output_dir), container)
-            # The recipe gets its typed parameters (its Spec) and a context: the run and the shared keys.
-            summary = call(resolve("method", cfg.method), cfg, run)
+            # The recipe gets its typed parameters (its Spec) and a context: the run and the typed, read-only
+            # shared settings built here from the resolved config; nothing below the CLI sees the DictConfig.
+            summary = call(resolve("method", container["method"]), Settings.resolved(container), run,
+                           launch=run_method, models=named_models(container))
             summary.setdefault("method", cfg.method.name)
             if (cfg.get("dataset") or {}).get("label_noise"):
                 summary.setdefault("label_noise", float(cfg.dataset.label_noise))
@@ -154,9 +158,9 @@ def resume_command(out_dir: Path) -> str:
     quoted for the shell and for Hydra (a run dir may hold spaces, quotes, `$`, `(`)."""
     import shlex
 
-    from overparam.report.index import load_yaml
+    from overparam.store.readers import read_yaml
 
-    overrides = [str(o) for o in (load_yaml(out_dir / ".hydra" / "overrides.yaml") or [])
+    overrides = [str(o) for o in (read_yaml(out_dir / ".hydra" / "overrides.yaml") or [])
                  if not str(o).lstrip("+~").startswith(("hydra.run.dir=", "hydra.sweep.", "hydra.mode="))]
     run_dir = f"hydra.run.dir={hydra_quote(str(Path(out_dir).resolve()))}"
     return " ".join(shlex.quote(a) for a in ["runner", "train", *overrides, run_dir])

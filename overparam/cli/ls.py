@@ -81,7 +81,9 @@ def show_method(name: str) -> int:
     print(format_table(rows) if rows else "  (no parameters of its own: only the shared keys, train.*, optim.*, ...)")
     example = next((row for row in rows if row[1] not in ("run", "runs")), None)
     if example is not None:
-        command = "runner train -m hparams_search=lr_wd" if name == "search" else f"runner train method={name}"
+        from overparam.methods import methods
+
+        command = methods()[name].usage or f"runner train method={name}"
         print(f"\n(set any with key=value, e.g. {command} {example[0]}={example[3].replace(' ', '')})")
     return 0
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import copy
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -199,7 +200,7 @@ def _launch_saved_config(saved, saved_resolved: dict, new_dir: Path, cache_dir: 
     with tempfile.TemporaryDirectory(prefix="overparam-reproduce-") as folder:
         from overparam.cli.foreign import local_places
 
-        config = OmegaConf.to_container(saved, resolve=False)
+        config = copy.deepcopy(saved)  # the saved tree, interpolations kept: they resolve on this machine
         # Where it writes and what observes it are this machine's, not the saved run's.
         config.update(local_places())
         # The run needs the same Hydra settings as train.yaml's (no chdir, quiet logging).

@@ -1,6 +1,6 @@
 """`runner search <sweep dir>`: the best configuration of an Optuna sweep, re-run on its eval seeds.
 
-The search (`runner train -m hparams_search=lr_wd`, recipe overparam.recipes.tune.search) only ever
+The search (`runner train -m hparams_search=lr_wd`) only ever
 sees `search.tuning_seeds`. This re-runs the best configuration (optimization_results.yaml) on
 `search.eval_seeds`, which never took part in the search, into `<sweep dir>/eval/seed_<s>/`, and
 writes `<sweep dir>/eval_results.yaml` with the per-seed and mean figures: the numbers to report.

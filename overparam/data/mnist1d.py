@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from overparam.data.mnist1d_settings import augment_settings, generator_args
-from overparam.store.atomic import atomic_write_bytes
+from overparam.atomic import atomic_write_bytes
 
 
 def load(data_dir: str, variant: str | None = None, augment: dict | None = None, **settings):

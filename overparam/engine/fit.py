@@ -172,7 +172,7 @@ class _Loop:
 
     def __init__(self, model: torch.nn.Module, data: DataBundle, run, *, train, optim, hardware, seed: int,
                  level: Optional[int], tag: str, data_seed: Optional[int], loss_fn: Callable,
-                 step_hook: Optional[Callable], on_eval: Optional[Callable], params, label: Optional[str]):
+                 step_hook: Optional[Callable], on_eval: Optional[Callable], trainable, label: Optional[str]):
         self.model, self.data, self.run = model, data, run
         self.device = str(hardware.get("device", "cpu"))
         precision = str(hardware.get("precision", "fp32"))
@@ -196,7 +196,7 @@ class _Loop:
 
             torch.set_num_threads(machine.threads_for_model(
                 _chosen_threads, forward_macs(model, data.input_shape) * self.schedule.batch_size))
-        self.trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+        self.trainable = [p for p in (trainable if trainable is not None else model.parameters()) if p.requires_grad]
         self.optimizer = build_optimizer(self.trainable, optim)
         self.optim = optim
         self.scaler = torch.amp.GradScaler(self.device.split(":")[0]) if precision == "fp16" else None
@@ -404,7 +404,7 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
         level: Optional[int] = None, tag: str = "train", data_seed: Optional[int] = None,
         loss_fn: Callable = default_loss, step_hook: Optional[Callable] = None,
         on_eval: Optional[Callable] = None, start_step: int = 0,
-        params=None, label: Optional[str] = None) -> FitResult:
+        trainable=None, label: Optional[str] = None) -> FitResult:
     """Train `model` on `data` for `train.steps`/`train.epochs`, evaluating and checkpointing on schedule.
 
     `run` (a store.Run) receives metrics and resume checkpoints named `resume_<tag>` (two alternating
@@ -413,10 +413,10 @@ def fit(model: torch.nn.Module, data: DataBundle, run=None, *, train, optim, har
     checkpoint boundaries) at step N as a resume at N would, with a fresh optimizer and no file written.
     `loss_fn(model, x, y, step, index)` gives the loss of a batch (`index`: its rows of `data.train_x`);
     `on_eval(step, results)` runs after every evaluation; `step_hook(step, model, optimizer)` after every
-    optimizer step (gradual pruning uses it). `params` restricts what the optimizer trains.
+    optimizer step (gradual pruning uses it). `trainable` (torch parameters) restricts what the optimizer trains.
     """
     loop = _Loop(model, data, run, train=train, optim=optim, hardware=hardware, seed=seed, level=level, tag=tag,
-                 data_seed=data_seed, loss_fn=loss_fn, step_hook=step_hook, on_eval=on_eval, params=params,
+                 data_seed=data_seed, loss_fn=loss_fn, step_hook=step_hook, on_eval=on_eval, trainable=trainable,
                  label=label)
     loop.resume(int(start_step))
     return loop.train()

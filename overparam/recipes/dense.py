@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from overparam.engine import fit
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 
 
 def run(params, context) -> dict:
-    """Train `cfg.model` on `cfg.dataset`; save the final weights as checkpoints/model.safetensors."""
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    """Train `settings.model` on `settings.dataset`; save the final weights as checkpoints/model.safetensors."""
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     model = setup.new_model()
     result = fit(model, setup.data, run, tag="dense", label="dense", **setup.fit_kwargs())
     run.save_checkpoint("model", model.state_dict())

@@ -94,7 +94,7 @@ def _as_list(value: Any) -> list[str]:
         return []
     if isinstance(value, str):
         return [value]
-    if hasattr(value, "__iter__"):  # a list, or an omegaconf ListConfig
+    if hasattr(value, "__iter__"):  # a list or a tuple
         return [str(v) for v in value]
     return [str(value)]
 

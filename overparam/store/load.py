@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from overparam.errors import UserError
+from overparam.settings import Settings
 from overparam.store.readers import read_json_file, read_yaml
 
 
@@ -74,45 +75,48 @@ def check_saved_config(tree: Any, *, source: str, trust: bool | None = None) -> 
     check_config(tree, trust=trust, source=source)
 
 
-def resolve_saved(config, *, source: str) -> dict:
-    """A checked saved config (DictConfig) resolved to a plain dict; UserError if it does not resolve."""
-    from omegaconf import OmegaConf
+def resolve_saved(tree: dict, *, source: str) -> dict:
+    """A checked saved config (plain tree) resolved to a plain dict (`overparam.interpolation`); UserError if
+    it does not resolve."""
+    from overparam.interpolation import resolve
 
     try:
-        return OmegaConf.to_container(config, resolve=True)
-    except Exception as exc:  # noqa: BLE001 - an unresolvable saved config is bad input
+        return resolve(tree)
+    except (ValueError, TypeError, RecursionError) as exc:  # an unresolvable saved config is bad input
         raise UserError(f"{source}: the saved config does not resolve: {one_line(exc)}") from None
 
 
-def saved_config(run_dir: str | Path, *, trust: bool | None = None):
-    """The composed config Hydra saved for a run (.hydra/config.yaml) as a DictConfig, checked as data.
-
-    `trust` (default: the `--trust` flag) lets it name unregistered components.
-    """
-    from omegaconf import OmegaConf
-
+def saved_tree(run_dir: str | Path, *, trust: bool | None = None) -> dict:
+    """The composed config saved for a run (.hydra/config.yaml) as written, interpolations unresolved, checked
+    as data (`saved_config` resolves it). `trust` (default: the `--trust` flag) lets it name unregistered
+    components."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
     tree = read_yaml(path)  # a FIFO or device there is refused as such
     if tree is None and not path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
     check_saved_config(tree, source=str(path), trust=trust)
-    try:
-        config = OmegaConf.create(tree)
-    except Exception as exc:  # noqa: BLE001 - keys or values OmegaConf does not take
-        raise UserError(f"{path}: not a config ({one_line(exc)})") from None
+    if any(not isinstance(key, str) for key in tree):
+        raise UserError(f"{path}: not a config (its keys must be names)")
     # The resolved values are checked too: a reference may bring a mapping from another key.
     from overparam.components import check_config
 
-    resolved = resolve_saved(config, source=str(path))
+    resolved = resolve_saved(tree, source=str(path))
     check_config(resolved, trust=trust, source=str(path))
     check_saved_values(resolved, source=str(path))
-    return _without_dataset_places(config)
+    return _without_dataset_places(tree)
 
 
-def _without_dataset_places(config):
+def saved_config(run_dir: str | Path, *, trust: bool | None = None) -> Settings:
+    """The config a run was made with, resolved and read-only (`settings.dataset`, `.get("seed")`), checked as
+    data; its dataset places are this machine's (null)."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    return Settings(resolve_saved(saved_tree(run_dir, trust=trust), source=str(path)))
+
+
+def _without_dataset_places(config: dict) -> dict:
     """The config reading from this machine's data folder, never where the run's machine kept its files."""
     dataset = config.get("dataset")
-    for key in [k for k in ("root", "cache_dir") if hasattr(dataset, "get") and dataset.get(k) is not None]:
+    for key in [k for k in ("root", "cache_dir") if isinstance(dataset, dict) and dataset.get(k) is not None]:
         dataset[key] = None
     return config
 
@@ -151,16 +155,16 @@ def check_finished(run_dir: str | Path) -> dict:
     return info
 
 
-def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool | None = None):
-    """A run's saved config with the architecture its weights really have (run.json `weights_config`), checked.
+def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool | None = None) -> Settings:
+    """A run's saved config with the architecture its weights really have (run.json `weights_config`), checked,
+    resolved and read-only.
 
     A run whose weights have another architecture than its own config names (a merge of other runs)
     records theirs in run.json: `weights_config` = {"model": ..., "dataset": ...}.
     """
-    from omegaconf import OmegaConf
     from overparam.components import check_config
 
-    cfg = saved_config(run_dir, trust=trust)
+    tree = saved_tree(run_dir, trust=trust)
     info = run_info(run_dir) if info is None else info
     extra = (info or {}).get("weights_config") or {}
     source = f"{Path(run_dir) / 'run.json'} weights_config"
@@ -169,9 +173,10 @@ def weights_config(run_dir: str | Path, info: dict | None = None, *, trust: bool
         raise UserError(f"{source}: must map model/dataset to their configs")
     check_saved_config(dict(extra), source=source, trust=trust)
     for key, value in extra.items():
-        cfg[key] = OmegaConf.create(value)
-    check_config(resolve_saved(cfg, source=source), trust=trust, source=source)
-    return _without_dataset_places(cfg)
+        tree[key] = value
+    resolved = resolve_saved(tree, source=source)
+    check_config(resolved, trust=trust, source=source)
+    return Settings(_without_dataset_places(resolved))
 
 
 def saved_summary(run_dir: str | Path) -> dict | None:
@@ -203,7 +208,7 @@ def local_data_dir() -> str:
 
 
 def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None, data_dir: str | None = None):
-    """(model, saved config) of a finished run; masks in the weights make a sparsified model.
+    """(model, saved config as Settings) of a finished run; masks in the weights make a sparsified model.
 
     `data` (a DataBundle) gives input shape and class count; without it the run's dataset is loaded
     from `data_dir` (default: this machine's, `local_data_dir()`; never the saved config's paths).
@@ -226,8 +231,8 @@ def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None, dat
     if data is None:
         from overparam.data import load_dataset
 
-        data = load_dataset(cfg.dataset, data_dir or local_data_dir(), seed=int(cfg.seed), device="cpu")
-    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=int(cfg.seed))
+        data = load_dataset(cfg.dataset.to_dict(), data_dir or local_data_dir(), seed=int(cfg.seed), device="cpu")
+    model = build_model(cfg.model.to_dict(), data.input_shape, data.num_classes, seed=int(cfg.seed))
     if any(key.endswith(".weight_mask") for key in state):
         masked_layers = [key[: -len(".weight_mask")] for key in state if key.endswith(".weight_mask")]
         sparsify(model, include=masked_layers)

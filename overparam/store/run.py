@@ -219,7 +219,7 @@ class Run:
         if config is not None:
             import yaml
 
-            # A plain resolved container, written as plain YAML (no Hydra or OmegaConf below the CLI).
+            # A plain resolved container, written as plain YAML (no Hydra below the CLI).
             atomic_write_text(sub.root / ".hydra" / "config.yaml",
                               yaml.safe_dump(config, default_flow_style=False, allow_unicode=True, sort_keys=False))
         return sub

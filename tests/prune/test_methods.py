@@ -86,23 +86,25 @@ def test_a_restarted_imp_run_skips_complete_levels(compose_tiny, monkeypatch, tm
     from overparam.store import Run
 
     cfg, container = compose_tiny("method=imp", "sparsity=0.5", "prune.cache=false")
-    first = call(run, cfg, Run(tmp_path / "restart", container).start())
+    first = call(run, container, Run(tmp_path / "restart", container).start())
     calls = []
     monkeypatch.setattr(imp, "train_level", lambda *a, **k: calls.append(a[2]))
-    again = call(run, cfg, Run(tmp_path / "restart", container).start())
+    again = call(run, container, Run(tmp_path / "restart", container).start())
     assert calls == []
     assert again["levels"] == first["levels"]
 
 
 def test_rewind_init_restores_the_exact_initial_values_of_kept_weights(train_tiny, compose_tiny):
     from overparam.recipes.common import prepare
-    from overparam.recipes.shared.lottery import Context, Lineage
+    from overparam.recipes.shared.lottery import Lineage, Lottery
+    from overparam.settings import Settings
     from overparam.store import Run
 
     summary, out = train_tiny("ticket", "method=imp", "sparsity=0.5")
     cfg, container = compose_tiny("method=imp", "sparsity=0.5")
     params = all_specs()["imp"].parse(container)
-    ctx = Context.from_params(params, cfg, prepare(cfg), oneshot=False)
+    settings = Settings.resolved(container)
+    ctx = Lottery.from_params(params, settings, prepare(settings), oneshot=False)
     lineage = Lineage(ctx, Run(out, container), plan_levels(PRUNABLE, 0.2, 0.5), LevelCache(None))
     mask = load_state(out / "level_3" / "mask.safetensors")
     model, start, _ = lineage.start_model(3, mask)

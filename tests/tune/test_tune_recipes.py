@@ -86,17 +86,16 @@ def test_self_pretrain_splits_the_steps_and_compares_with_scratch(tmp_path, dens
 def test_a_source_with_other_classes_gets_a_fresh_head(dense_run):
     from types import SimpleNamespace
 
-    from omegaconf import OmegaConf
-
     from overparam.data.bundle import DataBundle
     from overparam.recipes.shared.source import load_from_run
+    from overparam.settings import Settings
 
     dense_dir, _ = dense_run
     x = torch.randn(12, 40)
     y = torch.randint(0, 3, (12,))
     data = DataBundle("toy3", x, y, x, y, num_classes=3)
-    cfg = OmegaConf.create({"dataset": {"name": "toy3"}, "seed": 0})
-    model = load_from_run(str(dense_dir), SimpleNamespace(cfg=cfg, data=data, device="cpu"))
+    settings = Settings({"dataset": {"name": "toy3"}, "seed": 0})
+    model = load_from_run(str(dense_dir), SimpleNamespace(settings=settings, data=data, device="cpu"))
     source = weights(dense_dir)
     assert model.fc_out.out_features == 3
     assert torch.equal(model.fc0.weight, source["fc0.weight"])  # the body is the source's

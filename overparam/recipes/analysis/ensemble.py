@@ -56,8 +56,8 @@ def combine(logits: list, average: str):
 
 def run(params, context) -> dict:
     """Predict with every ingredient (one loaded at a time), average, and score the ensemble and each one."""
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(params, cfg, same_masks=False)
+    settings, run = context.settings, context.run
+    setup = common.open_merge(params, settings, same_masks=False)
     average = params["ensemble.average"]
     splits = setup.data.splits()
     logits: dict[str, list] = {split: [] for split in splits}

@@ -59,7 +59,7 @@ def initial_weights(ref, cfg, data, device: str) -> dict:
     if start:
         model, _ = common_load(start, data, device)
         return {k: v.detach() for k, v in model.named_parameters()}
-    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=int(cfg.seed))
+    model = build_model(cfg.model.to_dict(), data.input_shape, data.num_classes, seed=int(cfg.seed))
     return {k: v.detach().to(device) for k, v in model.named_parameters()}
 
 
@@ -70,18 +70,17 @@ def common_load(ref, data, device: str):
     return load_run_model(ref, device=device, data=data)
 
 
-def measure_run(ref, cfg, device: str, data_dir: str, settings: dict, cache: dict) -> dict:
-    """Gap, accuracies and every measure of one run (its dataset loaded once per distinct config)."""
-    from omegaconf import OmegaConf
-
+def measure_run(ref, seed: int, device: str, data_dir: str, settings: dict, cache: dict) -> dict:
+    """Gap, accuracies and every measure of one run (its dataset loaded once per distinct config); `seed`:
+    the measuring run's, which draws the examples measured and the measures' own randomness."""
     from overparam.data import load_dataset
     from overparam.recipes.analysis import generalization
 
     run_cfg = common.weights_config(ref.root)
-    key = json.dumps([OmegaConf.to_container(run_cfg.dataset, resolve=True), int(run_cfg.get("seed", 0))], sort_keys=True)
+    key = json.dumps([run_cfg.dataset.to_dict(), int(run_cfg.get("seed", 0))], sort_keys=True)
     if key not in cache:
         cache.clear()  # one dataset held at a time
-        cache[key] = load_dataset(run_cfg.dataset, data_dir, seed=int(run_cfg.get("seed", 0)), device=device)
+        cache[key] = load_dataset(run_cfg.dataset.to_dict(), data_dir, seed=int(run_cfg.get("seed", 0)), device=device)
     data = cache[key]
     model, _ = common_load(ref, data, device)
     init = initial_weights(ref, run_cfg, data, device)
@@ -90,13 +89,13 @@ def measure_run(ref, cfg, device: str, data_dir: str, settings: dict, cache: dic
     if limit and len(x) > int(limit):
         import torch
 
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(cfg.seed)))[: int(limit)]
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(int(seed)))[: int(limit)]
         x, y = x[order.to(x.device)], y[order.to(y.device)]
     model.eval()
     train_accuracy = generalization.accuracy(model, data.train_x, data.train_y)
     test_accuracy = generalization.accuracy(model, data.test_x, data.test_y)
     values = generalization.all_measures(
-        model, init, x, y, seed=int(cfg.seed), percentile=float(settings["margin_percentile"]),
+        model, init, x, y, seed=int(seed), percentile=float(settings["margin_percentile"]),
         samples=int(settings["pacbayes_samples"]), target=float(settings["pacbayes_target"]),
         depth=int(settings["pacbayes_depth"]), magnitude_eps=float(settings["magnitude_eps"]))
     return {"name": ref_text(ref), "train_accuracy": train_accuracy, "test_accuracy": test_accuracy,
@@ -127,21 +126,19 @@ def rank(runs: list[dict], settings: list[dict], keys: list[str]) -> list[dict]:
 
 def run(params, context) -> dict:
     """Measure every run of the sweep, rank the measures by Kendall tau with the gap, save the table."""
-    from omegaconf import OmegaConf
-
     from overparam.engine import setup_hardware
 
-    cfg, run = context.cfg, context.run
-    device = setup_hardware(cfg.hardware)
+    shared, run = context.settings, context.run
+    device = setup_hardware(shared.hardware.to_dict())
     refs = common.resolve_ingredients(params.ingredients)
     settings = params["measures"].as_dict()
-    configs = [flatten(OmegaConf.to_container(common.weights_config(ref.root), resolve=True)) for ref in refs]
+    configs = [flatten(common.weights_config(ref.root).to_dict()) for ref in refs]
     keys = swept_keys(configs)
     hyperparameters = [{k: c.get(k) for k in keys} for c in configs]
     cache: dict = {}
     runs = []
     for ref, hyper in zip(refs, hyperparameters):
-        runs.append({**measure_run(ref, cfg, device, str(cfg.paths.data_dir), settings, cache), **hyper})
+        runs.append({**measure_run(ref, context.seed, device, str(shared.paths.data_dir), settings, cache), **hyper})
     rows = rank(runs, hyperparameters, keys)
     best = rows[0]
     summary = {"runs_measured": len(runs), "swept": ",".join(keys) or "(none)", "best_measure": best["measure"],

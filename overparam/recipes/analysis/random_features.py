@@ -46,13 +46,11 @@ def run(params, context) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from overparam.recipes.common import prepare
-
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     data = setup.data
-    width = int(params["random_features.width"])
-    generator = torch.Generator().manual_seed(int(cfg.seed))
+    width = params["random_features.width"]
+    generator = torch.Generator().manual_seed(int(settings.seed))
     x, y = data.train_x, data.train_y
     samples = params["random_features.train_samples"]
     if samples is not None:
@@ -63,7 +61,7 @@ def run(params, context) -> dict:
     dim = int(x[0].numel())
     projection = torch.randn(dim, width, generator=generator, dtype=torch.float64).to(x.device)
     phi = features(x, projection)
-    readout = fit_readout(phi, F.one_hot(y, data.num_classes).double(), float(params["random_features.ridge"]))
+    readout = fit_readout(phi, F.one_hot(y, data.num_classes).double(), params["random_features.ridge"])
     summary = {"width": width, "train_samples": len(x), "parameters": width * data.num_classes,
                "samples_per_parameter": len(x) / (width * data.num_classes)}
     for split, (split_x, split_y) in {"train": (x, y), **data.splits()}.items():

@@ -15,7 +15,7 @@ from torch import nn
 from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.models.taps import FeatureTap, embedding_point
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.distill.kd import new_student, teacher_figures
 from overparam.recipes.distill.losses import WeightedTerms, ce_term, cka_term, mapped_mse_term
 from overparam.recipes.shared.source import frozen, obtain_model
@@ -42,10 +42,11 @@ def tap_point(model: nn.Module, path: str) -> tuple[str, str]:
 
 def run(params, context) -> dict:
     """Train the student on task_weight * CE + weight * sum of per-layer feature distances to the guide."""
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     options = params["feature_kd"]
-    guide, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1)
+    guide, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1,
+                                  models=context.models)
     frozen(guide)
     student = new_student(params["student.from"], setup)
     pairs = [tuple(pair.split(":")) for pair in (options.get("layers") or [f"{EMBEDDING}:{EMBEDDING}"])]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from overparam.engine import fit
 from overparam.errors import UserError
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.distill.losses import TeacherLogits, WeightedTerms, ce_term, kd_term
 from overparam.recipes.shared.source import cached_phase, frozen, load_from_run, obtain_model, output_head
 
@@ -62,15 +62,16 @@ def teacher_figures(teacher, figures: dict) -> dict:
 
 def run(params, context) -> dict:
     """Distill the teacher into the student; optionally also train the student alone (`kd.baseline`)."""
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
-    teacher, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
+    teacher, figures = obtain_model(params["teacher"].tree(), setup, run, "teacher", seed_offset=1,
+                                    models=context.models)
     frozen(teacher)
-    if (cfg.get("prune") or {}).get("with"):
+    if (settings.get("prune") or {}).get("with"):
         return {**prune_while_distilling(params, context, setup, teacher), **teacher_figures(teacher, figures)}
     student = new_student(params["student.from"], setup)
-    result = distill(student, teacher, setup, run, alpha=float(params["kd.alpha"]),
-                     temperature=float(params["kd.temperature"]), tag="kd")
+    result = distill(student, teacher, setup, run, alpha=params["kd.alpha"],
+                     temperature=params["kd.temperature"], tag="kd")
     run.save_checkpoint("model", student.state_dict())
     summary = {**result.flat(), **model_summary(student), "steps": result.steps, **teacher_figures(teacher, figures)}
     summary.update(_sparsity(student))
@@ -101,18 +102,16 @@ def prune_while_distilling(params, context, setup, teacher) -> dict:
     parsed from the config `+prune=imp` composed); its levels land in `<run>/level_<L>/` and the summary
     has the usual `levels` rows. No level cache: its entries are plain IMP lineages.
     """
-    from omegaconf import OmegaConf
-
     from overparam.methods import methods
     from overparam.recipes.shared import lottery
 
-    cfg = context.cfg
-    if str(cfg.prune.get("with")) != "imp":
-        raise UserError(f"prune.with={cfg.prune.get('with')!r}: only imp can be combined with kd")
+    settings = context.settings
+    if str(settings.prune.get("with")) != "imp":
+        raise UserError(f"prune.with={settings.prune.get('with')!r}: only imp can be combined with kd")
     if params["student.from"]:
         raise UserError("student.from and +prune=imp exclude each other: IMP starts from the rewind point")
-    imp_params = methods()["imp"].spec.parse(OmegaConf.to_container(cfg, resolve=True))
+    imp_params = methods()["imp"].spec.parse(settings.to_dict())
     if str(imp_params.control) != "none":
         raise UserError("kd +prune=imp trains the ticket lineage only (control=none)")
-    loss_fn, _ = kd_loss(teacher, setup, alpha=float(params["kd.alpha"]), temperature=float(params["kd.temperature"]))
+    loss_fn, _ = kd_loss(teacher, setup, alpha=params["kd.alpha"], temperature=params["kd.temperature"])
     return lottery.run_lottery(imp_params, context, setup=setup, loss_fn=loss_fn)

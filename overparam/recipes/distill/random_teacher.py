@@ -31,7 +31,7 @@ from torch import nn
 from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.models.taps import FeatureTap, embedding_point
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.distill.losses import WeightedTerms
 from overparam.recipes.shared.source import cached_phase, frozen, output_head, replace_head
 
@@ -102,8 +102,8 @@ def linear_probe(body, setup, seed: int, probe_epochs: float) -> dict:
     """Accuracy of a linear classifier trained on the frozen features of `body` (a copy is probed)."""
     probe = frozen(copy.deepcopy(body))
     head = replace_head(probe, setup.data.num_classes, seed)
-    kwargs = setup.fit_kwargs(train={**dict(setup.cfg.train), "epochs": probe_epochs, "steps": None})
-    result = fit(probe, setup.data, None, tag="probe", label="probe", params=list(head.parameters()), **kwargs)
+    kwargs = setup.fit_kwargs(train={**setup.settings.train.to_dict(), "epochs": probe_epochs, "steps": None})
+    result = fit(probe, setup.data, None, tag="probe", label="probe", trainable=list(head.parameters()), **kwargs)
     return {f"{split}_accuracy": m["accuracy"] for split, m in result.final.items()}
 
 
@@ -148,8 +148,8 @@ def build_pair(setup, options, seed: int) -> tuple[WithProjection, WithProjectio
 
 def run(params, context) -> dict:
     """Distill a random teacher into a student on unlabeled inputs (DINO-style); probe both on the labels."""
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     options = params["random_teacher"]
     seed = context.seed
     teacher, student = build_pair(setup, options, seed)

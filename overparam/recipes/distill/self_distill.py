@@ -9,15 +9,15 @@ from __future__ import annotations
 import copy
 
 from overparam.engine import fit
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.distill.kd import distill
 from overparam.recipes.shared.source import frozen
 
 
 def run(params, context) -> dict:
     """Train generation 0, then distill each generation into the next; the last one is the result."""
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     generations = params["self_distill.generations"]
     seed = context.seed
     model = setup.new_model(seed)

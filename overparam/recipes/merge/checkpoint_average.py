@@ -43,9 +43,9 @@ def check(params, cfg: dict) -> None:
 
 def run(params, context) -> dict:
     """Average the selected checkpoints (streamed); report the average and each checkpoint."""
-    cfg, run = context.cfg, context.run
+    settings, run = context.settings, context.run
     refs = select(params)
-    setup = common.prepare_merge(params, cfg, refs, check_ingredients(refs))
+    setup = common.prepare_merge(params, settings, refs, check_ingredients(refs))
     rows = ingredient_rows(setup)
     average = weighted_average(stream(refs, setup.device))
     final = common.save_merged(run, setup, average)

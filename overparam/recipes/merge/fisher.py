@@ -124,13 +124,12 @@ def check(params, cfg: dict) -> None:
 
 def run(params, context) -> dict:
     """Estimate each ingredient's Fisher, merge, evaluate, save."""
-
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(params, cfg)
+    settings, run = context.settings, context.run
+    setup = common.open_merge(params, settings)
     weights = _weights(params, len(setup.refs))
     rows = ingredient_rows(setup)
-    samples = min(int(params["fisher.samples"]), len(setup.data.train_x))
-    generator = torch.Generator().manual_seed(int(cfg.seed) + 31)
+    samples = min(params["fisher.samples"], len(setup.data.train_x))
+    generator = torch.Generator().manual_seed(int(settings.seed) + 31)
     index = torch.randperm(len(setup.data.train_x), generator=generator)[:samples].to(setup.data.train_x.device)
     x, y = setup.data.train_x[index], setup.data.train_y[index]
 
@@ -138,10 +137,10 @@ def run(params, context) -> dict:
         for ref in setup.refs:
             state = load_weights(ref, setup.device)
             setup.model.load_state_dict(state)
-            fisher = diagonal_fisher(setup.model, x, y, kind=str(params["fisher.kind"]))
+            fisher = diagonal_fisher(setup.model, x, y, kind=params["fisher.kind"])
             # A masked weight has zero gradient where masked: the floor keeps 0/0 out of the mean.
             yield state, fisher
 
-    merged = merge_states(with_fishers(), weights, floor=float(params["fisher.floor"]))
+    merged = merge_states(with_fishers(), weights, floor=params["fisher.floor"])
     final = common.save_merged(run, setup, merged)
     return soup_summary(setup, final, rows, "fisher", {"fisher_samples": samples})

@@ -55,7 +55,7 @@ def greedy(setup: common.MergeSetup, rows: list[dict], accept: str,
 
 def run(params, context) -> dict:
     """Greedy soup of the ingredients; report the soup and every ingredient on val and test."""
-    setup = common.open_merge(params, context.cfg)
+    setup = common.open_merge(params, context.settings)
     if setup.data.val_x is None:
         raise UserError("greedy_soup selects on the val split: set dataset.val_fraction > 0")
     rows = ingredient_rows(setup)

@@ -66,7 +66,7 @@ def check(params, cfg: dict) -> None:
         common.validate_refs(params, minimum=2, maximum=2)
 
 
-def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[dict, dict, dict]:
+def train_copies(settings, run, setup: common.MergeSetup, origin: RunRef) -> tuple[dict, dict, dict]:
     """Two copies trained from `origin` with data orders seed+1 and seed+2 (each resumes on its own)."""
     from overparam.engine import fit
 
@@ -79,8 +79,9 @@ def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[di
             copies.append(phase.load(device=setup.device))
             continue
         setup.model.load_state_dict(start)
-        result = fit(setup.model, setup.data, run, train=cfg.train, optim=cfg.optim, hardware=cfg.hardware,
-                     seed=int(cfg.seed), data_seed=int(cfg.seed) + 1 + copy, tag=name, label=name, level=copy)
+        result = fit(setup.model, setup.data, run, train=settings.train.to_dict(), optim=settings.optim.to_dict(),
+                     hardware=settings.hardware.to_dict(), seed=int(settings.seed),
+                     data_seed=int(settings.seed) + 1 + copy, tag=name, label=name, level=copy)
         state = setup.current_state()
         phase.save(state)
         figures[f"{name}_train_seconds"] = round(result.seconds, 3)
@@ -88,15 +89,13 @@ def train_copies(cfg, run, setup: common.MergeSetup, origin: RunRef) -> tuple[di
     return copies[0], copies[1], figures
 
 
-def train_from_seeds(params, cfg, run, seeds: list[int]) -> tuple[common.MergeSetup, dict, dict, dict]:
-    """Two models of `cfg.model` trained here from the init (and data order) of each seed."""
-    from omegaconf import OmegaConf
-
+def train_from_seeds(params, context, seeds: list[int]) -> tuple[common.MergeSetup, dict, dict, dict]:
+    """Two models of `settings.model` trained here from the init (and data order) of each seed."""
     from overparam.data.bundle import effective_split_seed
     from overparam.engine import fit
-    from overparam.recipes.common import prepare
 
-    prepared = prepare(cfg)
+    settings, run = context.settings, context.run
+    prepared = context.prepare()
     states, figures = [], {}
     for index, seed in enumerate(seeds):
         phase = run.phase(f"seed_{seed}", level=index)
@@ -110,11 +109,11 @@ def train_from_seeds(params, cfg, run, seeds: list[int]) -> tuple[common.MergeSe
             phase.save(model.state_dict())
             figures[f"{name}_train_seconds"] = round(result.seconds, 3)
         states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-    check = IngredientCheck(refs=[], model=OmegaConf.to_container(cfg.model, resolve=True),
-                                   dataset=OmegaConf.to_container(cfg.dataset, resolve=True), seeds=list(seeds),
-                                   shapes={})
-    setup = common.MergeSetup(cfg=cfg, device=prepared.device, data=prepared.data, model=model, refs=[], check=check,
-                              notes={"val_split_seed": effective_split_seed(cfg.dataset, int(cfg.seed))},
+    check = IngredientCheck(refs=[], model=settings.model.to_dict(), dataset=settings.dataset.to_dict(),
+                            seeds=list(seeds), shapes={})
+    setup = common.MergeSetup(settings=settings, device=prepared.device, data=prepared.data, model=model, refs=[],
+                              check=check, notes={"val_split_seed": effective_split_seed(settings.dataset.to_dict(),
+                                                                                          int(settings.seed))},
                               **common.recalibration(params))
     figures["seeds"] = ",".join(str(s) for s in seeds)
     return setup, states[0], states[1], figures
@@ -122,19 +121,19 @@ def train_from_seeds(params, cfg, run, seeds: list[int]) -> tuple[common.MergeSe
 
 def run(params, context) -> dict:
     """Evaluate the path before and after alignment; report the barriers."""
-    cfg, run = context.cfg, context.run
+    settings, run = context.settings, context.run
     points, split = params["lmc.points"], params["lmc.split"]
     origin = params["lmc.from"]
     seeds = None if params["lmc.seeds"] is None else [int(s) for s in params["lmc.seeds"]]
     if seeds is not None:
-        setup, a, b, extra = train_from_seeds(params, cfg, run, seeds)
+        setup, a, b, extra = train_from_seeds(params, context, seeds)
     elif origin:
         ref = RunRef.parse(origin)
-        setup = common.prepare_merge(params, cfg, [ref], check_ingredients([ref], key=f"{PARAMS}.from"))
-        a, b, extra = train_copies(cfg, run, setup, ref)
+        setup = common.prepare_merge(params, settings, [ref], check_ingredients([ref], key=f"{PARAMS}.from"))
+        a, b, extra = train_copies(settings, run, setup, ref)
         extra["from"] = origin
     else:
-        setup = common.open_merge(params, cfg, minimum=2, maximum=2)
+        setup = common.open_merge(params, settings, minimum=2, maximum=2)
         a, b = (load_weights(r, setup.device) for r in setup.refs)
         extra = {}
     if split == "val" and setup.data.val_x is None:
@@ -145,7 +144,7 @@ def run(params, context) -> dict:
         from overparam.models.permutation import align, spec_for
 
         spec = spec_for(setup.model, setup.data.input_shape)
-        b_aligned = align(spec, a, b, seed=int(cfg.seed))
+        b_aligned = align(spec, a, b, seed=int(settings.seed))
         aligned_rows = [{"aligned": True, **r} for r in path(setup, a, b_aligned, points, split)]
         summary.update(path_barriers(aligned_rows, split, prefix="aligned_"))
         rows += aligned_rows

@@ -27,7 +27,7 @@ def aligned_states(setup: common.MergeSetup, max_iterations: int = 100):
     yield reference, 0
     for index, ref in enumerate(setup.refs[1:], start=1):
         state = load_weights(ref, setup.device)
-        perms = weight_matching(spec, reference, state, max_iterations=max_iterations, seed=int(setup.cfg.seed) + index)
+        perms = weight_matching(spec, reference, state, max_iterations=max_iterations, seed=int(setup.settings.seed) + index)
         moved = sum(int((p != torch.arange(len(p))).sum()) for p in perms.values())
         yield apply_permutation(spec, perms, state), moved
 
@@ -41,8 +41,8 @@ def check(params, cfg: dict) -> None:
 
 def run(params, context) -> dict:
     """Align, average (or keep the aligned model), and compare with the naive average."""
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(params, cfg, minimum=2)
+    settings, run = context.settings, context.run
+    setup = common.open_merge(params, settings, minimum=2)
     rows = ingredient_rows(setup)
     naive = weighted_average(stream(setup.refs, setup.device))
     naive_metrics = setup.evaluate_state(naive)
@@ -50,11 +50,11 @@ def run(params, context) -> dict:
     moved_units = []
 
     def aligned():
-        for state, moved in aligned_states(setup, int(params["rebasin.max_iterations"])):
+        for state, moved in aligned_states(setup, params["rebasin.max_iterations"]):
             moved_units.append(moved)
             yield state
 
-    output = str(params["rebasin.output"])
+    output = params["rebasin.output"]
     if output == "average":
         result = weighted_average(aligned())
     else:

@@ -27,13 +27,11 @@ def phase_remaining(sparsity: float, phase: int, phases: int) -> float:
     return (1.0 - float(sparsity)) ** (phase / phases)
 
 
-def copy_settings(params, cfg, copy: int) -> dict:
+def copy_settings(params, settings, copy: int) -> dict:
     """fit() keyword arguments that make copy `copy` differ from the others (`sms.vary`, `sms.values`)."""
-    from omegaconf import OmegaConf
-
-    seed = int(cfg.seed)
-    vary = str(params["sms.vary"])
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    seed = int(settings.seed)
+    vary = params["sms.vary"]
+    optim = settings.optim.to_dict()
     if vary == "seed":
         return {"seed": seed + copy, "data_seed": seed + copy, "optim": optim}
     if vary == "data_order":
@@ -42,11 +40,9 @@ def copy_settings(params, cfg, copy: int) -> dict:
     return {"seed": seed, "data_seed": seed, "optim": optim}
 
 
-def retrain_schedule(params, cfg) -> dict:
+def retrain_schedule(params, settings) -> dict:
     """train.* for each copy: `sms.retrain_epochs` epochs when set (compute matching), else train.* as is."""
-    from omegaconf import OmegaConf
-
-    train = OmegaConf.to_container(cfg.train, resolve=True)
+    train = settings.train.to_dict()
     epochs = params["sms.retrain_epochs"]
     if epochs is not None:
         train.update({"epochs": epochs, "steps": None})
@@ -93,20 +89,19 @@ def run(params, context) -> dict:
     from overparam.engine import fit
     from overparam.engine.evaluate import evaluate_splits
     from overparam.models.masked import apply_masks, masks_of, sparsity_report
-    from overparam.recipes.common import prepare
     from overparam.recipes.shared import prunable as prune_common
     from overparam.recipes.shared.masks import select_masks
 
-    cfg, run = context.cfg, context.run
-    phases, copies = int(params["sms.phases"]), int(params["sms.copies"])
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    phases, copies = params["sms.phases"], params["sms.copies"]
+    setup = context.prepare()
     model, extra = _start(params, run, setup)
     if not common.any_masked(model):
-        prune_common.make_prunable(model, exclude_output=bool(params["sms.exclude_output"]))
+        prune_common.make_prunable(model, exclude_output=params["sms.exclude_output"])
     names = prune_common.weight_names(model)
     total = sum(dict(model.named_parameters())[n].numel() for n in names)
     # Evaluating soups: a MergeSetup over the same data and a twin of the model.
-    evaluator = common.MergeSetup(cfg=cfg, device=setup.device, data=setup.data, model=copying.deepcopy(model),
+    evaluator = common.MergeSetup(settings=settings, device=setup.device, data=setup.data, model=copying.deepcopy(model),
                                   refs=[], check=None, **common.recalibration(params))  # type: ignore[arg-type]
     levels = []
     dense_metrics = evaluate_splits(model, setup.data)
@@ -119,7 +114,7 @@ def run(params, context) -> dict:
             model.load_state_dict(level.state())
             levels.append(_level_row(level.summary()))
             continue
-        remaining = phase_remaining(float(cfg.sparsity), phase, phases)
+        remaining = phase_remaining(float(settings.sparsity), phase, phases)
         keep = prune_common.target_count(total, 1.0 - remaining)
         masks = select_masks(prune_common.magnitude_scores(model), keep, scope="global", alive=masks_of(model))
         apply_masks(model, masks)
@@ -132,9 +127,9 @@ def run(params, context) -> dict:
             if copy.saved:
                 continue
             model.load_state_dict(pruned)
-            settings = copy_settings(params, cfg, index)
-            result = fit(model, setup.data, run, train=retrain_schedule(params, cfg), hardware=cfg.hardware, tag=copy.name,
-                         label=copy.name, level=copy.level, **settings)
+            varied = copy_settings(params, settings, index)
+            result = fit(model, setup.data, run, train=retrain_schedule(params, settings),
+                         hardware=settings.hardware.to_dict(), tag=copy.name, label=copy.name, level=copy.level, **varied)
             seconds += result.seconds
             copy.save(model.state_dict())
         copy_rows = []
@@ -145,11 +140,11 @@ def run(params, context) -> dict:
             soup = weighted_average(copy.load(setup.device) for copy in copy_phases)
             kept = list(range(copies))
         else:
-            soup, kept = greedy(evaluator, copy_rows, str(params["sms.accept"]),
+            soup, kept = greedy(evaluator, copy_rows, params["sms.accept"],
                                 load=lambda index: copy_phases[index].load(setup.device))
         evaluator.model.load_state_dict(soup)
         if evaluator.recalibrate:
-            recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(cfg.seed))
+            recalibrate_batchnorm(evaluator.model, setup.data, evaluator.bn_fraction, int(settings.seed))
         model.load_state_dict(evaluator.current_state())
         # The soup keeps exactly the phase's mask: same masks in, masks copied, masked weights zero.
         if not all(bool((masks_of(model)[k] == masks[k].to(masks_of(model)[k].dtype)).all()) for k in masks):
@@ -167,11 +162,8 @@ def run(params, context) -> dict:
     run.save_checkpoint("model", model.state_dict())
     base_cfg = extra.pop("_base_cfg", None)
     if base_cfg is not None:
-        from omegaconf import OmegaConf
-
-        common.record_architecture(run, OmegaConf.to_container(base_cfg.model, resolve=True),
-                                   OmegaConf.to_container(base_cfg.dataset, resolve=True))
+        common.record_architecture(run, base_cfg.model.to_dict(), base_cfg.dataset.to_dict())
     final = levels[-1]
     return {**{k: v for k, v in final.items() if k != "level"}, "phases": phases, "copies": copies,
-            "vary": str(params["sms.vary"]), **extra, "levels": levels}
+            "vary": params["sms.vary"], **extra, "levels": levels}
 

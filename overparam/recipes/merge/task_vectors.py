@@ -84,8 +84,8 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
 
 def run_merge(params, context, how: TaskVectorMerge, extra: dict) -> dict:
     """The recipe body every preset shares: check, load base, merge the streamed ingredients, evaluate, save."""
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(params, cfg)
+    run = context.run
+    setup = common.open_merge(params, context.settings)
     base_ref = validate_base(params, setup.check)
     base = load_weights(base_ref, setup.device)
     rows = ingredient_rows(setup)
@@ -93,7 +93,7 @@ def run_merge(params, context, how: TaskVectorMerge, extra: dict) -> dict:
     merged = merge(base, lambda: stream(setup.refs, setup.device), how)
     final = common.save_merged(run, setup, merged)
     metrics = setup.evaluate_state(final, recalibrate=False)
-    merged_row = {"role": "merged", "name": cfg.method.name, **metrics}
+    merged_row = {"role": "merged", "name": context.settings.method.name, **metrics}
     base_row = {"role": "base", "name": ref_text(base_ref), **base_metrics}
     rows = setup.normalize([merged_row, base_row] + rows)
     # With merge.tasks: the merged and base models' normalized accuracy (TIES paper, Table 1) in the summary.

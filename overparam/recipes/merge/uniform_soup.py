@@ -14,7 +14,7 @@ def check(params, cfg: dict) -> None:
 
 def run(params, context) -> dict:
     """Average every ingredient (streamed), evaluate the soup and each ingredient, save the soup."""
-    setup = common.open_merge(params, context.cfg)
+    setup = common.open_merge(params, context.settings)
     rows = ingredient_rows(setup)
     soup = weighted_average(stream(setup.refs, setup.device))
     final = common.save_merged(context.run, setup, soup)

@@ -48,8 +48,8 @@ def check(params, cfg: dict) -> None:
 
 def run(params, context) -> dict:
     """Evaluate every alpha; save the chosen one as the run's model."""
-    cfg, run = context.cfg, context.run
-    setup = common.open_merge(params, cfg, minimum=1, maximum=1)
+    settings, run = context.settings, context.run
+    setup = common.open_merge(params, settings, minimum=1, maximum=1)
     base_ref = validate_base(params, setup.check)
     base = load_weights(base_ref, setup.device)
     tuned = load_weights(setup.refs[0], setup.device)

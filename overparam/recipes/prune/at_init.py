@@ -14,7 +14,7 @@ def score_batch(data, context, batches: int) -> tuple[torch.Tensor, torch.Tensor
     """`batches` training batches of the seeded first-epoch order: the data a saliency score sees."""
     from overparam.engine.fit import epoch_order
 
-    count = min(len(data.train_x), int(batches) * int(context.cfg.train.batch_size))
+    count = min(len(data.train_x), int(batches) * int(context.settings.train.batch_size))
     order = epoch_order(len(data.train_x), context.seed, 0)[:count].to(data.train_x.device)
     return data.train_x[order], data.train_y[order]
 
@@ -29,14 +29,13 @@ def run_at_init(params, context, masks_fn: Callable) -> dict:
     before `fit` continues from its checkpoint.
     """
     from overparam.engine import fit
-    from overparam.recipes.common import prepare
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
-    output_rate = 1.0 if params["prune.output_rate"] is None else float(params["prune.output_rate"])
+    settings, run = context.settings, context.run
+    setup = context.prepare()
+    output_rate = params["prune.output_rate"]
     model = common.make_prunable(setup.new_model(), exclude_output=output_rate == 0.0)
     total = sum(w.numel() for w in common.weights_of(model).values())
-    sparsity = float(cfg.sparsity)
+    sparsity = float(settings.sparsity)
     keep = common.target_count(total, sparsity)
     if keep < total:
         masks = masks_fn(model, setup, keep, sparsity, output_rate)
@@ -44,7 +43,7 @@ def run_at_init(params, context, masks_fn: Callable) -> dict:
     from overparam.models.masked import masks_of
 
     run.save_checkpoint("mask", masks_of(model))
-    result = fit(model, setup.data, run, tag="train", label=str(cfg.method.name), **setup.fit_kwargs())
+    result = fit(model, setup.data, run, tag="train", label=str(settings.method.name), **setup.fit_kwargs())
     run.save_checkpoint("model", model.state_dict())
     stats = mask_statistics(model, setup.data.input_shape, setup.device)
     return {**result.flat(), **stats, "steps": result.steps}

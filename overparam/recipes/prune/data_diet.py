@@ -52,19 +52,17 @@ def grand(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tor
 
 def example_scores(params, setup, kind: str) -> torch.Tensor:
     """Scores of every training example, averaged over `diet.seeds` briefly trained models (`diet.epochs` each)."""
-    from omegaconf import OmegaConf
-
     from overparam.engine import fit
 
     data = setup.data
     if kind == "random":
-        generator = torch.Generator().manual_seed(common.derived_seed(int(setup.cfg.seed), "diet_random"))
+        generator = torch.Generator().manual_seed(common.derived_seed(int(setup.settings.seed), "diet_random"))
         return torch.rand(len(data.train_x), generator=generator)
-    train = OmegaConf.to_container(setup.cfg.train, resolve=True)
-    train.update({"epochs": float(params["diet.epochs"]), "steps": None})
+    train = setup.settings.train.to_dict()
+    train.update({"epochs": params["diet.epochs"], "steps": None})
     total = torch.zeros(len(data.train_x))
-    for index in range(int(params["diet.seeds"])):
-        seed = common.derived_seed(int(setup.cfg.seed), "diet_model", index) % (2 ** 31)
+    for index in range(params["diet.seeds"]):
+        seed = common.derived_seed(int(setup.settings.seed), "diet_model", index) % (2 ** 31)
         model = setup.new_model(seed)
         # Short scoring runs are not checkpointed: the finished scores are (checkpoints/diet_scores).
         fit(model, data, None, **setup.fit_kwargs(train=train, seed=seed))
@@ -72,17 +70,16 @@ def example_scores(params, setup, kind: str) -> torch.Tensor:
             total += el2n(model, data.train_x, data.train_y, data.num_classes)
         else:
             total += grand(model, data.train_x, data.train_y)
-    return total / int(params["diet.seeds"])
+    return total / params["diet.seeds"]
 
 
 def run(params, context) -> dict:
     """Score the training examples, keep `diet.keep` of them, train on the kept subset."""
     from overparam.engine import fit
-    from overparam.recipes.common import prepare
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
-    kind = str(params["diet.score"])
+    settings, run = context.settings, context.run
+    setup = context.prepare()
+    kind = params["diet.score"]
     scoring = run.phase("diet_scores")
     if scoring.saved:
         scores = scoring.load()["scores"]
@@ -90,7 +87,7 @@ def run(params, context) -> dict:
         scores = example_scores(params, setup, kind)
         scoring.save({"scores": scores})
     count = len(scores)
-    keep = max(1, int(math.floor(count * float(params["diet.keep"]) + 0.5)))
+    keep = max(1, int(math.floor(count * params["diet.keep"] + 0.5)))
     if keep > count:
         raise UserError(f"diet.keep={params['diet.keep']} keeps more examples than the {count} there are")
     kept = torch.sort(torch.argsort(scores, descending=True, stable=True)[:keep]).values

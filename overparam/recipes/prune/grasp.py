@@ -37,8 +37,8 @@ def run(params, context) -> dict:
 
     def masks(model, setup, keep, sparsity, output_rate):
         x, y = score_batch(setup.data, context, params["prune.score_batches"])
-        scores = grasp_scores(model, x, y, float(params["prune.temperature"]))
-        return select_masks(scores, keep, scope=str(params["prune.scope"]), output_name=common.output_weight_name(model),
+        scores = grasp_scores(model, x, y, params["prune.temperature"])
+        return select_masks(scores, keep, scope=params["prune.scope"], output_name=common.output_weight_name(model),
                             output_rate=output_rate, sparsity=sparsity)
 
     return run_at_init(params, context, masks)

@@ -51,21 +51,20 @@ def apply_nm(model, n: int, m: int, keep_pruned: bool) -> None:
 def run(params, context) -> dict:
     """N:M pruning by magnitude (one-shot after dense training, or gradually during training)."""
     from overparam.engine import fit
-    from overparam.recipes.common import prepare
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
-    n, m = int(params["nm.n"]), int(params["nm.m"])
+    settings, run = context.settings, context.run
+    setup = context.prepare()
+    n, m = params["nm.n"], params["nm.m"]
     model = common.make_prunable(setup.new_model(), exclude_output=False)
     if not eligible(model, m):
-        raise UserError(f"no layer of model {cfg.model.name} has a row length divisible by nm.m={m}")
-    gradual = str(params["nm.schedule"]) == "gradual"
+        raise UserError(f"no layer of model {settings.model.name} has a row length divisible by nm.m={m}")
+    gradual = params["nm.schedule"] == "gradual"
     if gradual:
         from overparam.engine.optim import total_steps
 
-        total, _ = total_steps(cfg.train, len(setup.data.train_x))
+        total, _ = total_steps(settings.train, len(setup.data.train_x))
         stages = list(range(m - 1, n - 1, -1))  # M-1, ..., N
-        span = float(params["nm.gradual_fraction"]) * total
+        span = params["nm.gradual_fraction"] * total
         points = {max(1, round((index + 1) * span / len(stages))): stage for index, stage in enumerate(stages)}
 
         def hook(step, current, optimizer):

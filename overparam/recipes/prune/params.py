@@ -17,7 +17,7 @@ DIET_SCORES = ("el2n", "grand", "random")
 
 
 def _rate_times_output(params: Params, cfg: dict) -> None:
-    output_rate = float(params["prune.output_rate"] if params["prune.output_rate"] is not None else 1.0)
+    output_rate = params["prune.output_rate"]
     if output_rate * params["prune.rate"] >= 1.0:
         raise UserError(f"prune.output_rate={output_rate} times prune.rate={params['prune.rate']} must stay below 1")
 
@@ -61,9 +61,9 @@ REWIND = Spec("rewind", [
 IMP = Spec("imp", [
     Param("prune.rate", "float", 0.2, "fraction of the remaining prunable weights removed per round",
           low=0.0, high=1.0, low_open=True, high_open=True),
-    Param("prune.scope", "choice", "global", SCOPE_DOC, choices=SCOPES, optional=True),
+    Param("prune.scope", "choice", "global", SCOPE_DOC, choices=SCOPES),
     Param("prune.output_rate", "float", 1.0, "multiplier of the output layer's rate (0.5: the lottery-ticket "
-          "paper's FC setting, 0: output layer dense)", low=0.0, optional=True),
+          "paper's FC setting, 0: output layer dense)", low=0.0),
     Param("prune.distribution", "choice", "uniform", "layer densities of control=random_prune: uniform | erk",
           choices=DISTRIBUTIONS),
     Param("prune.cache", "bool", True, "share levels between jobs that differ only in `sparsity`"),
@@ -71,14 +71,14 @@ IMP = Spec("imp", [
 ], check=_imp_rules, extends=(REWIND,), doc="Iterative magnitude pruning with rewinding (lottery tickets).")
 
 ONESHOT = Spec("oneshot", [
-    Param("prune.scope", "choice", "global", SCOPE_DOC, choices=SCOPES, optional=True),
-    Param("prune.output_rate", "float", 1.0, OUTPUT_RATE_DOC, low=0.0, high=1.0, optional=True),
+    Param("prune.scope", "choice", "global", SCOPE_DOC, choices=SCOPES),
+    Param("prune.output_rate", "float", 1.0, OUTPUT_RATE_DOC, low=0.0, high=1.0),
     Param("prune.cache", "bool", True, "share the dense level 0 between jobs that differ only in `sparsity`"),
 ], check=_rewind_inside_training, extends=(REWIND,), doc="One-shot magnitude pruning, then rewind or retrain.")
 
 AT_INIT = Spec("at_init", [
     Param("prune.scope", "choice", "global", SCOPE_DOC, choices=SCOPES),
-    Param("prune.output_rate", "float", 1.0, OUTPUT_RATE_DOC, low=0.0, high=1.0, optional=True),
+    Param("prune.output_rate", "float", 1.0, OUTPUT_RATE_DOC, low=0.0, high=1.0),
 ])
 
 SNIP = Spec("snip", [
@@ -98,7 +98,7 @@ SYNFLOW = Spec("synflow", [
 RANDOM_PRUNE = Spec("random_prune", [
     Param("prune.distribution", "choice", "uniform", "layer densities: uniform | erk (Erdos-Renyi-Kernel)",
           choices=DISTRIBUTIONS),
-    Param("prune.output_rate", "float", 1.0, OUTPUT_RATE_DOC, low=0.0, high=1.0, optional=True),
+    Param("prune.output_rate", "float", 1.0, OUTPUT_RATE_DOC, low=0.0, high=1.0),
 ], doc="Random pruning at initialization.")
 
 CHANNEL = Spec("channel", [

@@ -24,7 +24,7 @@ def run(params, context) -> dict:
 
     def masks(model, setup, keep, sparsity, output_rate):
         x, y = score_batch(setup.data, context, params["prune.score_batches"])
-        return select_masks(snip_scores(model, x, y), keep, scope=str(params["prune.scope"]),
+        return select_masks(snip_scores(model, x, y), keep, scope=params["prune.scope"],
                             output_name=common.output_weight_name(model), output_rate=output_rate, sparsity=sparsity)
 
     return run_at_init(params, context, masks)

@@ -61,7 +61,7 @@ def run(params, context) -> dict:
     """SynFlow masks to `sparsity` (no data), then training."""
 
     def masks(model, setup, keep, sparsity, output_rate):
-        return synflow_masks(model, setup.data.input_shape, keep, sparsity, output_rate, str(params["prune.scope"]),
-                             int(params["prune.rounds"]))
+        return synflow_masks(model, setup.data.input_shape, keep, sparsity, output_rate, params["prune.scope"],
+                             params["prune.rounds"])
 
     return run_at_init(params, context, masks)

@@ -37,9 +37,10 @@ class IngredientCheck:
 
 
 def _container(node) -> dict:
-    from omegaconf import OmegaConf
+    """A saved config's group (a Settings node) as a plain dict; {} when absent."""
+    from overparam.settings import plain
 
-    return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    return plain(node) if node is not None else {}
 
 
 def _describe_difference(a: dict, b: dict, prefix: str = "") -> str:

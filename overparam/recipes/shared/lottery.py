@@ -68,14 +68,14 @@ def plan_levels(total: int, rate: float, sparsity: float, oneshot: bool = False)
 # --- one lottery run ------------------------------------------------------------------------------
 
 @dataclass
-class Context:
-    """Everything a level needs: the config, the data, the pruning settings and the training settings.
+class Lottery:
+    """Everything a level needs: the shared settings, the data, the pruning settings and the training settings.
 
     `loss_fn` (a `fit` loss_fn; None: cross-entropy) is what every level trains on (`kd +prune=imp`
     passes its distillation loss).
     """
 
-    cfg: Any
+    settings: Any
     setup: Any
     rate: float | None
     scope: str
@@ -93,26 +93,23 @@ class Context:
     loss_fn: Callable | None = None
 
     @classmethod
-    def from_params(cls, params, cfg, setup, oneshot: bool, loss_fn: Callable | None = None) -> "Context":
-        """The lineage settings from the method's typed `params` (prune.*, rewind, retrain.*); `cfg` gives the
-        shared keys (seed, sparsity, train, optim). One-shot has no `prune.rate`: its plan is a single step."""
+    def from_params(cls, params, settings, setup, oneshot: bool, loss_fn: Callable | None = None) -> "Lottery":
+        """The lineage settings from the method's typed `params` (prune.*, rewind, retrain.*); `settings` gives
+        the shared keys (seed, sparsity, train, optim). One-shot has no `prune.rate`: its plan is a single step."""
         from overparam.engine.optim import total_steps
 
         kind, amount = parse_rewind(params.rewind)
         output_rate = params["prune.output_rate"]
-        output_rate = 1.0 if output_rate is None else float(output_rate)
-        rate = params.get("prune.rate")
-        context = cls(cfg=cfg, setup=setup, rate=None if rate is None else float(rate),
-                      scope=str(params["prune.scope"] or "global"), output_rate=output_rate,
-                      rewind=str(params.rewind), rewind_kind=kind, rewind_amount=amount,
-                      retrain_schedule=str(params["retrain.lr_schedule"]), oneshot=oneshot,
-                      sparsity=float(cfg.sparsity), exclude_output=output_rate == 0.0, loss_fn=loss_fn)
-        context.total_steps, context.steps_per_epoch = total_steps(cfg.train, len(setup.data.train_x))
-        return context
+        lottery = cls(settings=settings, setup=setup, rate=params.get("prune.rate"), scope=params["prune.scope"],
+                      output_rate=output_rate, rewind=params.rewind, rewind_kind=kind, rewind_amount=amount,
+                      retrain_schedule=params["retrain.lr_schedule"], oneshot=oneshot,
+                      sparsity=float(settings.sparsity), exclude_output=output_rate == 0.0, loss_fn=loss_fn)
+        lottery.total_steps, lottery.steps_per_epoch = total_steps(settings.train, len(setup.data.train_x))
+        return lottery
 
     @property
     def seed(self) -> int:
-        return int(self.cfg.seed)
+        return int(self.settings.seed)
 
     def fresh_model(self, seed: int | None = None) -> torch.nn.Module:
         """A newly initialized model (the run's seed unless given) with all-one masks."""
@@ -134,11 +131,9 @@ class Context:
 
     def retrain_optim(self) -> Any:
         """The optimizer config of a pruned level under rewind=none (ft: last LR; lrw: same; clr: warm-up + decay)."""
-        from omegaconf import OmegaConf
-
         from overparam.engine.optim import lr_at
 
-        optim = OmegaConf.to_container(self.cfg.optim, resolve=True)
+        optim = self.settings.optim.to_dict()
         if self.rewind_kind != "none" or self.retrain_schedule == "lrw":
             return optim
         if self.retrain_schedule == "ft":
@@ -159,7 +154,7 @@ class Context:
                             **({"sparsity": self.sparsity} if self.oneshot else {"rate": self.rate}))
 
 
-def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_step: int = 0, optim=None,
+def train_level(lottery: Lottery, run, level: int, model: torch.nn.Module, *, start_step: int = 0, optim=None,
                 step_hook: Callable | None = None, label: str | None = None) -> dict:
     """Train one level through `engine.fit` (tag `level_<L>`) and commit it as the run's phase `level_<L>`."""
     from overparam.engine import fit
@@ -169,13 +164,13 @@ def train_level(ctx: Context, run, level: int, model: torch.nn.Module, *, start_
     # update spoils the other): fit resumes from it and keeps exactly the rows up to its step; without
     # one, the rows of an interrupted earlier attempt at this level are dropped.
     phase.begin()
-    kwargs = ctx.setup.fit_kwargs(optim=optim if optim is not None else ctx.cfg.optim)
-    if ctx.loss_fn is not None:
-        kwargs["loss_fn"] = ctx.loss_fn
+    kwargs = lottery.setup.fit_kwargs(**({} if optim is None else {"optim": optim}))
+    if lottery.loss_fn is not None:
+        kwargs["loss_fn"] = lottery.loss_fn
     # start_step > 0 (late rewinding): the level trains steps N..T of the schedule, as if resumed at N.
-    result = fit(model, ctx.setup.data, run, tag=phase.name, level=level, label=label or phase.name,
+    result = fit(model, lottery.setup.data, run, tag=phase.name, level=level, label=label or phase.name,
                  step_hook=step_hook, start_step=start_step, **kwargs)
-    summary = {"level": level, **mask_statistics(model, ctx.setup.data.input_shape, ctx.setup.device),
+    summary = {"level": level, **mask_statistics(model, lottery.setup.data.input_shape, lottery.setup.device),
                **result.flat(), "steps": result.steps}
     return phase.commit(model, summary)
 
@@ -188,8 +183,8 @@ def _load_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.
 class Lineage:
     """The magnitude-pruning levels of one config, stored in `run` and shared through `cache`."""
 
-    def __init__(self, ctx: Context, run, plan: Plan, cache: LevelCache):
-        self.ctx = ctx
+    def __init__(self, lottery: Lottery, run, plan: Plan, cache: LevelCache):
+        self.lottery = lottery
         self.run = run
         self.plan = plan
         self.cache = cache
@@ -214,38 +209,38 @@ class Lineage:
         if level == 0:
             return {name: torch.ones_like(w) for name, w in common.weights_of(model).items()}
         previous = self.run.level(level - 1).state()
-        return self.ctx.masks_after(previous, model, self.plan.counts[level])
+        return self.lottery.masks_after(previous, model, self.plan.counts[level])
 
     def start_model(self, level: int, mask: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, int, Any]:
         """(model with `mask` installed, start step, optimizer config) of a pruned level, by the rewind rule."""
-        ctx = self.ctx
-        model = ctx.fresh_model()
-        if ctx.rewind_kind in ("it", "ep"):
+        lottery = self.lottery
+        model = lottery.fresh_model()
+        if lottery.rewind_kind in ("it", "ep"):
             _load_into(model, self.run.level(0).rewind_point())
-            start = ctx.rewind_step
-        elif ctx.rewind_kind == "none":
+            start = lottery.rewind_step
+        elif lottery.rewind_kind == "none":
             _load_into(model, self.run.level(level - 1).state())
             start = 0
         else:
             start = 0
         common.apply_masks_by_name(model, mask)
-        return model, start, ctx.retrain_optim()
+        return model, start, lottery.retrain_optim()
 
     def _train(self, level: int) -> None:
-        ctx = self.ctx
+        lottery = self.lottery
         if level == 0:
-            model = ctx.fresh_model()
-            hook = self._rewind_saver(model) if ctx.rewind_kind in ("it", "ep") else None
-            train_level(ctx, self.run, 0, model, step_hook=hook, label=self._label(0))
+            model = lottery.fresh_model()
+            hook = self._rewind_saver(model) if lottery.rewind_kind in ("it", "ep") else None
+            train_level(lottery, self.run, 0, model, step_hook=hook, label=self._label(0))
             return
-        model = ctx.fresh_model()
+        model = lottery.fresh_model()
         mask = self.mask(level, model)
         model, start, optim = self.start_model(level, mask)
-        train_level(ctx, self.run, level, model, start_step=start, optim=optim, label=self._label(level))
+        train_level(lottery, self.run, level, model, start_step=start, optim=optim, label=self._label(level))
 
     def _rewind_saver(self, model: torch.nn.Module) -> Callable | None:
         """A step hook that stores the rewind point's weights once, with level 0 (`Phase.save_rewind_point`)."""
-        step_wanted = self.ctx.rewind_step
+        step_wanted = self.lottery.rewind_step
         level_0 = self.run.level(0)
 
         def save(current: torch.nn.Module) -> None:
@@ -265,37 +260,39 @@ class Lineage:
         return f"level {level}/{self.plan.levels - 1} ({100.0 * self.plan.counts[level] / self.plan.counts[0]:.1f}%)"
 
 
-def _ticket_counts(ctx: Context, ticket: Lineage, level: int, template, ticket_mask: dict, distribution: str) -> dict:
+def _ticket_counts(lottery: Lottery, ticket: Lineage, level: int, template, ticket_mask: dict,
+                   distribution: str) -> dict:
     return {name: int(m.count_nonzero()) for name, m in ticket_mask.items()}
 
 
-def _distribution_counts(ctx: Context, ticket: Lineage, level: int, template, ticket_mask: dict,
+def _distribution_counts(lottery: Lottery, ticket: Lineage, level: int, template, ticket_mask: dict,
                          distribution: str) -> dict:
     keep = ticket.plan.counts[level]
     sparsity = 1.0 - keep / ticket.plan.counts[0]
-    return distribution_counts(template, keep, distribution, ctx.output_rate, sparsity)
+    return distribution_counts(template, keep, distribution, lottery.output_rate, sparsity)
 
 
 # control -> the per-layer counts of its random mask; None: the ticket's own mask on a fresh initialization.
 CONTROL_COUNTS = {"random_reinit": None, "random_mask": _ticket_counts, "random_prune": _distribution_counts}
 
 
-def _control_model(ctx: Context, ticket: Lineage, level: int, control: str, distribution: str) -> tuple[torch.nn.Module, int, Any]:
+def _control_model(lottery: Lottery, ticket: Lineage, level: int, control: str,
+                   distribution: str) -> tuple[torch.nn.Module, int, Any]:
     """The control network of `level`: its mask, its initial weights, start step and optimizer config."""
-    template = ctx.fresh_model()
+    template = lottery.fresh_model()
     ticket_mask = ticket.mask(level, template)
     shapes = {name: tuple(m.shape) for name, m in ticket_mask.items()}
-    generator = torch.Generator().manual_seed(common.derived_seed(ctx.seed, control, level))
+    generator = torch.Generator().manual_seed(common.derived_seed(lottery.seed, control, level))
     counts = CONTROL_COUNTS[control]
     if counts is None:
-        model = ctx.fresh_model(common.derived_seed(ctx.seed, control, level) % (2 ** 31))
+        model = lottery.fresh_model(common.derived_seed(lottery.seed, control, level) % (2 ** 31))
         common.apply_masks_by_name(model, ticket_mask)
-        return model, 0, ctx.cfg.optim
-    mask = random_masks(counts(ctx, ticket, level, template, ticket_mask, distribution), shapes, generator)
+        return model, 0, None
+    mask = random_masks(counts(lottery, ticket, level, template, ticket_mask, distribution), shapes, generator)
     return ticket.start_model(level, mask)
 
 
-def _control_levels(ctx: Context, run, ticket: Lineage, control: str, distribution: str,
+def _control_levels(lottery: Lottery, run, ticket: Lineage, control: str, distribution: str,
                     cache: LevelCache) -> dict[int, str]:
     """Train (or take from the cache) the control network at every level of the plan."""
     sources: dict[int, str] = {}
@@ -314,8 +311,8 @@ def _control_levels(ctx: Context, run, ticket: Lineage, control: str, distributi
 
         def produce(level=level, label=label) -> None:
             ticket.ensure(max(level - 1, 0))  # level 0: the rewind point lives in the ticket's level 0
-            model, start, optim = _control_model(ctx, ticket, level, control, distribution)
-            train_level(ctx, run, level, model, start_step=start, optim=optim, label=label)
+            model, start, optim = _control_model(lottery, ticket, level, control, distribution)
+            train_level(lottery, run, level, model, start_step=start, optim=optim, label=label)
 
         sources[level] = cache.obtain(level, phase, produce, shared=plan.canonical[level],
                                       announce=lambda cached, label=label: plain_line(
@@ -338,29 +335,27 @@ def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: 
     cross-entropy (kd +prune=imp); such levels are not shared through the level cache, whose entries are
     plain IMP lineages.
     """
-    from overparam.recipes.common import prepare
-
-    cfg, run = context.cfg, context.run
-    setup = setup if setup is not None else prepare(cfg)
-    ctx = Context.from_params(params, cfg, setup, oneshot, loss_fn=loss_fn)
-    ctx.rewind_step  # noqa: B018 - a rewind point past the end of training is a UserError before any work
-    template = ctx.fresh_model()
+    run = context.run
+    setup = setup if setup is not None else context.prepare()
+    lottery = Lottery.from_params(params, context.settings, setup, oneshot, loss_fn=loss_fn)
+    lottery.rewind_step  # noqa: B018 - a rewind point past the end of training is a UserError before any work
+    template = lottery.fresh_model()
     total = sum(w.numel() for w in common.weights_of(template).values())
-    plan = plan_levels(total, ctx.rate, ctx.sparsity, oneshot=oneshot)
+    plan = plan_levels(total, lottery.rate, lottery.sparsity, oneshot=oneshot)
     control = str(params.get("control") or "none")  # one-shot has no controls
-    caching = bool(params["prune.cache"]) and loss_fn is None
+    caching = params["prune.cache"] and loss_fn is None
     ticket_cache = _cache(run, caching, drop=("control",))
     run.record("level_cache", str(ticket_cache.root) if ticket_cache.enabled else None)
     if control == "none":
-        ticket = Lineage(ctx, run, plan, ticket_cache)
+        ticket = Lineage(lottery, run, plan, ticket_cache)
         for level in range(plan.levels):
             ticket.ensure(level)
         sources = ticket.sources
     else:
         # The ticket lineage of a control run lives in <run>/ticket/ (its own metrics and resume points).
         ticket_run = run.sub_run("ticket")
-        ticket = Lineage(ctx, ticket_run, plan, ticket_cache)
-        sources = _control_levels(ctx, run, ticket, control, str(params["prune.distribution"]), _cache(run, caching))
+        ticket = Lineage(lottery, ticket_run, plan, ticket_cache)
+        sources = _control_levels(lottery, run, ticket, control, params["prune.distribution"], _cache(run, caching))
         ticket_run.finish("done")
     levels = [level_row(run.level(level).summary()) for level in range(plan.levels)]
     record_level_lineage(run, run.root, plan.levels)
@@ -375,5 +370,5 @@ def run_lottery(params, context, *, oneshot: bool = False, setup=None, loss_fn: 
     shown = [{**row, "source": sources.get(row["level"], "")} for row in levels]
     name = "one-shot" if oneshot else "IMP"
     print_level_table(shown, f"{name} {'ticket' if control == 'none' else control} levels -> "
-                                    f"sparsity {ctx.sparsity} ({run.root})")
+                                    f"sparsity {lottery.sparsity} ({run.root})")
     return summary

@@ -24,7 +24,7 @@ from overparam.store.load import RunRef
 class MergeSetup:
     """Device, evaluation data and a model of the ingredients' architecture to evaluate states with."""
 
-    cfg: Any
+    settings: Any
     device: str
     data: Any
     model: Any
@@ -47,7 +47,7 @@ class MergeSetup:
 
         self.model.load_state_dict(state)
         if self.recalibrate if recalibrate is None else recalibrate:
-            recalibrate_batchnorm(self.model, self.data, fraction=self.bn_fraction, seed=int(self.cfg.seed))
+            recalibrate_batchnorm(self.model, self.data, fraction=self.bn_fraction, seed=int(self.settings.seed))
         results = evaluate_splits(self.model, self.data)
         metrics = {f"{split}_{name}": value for split, metrics in results.items() for name, value in metrics.items()}
         if self.shift is not None:
@@ -93,33 +93,34 @@ def recalibration(params) -> dict:
             "bn_fraction": float(params.get("merge.bn_fraction") or 0.25)}
 
 
-def prepare_merge(params, cfg, refs: list[RunRef], check: IngredientCheck) -> MergeSetup:
+def prepare_merge(params, settings, refs: list[RunRef], check: IngredientCheck) -> MergeSetup:
     """Device, the ingredients' dataset (val split of the first ingredient's seed) and a model template.
 
-    `params`: the method's merge.* settings; `cfg`: the shared keys (hardware, paths, seed)."""
+    `params`: the method's merge.* settings; `settings`: the shared keys (hardware, paths, seed)."""
     from overparam.data import load_dataset
     from overparam.engine import setup_hardware
     from overparam.store.load import load_run_model
 
-    device = setup_hardware(cfg.hardware)
+    device = setup_hardware(settings.hardware.to_dict())
     # Every ingredient is evaluated on the first one's val split; one that trained on part of it is
     # refused here (unless merge.allow_val_overlap), and the summary says whether the split was shared.
     notes = check_val_split(params, refs)
     first_cfg = weights_config(refs[0].root)
-    data = load_dataset(first_cfg.dataset, cfg.paths.data_dir, seed=int(first_cfg.get("seed", 0) or 0), device=device)
+    data_dir = settings.paths.data_dir
+    data = load_dataset(_container(first_cfg.dataset), data_dir, seed=int(first_cfg.get("seed", 0) or 0), device=device)
     model, _ = load_run_model(refs[0], device=device, data=data)
     shift = shift_settings(params)
     shifted = None
     if shift:
         # The same dataset with the shifted settings; only its test split is read (no val split drawn).
         shifted = load_dataset({**_container(first_cfg.dataset), **shift, "val_fraction": 0.0, "label_noise": None},
-                               cfg.paths.data_dir, device=device)
+                               data_dir, device=device)
         notes = {**notes, "shift": ",".join(f"{k}={v}" for k, v in sorted(shift.items()))}
     tasks, task_of = [], []
     if task_settings(params):
-        tasks, task_of = task_data(cfg.paths.data_dir, refs, device)
+        tasks, task_of = task_data(data_dir, refs, device)
         notes = {**notes, "tasks": ",".join(name for name, _ in tasks)}
-    return MergeSetup(cfg=cfg, device=device, data=data, model=model, refs=refs, check=check, notes=notes,
+    return MergeSetup(settings=settings, device=device, data=data, model=model, refs=refs, check=check, notes=notes,
                       shift=shifted, tasks=tasks, task_of=task_of, **recalibration(params))
 
 
@@ -133,18 +134,18 @@ def validate_refs(params, key: str = "ingredients", **kwargs) -> IngredientCheck
     return check
 
 
-def open_merge(params, cfg, key: str = "ingredients", **check_kwargs) -> MergeSetup:
+def open_merge(params, settings, key: str = "ingredients", **check_kwargs) -> MergeSetup:
     """Resolve and check the ingredients again at run time, then `prepare_merge`."""
     refs = resolve_ingredients(params.get(key), key)
     check = check_ingredients(refs, key=key, **check_kwargs)
-    return prepare_merge(params, cfg, refs, check)
+    return prepare_merge(params, settings, refs, check)
 
 
 def save_merged(run, setup: MergeSetup, state: dict) -> dict:
     """Save the merged model as checkpoints/model.safetensors (after BN recalibration, if set)."""
     setup.model.load_state_dict(state)
     if setup.recalibrate:
-        recalibrate_batchnorm(setup.model, setup.data, fraction=setup.bn_fraction, seed=int(setup.cfg.seed))
+        recalibrate_batchnorm(setup.model, setup.data, fraction=setup.bn_fraction, seed=int(setup.settings.seed))
     final = setup.current_state()
     run.save_checkpoint("model", final)
     record_architecture(run, setup.check.model, setup.check.dataset)

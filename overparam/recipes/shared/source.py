@@ -9,6 +9,7 @@ run, so a resumed run never trains them twice.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Callable
 
 import torch
@@ -16,37 +17,46 @@ from torch import nn
 
 from overparam.errors import UserError
 from overparam.models.paths import replace_module
+from overparam.settings import plain
 
 
-def model_config(spec, default):
-    """A model config: `spec` as a dict, as a name of configs/model/<name>.yaml, or `default` when null."""
-    from omegaconf import DictConfig, OmegaConf
+def _deep_merge(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` laid over it, mappings merged key by key, any other value replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
 
+
+def model_config(spec, default, models: Mapping[str, dict] | None = None) -> dict:
+    """A model config (plain dict): `spec` as a mapping laid over `default`, as a name of one of `models`
+    (configs/model/<name>.yaml, read by the CLI: `context.models`), or `default` when null."""
     if spec is None:
-        return default
+        return plain(default)
     if isinstance(spec, str):
-        from overparam.configtree import group_config
-
-        return OmegaConf.create(group_config("model", spec))
-    if isinstance(spec, (dict, DictConfig)):
-        merged = OmegaConf.merge(default, spec) if spec.get("_target_") is None else OmegaConf.create(spec)
-        return merged
+        if spec not in (models or {}):
+            raise UserError(f"model {spec!r}: a model named by its configs/model file is read by the runner "
+                            f"(runner train), not here; give its config as a mapping")
+        return plain(models[spec])
+    if isinstance(spec, Mapping):
+        spec = plain(spec)
+        return _deep_merge(plain(default), spec) if spec.get("_target_") is None else spec
     raise UserError(f"a model must be a name or a config mapping, got {spec!r}")
 
 
-def merged(base, overrides):
-    """`base` (train/optim config) with the keys set in `overrides` replaced."""
-    from omegaconf import OmegaConf
-
+def merged(base, overrides) -> dict:
+    """`base` (train/optim settings) as a plain dict, with the keys set in `overrides` replaced."""
+    base = plain(base)
     if not overrides:
         return base
-    chosen = {k: v for k, v in dict(overrides).items() if v is not None}
+    chosen = {k: v for k, v in plain(overrides).items() if v is not None}
     # Training length is one of steps/epochs: setting one clears the other.
     if "steps" in chosen and "epochs" in base:
         chosen.setdefault("epochs", None)
     if "epochs" in chosen and "steps" in base:
         chosen.setdefault("steps", None)
-    return OmegaConf.merge(base, chosen)
+    return _deep_merge(base, chosen)
 
 
 def load_from_run(ref: str, setup) -> nn.Module:
@@ -54,10 +64,10 @@ def load_from_run(ref: str, setup) -> nn.Module:
     from overparam.store.load import RunRef, load_run_model, saved_config
 
     parsed = RunRef.parse(str(ref))
-    source_cfg = saved_config(parsed.root)
-    same_data = source_cfg.get("dataset", {}).get("name") == setup.cfg.dataset.name
+    source = saved_config(parsed.root)
+    same_data = (source.get("dataset") or {}).get("name") == setup.settings.dataset.name
     model, _ = load_run_model(parsed, device=setup.device, data=setup.data if same_data else None,
-                              data_dir=(setup.cfg.get("paths") or {}).get("data_dir"))
+                              data_dir=(setup.settings.get("paths") or {}).get("data_dir"))
     head = output_head(model)
     if setup.data.bytes_per_token:
         # A language model keeps its head: a vocabulary padded past the tokenizer's is fine, a smaller one is not.
@@ -65,7 +75,7 @@ def load_from_run(ref: str, setup) -> nn.Module:
             raise UserError(f"{ref}: the model's vocabulary has {head.out_features} tokens, the text here "
                             f"{setup.data.num_classes}; use the same tokenizer (dataset.tokenizer) as the run")
     elif head.out_features != setup.data.num_classes:
-        replace_head(model, setup.data.num_classes, seed=int(setup.cfg.seed))
+        replace_head(model, setup.data.num_classes, seed=int(setup.settings.seed))
     return model.to(setup.device)
 
 
@@ -104,11 +114,12 @@ def cached_phase(run, name: str, model: nn.Module, train: Callable[[], dict]) ->
     return figures
 
 
-def obtain_model(role_cfg, setup, run, role: str, *, seed_offset: int = 0,
-                 loss_fn: Callable | None = None) -> tuple[nn.Module, dict]:
+def obtain_model(role_cfg, setup, run, role: str, *, seed_offset: int = 0, loss_fn: Callable | None = None,
+                 models: Mapping[str, dict] | None = None) -> tuple[nn.Module, dict]:
     """(model, figures) for a teacher/student/guide block {from, model, train, optim, untrained}.
 
-    `from` names a run; otherwise a model of `model` (default: the run's model) is built with seed
+    `from` names a run; otherwise a model of `model` (default: the run's model; a name: one of `models`,
+    `context.models`) is built with seed
     `seed + seed_offset` and, unless `untrained`, trained inline with the block's train/optim keys
     layered over the run's (checkpoint `<role>`, so a resumed run does not train it again).
     """
@@ -121,17 +132,17 @@ def obtain_model(role_cfg, setup, run, role: str, *, seed_offset: int = 0,
         model = load_from_run(role_cfg["from"], setup)
         figures = {f"{split}_accuracy": m["accuracy"] for split, m in evaluate_splits(model, setup.data).items()}
         return model, figures
-    cfg = setup.cfg
-    seed = int(cfg.seed) + seed_offset
-    model = build_model(model_config(role_cfg.get("model"), cfg.model), setup.data.input_shape,
+    settings = setup.settings
+    seed = int(settings.seed) + seed_offset
+    model = build_model(model_config(role_cfg.get("model"), settings.model, models), setup.data.input_shape,
                         setup.data.num_classes, seed=seed).to(setup.device)
     if role_cfg.get("untrained"):
         figures = {f"{split}_accuracy": m["accuracy"] for split, m in evaluate_splits(model, setup.data).items()}
         return model, figures
 
     def train() -> dict:
-        kwargs = setup.fit_kwargs(train=merged(cfg.train, role_cfg.get("train")),
-                                  optim=merged(cfg.optim, role_cfg.get("optim")), seed=seed)
+        kwargs = setup.fit_kwargs(train=merged(settings.train, role_cfg.get("train")),
+                                  optim=merged(settings.optim, role_cfg.get("optim")), seed=seed)
         if loss_fn is not None:
             kwargs["loss_fn"] = loss_fn
         # run=None: an inline phase is resumed as a whole (its checkpoint), and its metrics do not

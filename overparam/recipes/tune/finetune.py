@@ -12,7 +12,7 @@ from torch import nn
 from overparam.engine import fit
 from overparam.engine.evaluate import evaluate_splits
 from overparam.models.counting import trainable_summary
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.shared.source import load_from_run
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
@@ -43,16 +43,16 @@ def run(params, context) -> dict:
     """Load `from`, choose what trains, fine-tune on the configured data; save the result as model."""
     from overparam.models.masked import densify, masked_modules, sparsity_report
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     model = load_from_run(params["from"], setup)
     if params["finetune.dense"]:
         densify(model)
     before = evaluate_splits(model, setup.data)
-    trainable = trainable_parameters(model, str(params["finetune.train"]))
+    trainable = trainable_parameters(model, params["finetune.train"])
     # Counted before training ends: a pruned weight is held at zero by its mask and never trains.
     counts = trainable_summary(model, trainable)
-    result = fit(model, setup.data, run, tag="finetune", label="finetune", params=trainable, **setup.fit_kwargs())
+    result = fit(model, setup.data, run, tag="finetune", label="finetune", trainable=trainable, **setup.fit_kwargs())
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     run.save_checkpoint("model", model.state_dict())

@@ -23,7 +23,7 @@ from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.models.counting import trainable_summary
 from overparam.models.paths import modules_of_type, replace_module
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.shared.source import load_from_run
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # masked twins are subclasses, so they qualify too
@@ -124,8 +124,8 @@ def run(params, context) -> dict:
     """Adapt `from` (or a fresh model) with LoRA on the configured data; merge at the end if asked."""
     from overparam.engine.evaluate import evaluate
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     options = params["lora"]
     model = load_from_run(params["from"], setup) if params["from"] else setup.new_model()
     before = sum(p.numel() for p in model.parameters())
@@ -141,7 +141,7 @@ def run(params, context) -> dict:
             parameter.requires_grad_(True)
         trainable += list(head.parameters())
     counts = trainable_summary(model, trainable)
-    result = fit(model, setup.data, run, tag="lora", label="lora", params=trainable, **setup.fit_kwargs())
+    result = fit(model, setup.data, run, tag="lora", label="lora", trainable=trainable, **setup.fit_kwargs())
     summary = {**result.flat(), "steps": result.steps, "lora_parameters": sum(p.numel() for p in trainable),
                "base_parameters": before, "adapted_layers": len(adapters), **counts}
     run.save_checkpoint("lora", adapter_state(model))

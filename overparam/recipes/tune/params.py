@@ -33,11 +33,17 @@ def _seeds_apart(params: Params, cfg: dict) -> None:
 
 
 def _searched_method(params: Params, cfg: dict) -> None:
-    """The searched method's own checks pass."""
-    from overparam.methods import by_target, methods
-    from overparam.recipes.tune.search import inner_target
+    """The searched method (`method.name`) is a registered one, not the search, and its own checks pass."""
+    from overparam.methods import methods
 
-    methods()[by_target(inner_target(cfg))].spec.validate(cfg)
+    declared = methods()
+    name = (cfg.get("method") or {}).get("name")
+    if name == "search":
+        raise UserError("hparams_search: the searched method cannot be the search itself")
+    if name not in declared:
+        raise UserError(f"hparams_search: method {name!r} is not registered; choose one of: "
+                        f"{', '.join(sorted(declared))}")
+    declared[name].spec.validate(cfg)
 
 
 def _seed_list(key: str, default: list[int], doc: str) -> Param:
@@ -94,5 +100,7 @@ SEARCH = Spec("search", [
                "(disjoint from tuning_seeds)"),
 ], check=(_seeds_apart, _searched_method), doc="Hyperparameter search on tuning seeds, evaluated on others.")
 
-for _spec in (FINETUNE, SPARSE_FINETUNE, LORA, SELF_PRETRAIN, SEARCH):
+for _spec in (FINETUNE, SPARSE_FINETUNE, LORA, SELF_PRETRAIN):
     declare(_spec, "tune")
+# A search has no configs/method file: an hparams_search preset selects it for the method it searches.
+declare(SEARCH, "tune", usage="runner train -m hparams_search=lr_wd")

@@ -26,7 +26,7 @@ from torch import nn
 from overparam.engine import fit
 from overparam.engine.optim import total_steps
 from overparam.errors import UserError
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.shared.source import cached_phase, merged, replace_head
 
 
@@ -76,11 +76,11 @@ def sequence_reconstruction_loss(mask_fraction: float, noise: float):
 
 def run(params, context) -> dict:
     """Self-pretrain, then fine-tune, within the run's training length; optionally train from scratch too."""
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     options = params["self_pretrain"]
     seed = context.seed
-    total, _ = total_steps(cfg.train, len(setup.data.train_x))
+    total, _ = total_steps(settings.train, len(setup.data.train_x))
     pretrain_steps = max(1, int(round(float(options.pretrain_fraction) * total)))
     finetune_steps = total - pretrain_steps
     if finetune_steps < 1:
@@ -102,8 +102,8 @@ def run(params, context) -> dict:
         loss = reconstruction_loss(float(options.mask_fraction), float(options.noise))
 
     def pretrain() -> dict:
-        train = merged(cfg.train, {"steps": pretrain_steps, "eval_every": pretrain_steps})
-        kwargs = setup.fit_kwargs(train=train, optim=merged(cfg.optim, options["optim"].as_dict()))
+        train = merged(settings.train, {"steps": pretrain_steps, "eval_every": pretrain_steps})
+        kwargs = setup.fit_kwargs(train=train, optim=merged(settings.optim, options["optim"].as_dict()))
         # run=None: fit's val/test rows would score the decoder as a classifier; the phase is resumed whole.
         result = fit(pretrained, setup.data, None, tag="pretrain", label="self-pretrain", loss_fn=loss, **kwargs)
         return {"pretrain_steps": result.steps, "pretrain_seconds": round(result.seconds, 3)}
@@ -114,7 +114,7 @@ def run(params, context) -> dict:
     if not sequence:
         replace_head(model, setup.data.num_classes, seed + 2)
     result = fit(model, setup.data, run, tag="finetune", label="finetune",
-                 **setup.fit_kwargs(train=merged(cfg.train, {"steps": finetune_steps})))
+                 **setup.fit_kwargs(train=merged(settings.train, {"steps": finetune_steps})))
     run.save_checkpoint("model", model.state_dict())
     summary = {**result.flat(), **model_summary(model), "steps": total, "finetune_steps": finetune_steps, **figures}
     if options.baseline:
@@ -122,7 +122,7 @@ def run(params, context) -> dict:
 
         def from_scratch() -> dict:
             alone = fit(scratch, setup.data, None, tag="scratch", label="scratch",
-                        **setup.fit_kwargs(train=merged(cfg.train, {"steps": total})))
+                        **setup.fit_kwargs(train=merged(settings.train, {"steps": total})))
             return {k: v for k, v in alone.flat("scratch_").items() if isinstance(v, (int, float))}
 
         summary.update(cached_phase(run, "scratch", scratch, from_scratch))

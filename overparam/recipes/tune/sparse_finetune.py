@@ -19,7 +19,7 @@ from overparam.engine import fit
 from overparam.errors import UserError
 from overparam.kernels import masked_matmul
 from overparam.models.paths import modules_of_type, replace_module
-from overparam.recipes.common import model_summary, prepare
+from overparam.recipes.common import model_summary
 from overparam.recipes.shared.source import load_from_run
 
 TUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -87,8 +87,8 @@ def run(params, context) -> dict:
     """Train only the chosen subset of `from`'s weights; save the folded model."""
     from overparam.models.masked import MASKED_TYPES
 
-    cfg, run = context.cfg, context.run
-    setup = prepare(cfg)
+    settings, run = context.settings, context.run
+    setup = context.prepare()
     mask, fraction = params["sparse_finetune.mask"], params["sparse_finetune.fraction"]
     model = load_from_run(params["from"], setup)
     layers = dict(modules_of_type(model, TUNABLE))
@@ -112,7 +112,7 @@ def run(params, context) -> dict:
         parameter.requires_grad_(True)
     trainable = int(sum(int(w.subset.sum()) for w in wrapped.values()))
     total = sum(layer.weight.numel() for layer in layers.values())
-    result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", params=deltas,
+    result = fit(model, setup.data, run, tag="sparse_finetune", label="sparse_finetune", trainable=deltas,
                  **setup.fit_kwargs())
     for name, module in wrapped.items():
         replace_module(model, name, module.folded())
