@@ -152,3 +152,29 @@ def test_classifiers(lm_runs, model):
         assert summary["dense_test_accuracy"] == dense["test_accuracy"]
         assert summary["achieved_sparsity"] == pytest.approx(0.5, abs=0.05)
         assert summary["test_accuracy"] > 0.5 * dense["test_accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_hf_models_pruned_and_exported(lm_runs, kind):
+    from safetensors.torch import load_file
+
+    from hf_models import save_tiny
+    from lm_helpers import HF_RUN
+    from overparam.cli.export_hf import export_folder
+
+    root, train = lm_runs
+    folder = save_tiny(root / f"tiny_{kind}", kind, tokenizer=False, vocab=256)
+    base = [*HF_RUN, f"model.path={folder}"]
+    train(f"{kind}_dense", base=base)
+    for method, extra in (("wanda", "prune.pattern=2:4"), ("sparsegpt", "sparsity=0.5"), ("oneshot", "sparsity=0.5")):
+        summary, out = train(f"{kind}_{method}", f"method={method}", f"from={root / f'{kind}_dense'}", extra,
+                             *(["calib.samples=16"] if method != "oneshot" else []), base=base)
+        assert summary["pruned_layers"] == (8 if kind == "gpt2" else 14)
+        assert summary["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
+        assert summary["test_perplexity"] < 2 * summary["dense_test_perplexity"]
+    export_folder(str(root / f"{kind}_wanda"), root / f"{kind}_wanda_hf")
+    weights = load_file(str(root / f"{kind}_wanda_hf" / "model.safetensors"))
+    name = "transformer.h.0.mlp.c_fc.weight" if kind == "gpt2" else "model.layers.0.mlp.up_proj.weight"
+    weight = weights[name] if kind == "llama" else weights[name].T  # GPT-2's Conv1D stores (in, out)
+    assert torch.all((weight.reshape(weight.shape[0], -1, 4) != 0).sum(-1) <= 2)
