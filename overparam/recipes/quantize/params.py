@@ -53,7 +53,7 @@ QUANTIZE = Spec("quantize", [
           low=0.0, low_open=True),
     Param("quant.block_size", "int", 128, "gptq: columns per lazy block update", low=1),
     Param("quant.steps", "int", 200, "adaquant: optimizer steps per layer", low=1),
-    Param("quant.lr", "float", 1e-3, "adaquant: Adam learning rate of the weights (scales: a tenth of it)",
+    Param("quant.lr", "float", 1e-3, "adaquant: Adam learning rate (weights in grid steps, log-scales, bias)",
           low=0.0, low_open=True),
     Param("quant.batch_size", "int", 32, "adaquant: calibration inputs per step", low=1),
     Param("quant.bn_recalibrate", "bool", False, "re-estimate BatchNorm statistics on the calibration set "

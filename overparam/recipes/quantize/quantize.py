@@ -35,6 +35,7 @@ class Quantized:
     scale: torch.Tensor
     zero: torch.Tensor
     bias: torch.Tensor | None = None
+    figures: dict | None = None
 
 
 def grid_of(params, bits: int | None = None) -> Grid:
@@ -186,6 +187,9 @@ def run(params, context) -> dict:
         results = quantize_layers(model, layers, grid, calibration, params)
         grids = {name: grid for name in layers}
     stored = install(model, results, grids)
+    per_layer = {name: r.figures for name, r in results.items() if r.figures}
+    if per_layer:
+        extra["layer_fit"] = per_layer
     if params["quant.bn_recalibrate"]:
         extra["bn_recalibrated"] = recalibrate_batchnorm(model, calibration)
     after = evaluate_splits(model, setup.data)
