@@ -121,7 +121,7 @@ class AdaQuantMethod:
         return _Inputs()
 
     def prune(self, name: str, module: nn.Module, weight: torch.Tensor, collector):
-        from overparam.recipes.quantize.quantize import Quantized
+        from overparam.recipes.quantize.common import Quantized
 
         float_layer = self.float_model.get_submodule(name)
         inputs = collector.matrix()

@@ -97,7 +97,7 @@ class GPTQMethod:
         return Hessian(columns, device=module.weight.device)
 
     def prune(self, name: str, module: nn.Module, weight: torch.Tensor, collector):
-        from overparam.recipes.quantize.quantize import Quantized
+        from overparam.recipes.quantize.common import Quantized
 
         mask = getattr(module, "weight_mask", None)
         quantized, scale, zero = gptq_layer(weight, collector.matrix, self.grid,

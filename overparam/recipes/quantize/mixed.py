@@ -70,7 +70,8 @@ def mixed_precision(model: nn.Module, layers: dict[str, nn.Module], calibration,
     """(results, grids, summary figures) of the integer program's choice of widths."""
     import copy
 
-    from overparam.recipes.quantize.quantize import grid_of, output_kl, quantize_layers
+    from overparam.recipes.quantize.common import grid_of, output_kl
+    from overparam.recipes.quantize.layers import quantize_layers
 
     widths = sorted(set(params["quant.mixed_bits"]))
     names = list(layers)

@@ -16,32 +16,16 @@ loading the run (`from=`, `runner export`) dequantizes them into the exact weigh
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from overparam.errors import UserError
+from overparam.recipes.quantize.common import Quantized, grid_of, output_kl
+from overparam.recipes.quantize.layers import quantize_layers
 from overparam.recipes.quantize.quantizer import Grid, rows_of
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
-
-@dataclass
-class Quantized:
-    """One layer's result: the weight on its grid (layer shape), its scales and zero points, a new bias."""
-
-    weight: torch.Tensor
-    scale: torch.Tensor
-    zero: torch.Tensor
-    bias: torch.Tensor | None = None
-    figures: dict | None = None
-
-
-def grid_of(params, bits: int | None = None) -> Grid:
-    """The grid the parameters name (`bits` overrides quant.bits, for mixed precision)."""
-    return Grid(bits=int(bits or params["quant.bits"]), fmt=str(params["quant.format"]), sym=bool(params["quant.sym"]),
-                group_size=params["quant.group_size"])
 
 
 def targets(model: nn.Module, params) -> dict[str, nn.Module]:
@@ -88,34 +72,6 @@ def masks_of(layers: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     """{name: 0/1 mask} of the pruned layers among `layers`."""
     return {name: layer.weight_mask for name, layer in layers.items()
             if isinstance(getattr(layer, "weight_mask", None), torch.Tensor)}
-
-
-def rtn(layers: dict[str, nn.Module], grid: Grid) -> dict[str, Quantized]:
-    """Round to nearest, layer by layer (no data)."""
-    out = {}
-    for name, layer in layers.items():
-        weight = layer.weight.detach().float()
-        mask = getattr(layer, "weight_mask", None)
-        if mask is not None:
-            weight = weight * mask
-        rounded, scale, zero = grid.rtn(weight)
-        out[name] = Quantized(rounded, scale, zero)
-    return out
-
-
-def quantize_layers(model: nn.Module, layers: dict[str, nn.Module], grid: Grid, calibration, params,
-                    ) -> dict[str, Quantized]:
-    """Every layer of `layers` on `grid` by quant.method (the model itself is left as it is)."""
-    method = params["quant.method"]
-    if method == "rtn":
-        return rtn(layers, grid)
-    if method == "gptq":
-        from overparam.recipes.quantize.gptq import gptq_model
-
-        return gptq_model(model, list(layers), grid, calibration, params)
-    from overparam.recipes.quantize.adaquant import adaquant_model
-
-    return adaquant_model(model, list(layers), grid, calibration, params)
 
 
 @torch.no_grad()
@@ -219,16 +175,3 @@ def _cpu(weight):
 
     return QuantizedWeight(weight.codes.cpu(), weight.scale.cpu(), weight.zero.cpu(), weight.bits, weight.group,
                            weight.fmt, weight.shape)
-
-
-@torch.no_grad()
-def output_kl(reference: nn.Module, model: nn.Module, calibration, batch_size: int = 32) -> float:
-    """Mean KL(reference || model) of the output distributions on the calibration inputs (per example or token)."""
-    total, count = 0.0, 0
-    for batch in calibration.batches(batch_size):
-        p = torch.log_softmax(reference(batch).float(), dim=-1)
-        q = torch.log_softmax(model(batch).float(), dim=-1)
-        kl = (p.exp() * (p - q)).sum(-1)
-        total += float(kl.sum())
-        count += kl.numel()
-    return total / max(count, 1)
