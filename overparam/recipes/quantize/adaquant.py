@@ -16,6 +16,7 @@ import copy
 import torch
 from torch import nn
 
+from overparam.engine.optim import without_dynamo
 from overparam.recipes.quantize.quantizer import Grid, rows_of
 
 
@@ -81,7 +82,7 @@ def optimize_layer(weight: torch.Tensor, bias: torch.Tensor | None, inputs: torc
     groups = [{"params": [units], "lr": lr}, {"params": [log_scale], "lr": lr}]
     if trained_bias is not None:
         groups.append({"params": [trained_bias], "lr": lr})
-    optimizer = torch.optim.Adam(groups)
+    optimizer = without_dynamo(torch.optim.Adam)(groups)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     for _ in range(steps):
         index = torch.randint(len(inputs), (min(batch_rows, len(inputs)),), generator=generator).to(inputs.device)
