@@ -63,6 +63,11 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
     flat = codes.reshape(-1).to(torch.uint8)
     if bits == 8:
         return flat.clone()
+    if 8 % bits == 0:  # whole codes per byte (4 and 2 bits): the same stream, built byte-wise
+        per = 8 // bits
+        flat = torch.cat([flat, flat.new_zeros((-len(flat)) % per)]).view(-1, per).to(torch.int32)
+        shifts = torch.arange(8 - bits, -1, -bits, dtype=torch.int32, device=flat.device)
+        return (flat << shifts).sum(1).to(torch.uint8)
     shifts = torch.arange(bits - 1, -1, -1, dtype=torch.uint8, device=flat.device)
     stream = ((flat[:, None] >> shifts) & 1).reshape(-1)
     stream = torch.cat([stream, stream.new_zeros((-len(stream)) % 8)])
@@ -74,6 +79,9 @@ def unpack(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     """The first `count` codes of a bit stream made by `pack` (uint8, 1-D)."""
     if bits == 8:
         return packed[:count].clone()
+    if 8 % bits == 0:
+        shifts = torch.arange(8 - bits, -1, -bits, dtype=torch.uint8, device=packed.device)
+        return ((packed[:, None] >> shifts) & (2 ** bits - 1)).reshape(-1)[:count]
     shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)
     stream = ((packed[:, None] >> shifts) & 1).reshape(-1)[: count * bits]
     place = (2 ** torch.arange(bits - 1, -1, -1, device=packed.device)).to(torch.int32)

@@ -103,3 +103,12 @@ def test_encode_refuses_a_weight_off_its_grid():
     rounded, scale, zero = Grid(4).rtn(w)
     with pytest.raises(RuntimeError, match="not on its grid"):
         Grid(4).encode(rounded + scale[:, :1] * 0.3, scale, zero)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_packed_bytes_are_the_codes_bit_stream_most_significant_bit_first(bits):
+    codes = torch.randint(0, 2 ** bits, (37,), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    stream = "".join(format(int(c), f"0{bits}b") for c in codes)
+    stream += "0" * (-len(stream) % 8)
+    expected = [int(stream[i:i + 8], 2) for i in range(0, len(stream), 8)]
+    assert pack(codes, bits).tolist() == expected
