@@ -150,6 +150,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from overparam import hardware
+
+    print(hardware.describe_cpu(), "| load", open("/proc/loadavg").read().split()[0])
     print(f"torch {torch.__version__}, {args.threads} thread(s), quantized engine {torch.backends.quantized.engine}, "
           f"MLP block {args.width} -> {4 * args.width} -> {args.width}, {args.rounds} interleaved rounds")
     print(f"{'batch':>5} {'path':<12} {'ms':>8} {'ratio':>6} {'weight MB':>9} {'max_rel_err':>11} {'spread':>6}")
