@@ -41,6 +41,15 @@ def test_gptq_beats_round_to_nearest_on_a_gpt_and_keeps_embeddings_and_head(tmp_
     assert model.get_submodule(names[0].removesuffix(".weight")).weight.unique().numel() <= 8 * 32 * 2
 
 
+def test_gptq_refuses_the_head_of_a_language_model_and_writes_nothing(tmp_path, gpt_run):
+    from overparam.errors import UserError
+
+    with pytest.raises(UserError, match="head lies outside its transformer blocks"):
+        train_in_process([*GPT, "method=quantize", f"from={gpt_run}", "quant.method=gptq", "quant.output=true"],
+                         tmp_path / "head")
+    assert not (tmp_path / "head").exists()
+
+
 @pytest.mark.slow
 def test_bad_bits_on_the_command_line_is_one_line_exit_2_and_nothing_written(tmp_path, gpt_run):
     before = tree_digest(tmp_path)

@@ -111,8 +111,9 @@ def optimize_layer(weight: torch.Tensor, bias: torch.Tensor | None, inputs: torc
 class AdaQuantMethod:
     """The layer-wise driver's method: inputs collected per layer, then `optimize_layer` against float targets."""
 
-    def __init__(self, grid: Grid, params, float_inputs: dict[str, torch.Tensor], float_model: nn.Module):
-        self.grid, self.float_inputs, self.float_model = grid, float_inputs, float_model
+    def __init__(self, grids: dict[str, Grid], params, float_inputs: dict[str, torch.Tensor],
+                 float_model: nn.Module):
+        self.grids, self.float_inputs, self.float_model = grids, float_inputs, float_model
         self.steps, self.lr = int(params["quant.steps"]), float(params["quant.lr"])
         self.samples = int(params["calib.samples"])
         self.batch_size, self.seed = int(params["quant.batch_size"]), int(params["calib.seed"])
@@ -134,7 +135,7 @@ class AdaQuantMethod:
         bias = module.bias.detach().float() if module.bias is not None else None
         with torch.enable_grad():
             quantized, scale, zero, new_bias, figures = optimize_layer(
-                weight, bias, inputs, target, self.grid, mask=None if mask is None else mask.flatten(1).float(),
+                weight, bias, inputs, target, self.grids[name], mask=None if mask is None else mask.flatten(1).float(),
                 steps=self.steps, lr=self.lr, batch_rows=max(1, len(inputs) * self.batch_size // self.samples),
                 seed=self.seed)
         if new_bias is not None:
@@ -162,14 +163,16 @@ def float_layer_inputs(model: nn.Module, names: list[str], inputs: torch.Tensor,
     return {name: collected.matrix() for name, collected in kept.items()}
 
 
-def adaquant_model(model: nn.Module, names: list[str], grid: Grid, calibration, params) -> dict:
-    """{name: Quantized} of sequential AdaQuant on a copy of `model` (the model itself is left as it is)."""
+def adaquant_model(model: nn.Module, grids: dict[str, Grid], calibration, params) -> dict:
+    """{name: Quantized} of sequential AdaQuant on the layers `grids` names, each on its grid, on a copy of
+    `model` (the model itself is left as it is)."""
     from overparam.recipes.shared.layerwise import run_layerwise
 
     batch_size = 8
     model.eval()
+    names = list(grids)
     targets = float_layer_inputs(model, names, calibration.inputs, batch_size)
     work = copy.deepcopy(model)
-    method = AdaQuantMethod(grid, params, targets, model)
+    method = AdaQuantMethod(grids, params, targets, model)
     run_layerwise(work, calibration.inputs, method, targets=names, batch_size=batch_size)
     return method.results

@@ -85,8 +85,8 @@ def gptq_layer(weight: torch.Tensor, hessian: torch.Tensor, grid: Grid, *, mask:
 class GPTQMethod:
     """The layer-wise driver's method: a Hessian per layer, then `gptq_layer`; results kept by layer name."""
 
-    def __init__(self, grid: Grid, params):
-        self.grid = grid
+    def __init__(self, grids: dict[str, Grid], params):
+        self.grids = grids
         self.block_size, self.damp = int(params["quant.block_size"]), float(params["quant.damp"])
         self.act_order = bool(params["quant.act_order"])
         self.results: dict = {}
@@ -100,18 +100,19 @@ class GPTQMethod:
         from overparam.recipes.quantize.common import Quantized
 
         mask = getattr(module, "weight_mask", None)
-        quantized, scale, zero = gptq_layer(weight, collector.matrix, self.grid,
+        quantized, scale, zero = gptq_layer(weight, collector.matrix, self.grids[name],
                                             mask=None if mask is None else mask.flatten(1),
                                             block_size=self.block_size, damp=self.damp, act_order=self.act_order)
         self.results[name] = Quantized(quantized.reshape(module.weight.shape), scale, zero)
         return quantized, torch.ones_like(weight, dtype=torch.bool)
 
 
-def gptq_model(model: nn.Module, names: list[str], grid: Grid, calibration, params) -> dict:
-    """{name: Quantized} of GPTQ on a copy of `model` (the model itself is left as it is)."""
+def gptq_model(model: nn.Module, grids: dict[str, Grid], calibration, params) -> dict:
+    """{name: Quantized} of GPTQ on the layers `grids` names, each on its grid, on a copy of `model` (the model
+    itself is left as it is)."""
     from overparam.recipes.shared.layerwise import run_layerwise
 
     work = copy.deepcopy(model)
-    method = GPTQMethod(grid, params)
-    run_layerwise(work, calibration.inputs, method, targets=names, batch_size=8)
+    method = GPTQMethod(grids, params)
+    run_layerwise(work, calibration.inputs, method, targets=list(grids), batch_size=8)
     return method.results

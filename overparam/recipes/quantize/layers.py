@@ -8,10 +8,11 @@ from overparam.recipes.quantize.common import Quantized
 from overparam.recipes.quantize.quantizer import Grid
 
 
-def rtn(layers: dict[str, nn.Module], grid: Grid) -> dict[str, Quantized]:
+def rtn(layers: dict[str, nn.Module], grids: dict[str, Grid]) -> dict[str, Quantized]:
     """Round to nearest, layer by layer (no data)."""
     out = {}
     for name, layer in layers.items():
+        grid = grids[name]
         weight = layer.weight.detach().float()
         mask = getattr(layer, "weight_mask", None)
         if mask is not None:
@@ -21,16 +22,18 @@ def rtn(layers: dict[str, nn.Module], grid: Grid) -> dict[str, Quantized]:
     return out
 
 
-def quantize_layers(model: nn.Module, layers: dict[str, nn.Module], grid: Grid, calibration, params,
-                    ) -> dict[str, Quantized]:
-    """Every layer of `layers` on `grid` by quant.method (the model itself is left as it is)."""
+def quantize_layers(model: nn.Module, layers: dict[str, nn.Module], grid: Grid | dict[str, Grid], calibration,
+                    params) -> dict[str, Quantized]:
+    """Every layer of `layers` on `grid` (one for all, or {name: grid}) by quant.method, in the model's order
+    (the model itself is left as it is)."""
+    grids = grid if isinstance(grid, dict) else {name: grid for name in layers}
     method = params["quant.method"]
     if method == "rtn":
-        return rtn(layers, grid)
+        return rtn(layers, grids)
     if method == "gptq":
         from overparam.recipes.quantize.gptq import gptq_model
 
-        return gptq_model(model, list(layers), grid, calibration, params)
+        return gptq_model(model, grids, calibration, params)
     from overparam.recipes.quantize.adaquant import adaquant_model
 
-    return adaquant_model(model, list(layers), grid, calibration, params)
+    return adaquant_model(model, grids, calibration, params)

@@ -1,15 +1,17 @@
 """Mixed precision by integer programming (Hubara et al. 2021, section 4): a bit-width per layer that minimizes
 the summed loss increase under a size budget.
 
-Each layer is quantized at every candidate width (`quant.mixed_bits`, by `quant.method`); the loss increase of
-layer l at width b is measured on the calibration set with only that layer quantized (the KL divergence of the
-model's output distribution from the float model's, so no labels are needed; per example, or per token of a
-language model), and assumed additive over layers, as in the paper. The program
+Each layer is quantized alone at every candidate width (`quant.mixed_bits`, by `quant.method`, on the float
+model's inputs); the loss increase of layer l at width b is measured on the calibration set with only that
+layer quantized (the KL divergence of the model's output distribution from the float model's, so no labels
+are needed; per example, or per token of a language model), and assumed additive over layers, as in the
+paper. The program
 
     minimize sum_l,b  dL[l, b] x[l, b]   s.t.  sum_b x[l, b] = 1 (each l),  sum_l,b  n_l b x[l, b] <= budget,
     x binary,  budget = quant.avg_bits * sum_l n_l  (n_l: the layer's weights; scales not counted)
 
-is solved exactly with `scipy.optimize.milp` (HiGHS branch and bound).
+is solved exactly with `scipy.optimize.milp` (HiGHS branch and bound). The chosen widths are then quantized
+together, in sequence as the method does (GPTQ and AdaQuant see the inputs the chosen precisions produce).
 """
 
 from __future__ import annotations
@@ -75,17 +77,20 @@ def mixed_precision(model: nn.Module, layers: dict[str, nn.Module], calibration,
 
     widths = sorted(set(params["quant.mixed_bits"]))
     names = list(layers)
-    by_width = {bits: quantize_layers(model, layers, grid_of(params, bits), calibration, params) for bits in widths}
     reference = copy.deepcopy(model)
-    loss = np.array([[_with_layer(model, name, by_width[bits][name], lambda: output_kl(reference, model, calibration))
-                      for bits in widths] for name in names])
+
+    def increase(name: str, bits: int) -> float:
+        alone = quantize_layers(model, {name: layers[name]}, grid_of(params, bits), calibration, params)[name]
+        return _with_layer(model, name, alone, lambda: output_kl(reference, model, calibration))
+
+    loss = np.array([[increase(name, bits) for bits in widths] for name in names])
     counts = np.array([layers[name].weight.numel() for name in names], dtype=float)
     size = counts[:, None] * np.array(widths, dtype=float)[None, :]
     budget = float(params["quant.avg_bits"]) * counts.sum()
     choice = solve(loss, size, budget)
     chosen = {name: widths[c] for name, c in zip(names, choice)}
-    results = {name: by_width[chosen[name]][name] for name in names}
     grids = {name: grid_of(params, chosen[name]) for name in names}
+    results = quantize_layers(model, layers, grids, calibration, params)
     figures = {"mixed_bits_chosen": chosen, "mixed_budget_avg_bits": float(params["quant.avg_bits"]),
                "mixed_predicted_kl": float(sum(loss[i, c] for i, c in enumerate(choice))),
                "mixed_layer_kl": {name: {str(b): float(loss[i, j]) for j, b in enumerate(widths)}

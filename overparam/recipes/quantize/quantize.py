@@ -40,12 +40,30 @@ def targets(model: nn.Module, params) -> dict[str, nn.Module]:
         raise UserError(f"quant.layers={patterns} match no Linear/Conv layer of the model"
                         + ("" if params["quant.output"] else f" (the output layer {output} is kept unless "
                                                              "quant.output=true)"))
+    if params["quant.method"] != "rtn":
+        _layerwise_fits(model, chosen, params["quant.method"])
     group = params["quant.group_size"]
     for name, module in chosen.items():
         columns = rows_of(module.weight).shape[1]
         if group is not None and columns % int(group):
             raise UserError(f"quant.group_size={group} does not divide layer {name}'s {columns} input columns")
     return chosen
+
+
+def _layerwise_fits(model: nn.Module, chosen: dict[str, nn.Module], method: str) -> None:
+    """GPTQ and AdaQuant go layer by layer (a language model block by block): their layers must fit that."""
+    from overparam.recipes.shared.layerwise import transformer_blocks
+
+    grouped = [name for name, module in chosen.items() if getattr(module, "groups", 1) != 1]
+    if grouped:
+        raise UserError(f"quant.method={method} needs groups=1 convolutions; {grouped[0]} is grouped "
+                        f"(quant.method=rtn quantizes it, or leave it out of quant.layers)")
+    if getattr(model, "language_model", False):
+        found = transformer_blocks(model)
+        outside = [name for name in chosen if found is None or not name.startswith(found[0] + ".")]
+        if outside:
+            raise UserError(f"quant.method={method} quantizes a language model block by block; {outside[0]} lies "
+                            f"outside its transformer blocks (quant.method=rtn quantizes it, or leave it out)")
 
 
 def _source_is_quantized(ref) -> bool:
