@@ -43,3 +43,10 @@ def test_classifier_examples_without_replacement():
     assert sorted(drawn.inputs[:, 0].tolist()) == x[:, 0].tolist()
     with pytest.raises(UserError, match="calib.samples=11"):
         calibration.draw(data, 11)
+
+
+def test_more_tokens_than_the_train_split_holds_is_refused(corpus):
+    tokens = corpus.train_x.numel()
+    calibration.draw(corpus, tokens // 16, 16)
+    with pytest.raises(UserError, match=f"the train split holds {tokens}"):
+        calibration.draw(corpus, tokens // 16 + 1, 16)

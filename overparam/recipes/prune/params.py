@@ -1,4 +1,5 @@
-"""The prune family's parameters (imp, oneshot, snip, grasp, synflow, random_prune, channel, nm, data_diet).
+"""The prune family's parameters (imp, oneshot, snip, grasp, synflow, random_prune, channel, nm, data_diet, wanda,
+sparsegpt).
 
 Torch-free: `runner ls method imp` reads these.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 from overparam.errors import UserError
 from overparam.methods import declare
 from overparam.params import Param, Params, Spec
-from overparam.recipes.shared.choices import DISTRIBUTIONS, SCOPES, parse_rewind
+from overparam.recipes.shared.choices import (DISTRIBUTIONS, SCOPES, check_sparsity, from_required,
+                                             parse_rewind)
+from overparam.specs import CALIB
 
 CONTROLS = ("none", "random_reinit", "random_mask", "random_prune")
 LR_SCHEDULES = ("ft", "lrw", "clr")
@@ -31,6 +34,23 @@ def _rewind_inside_training(params: Params, cfg: dict) -> None:
         raise UserError(f"rewind={params.rewind} is not before the end of training (train.steps={steps})")
     if kind == "ep" and epochs is not None and amount >= float(epochs):
         raise UserError(f"rewind={params.rewind} is not before the end of training (train.epochs={epochs})")
+
+
+def _oneshot_rules(params: Params, cfg: dict) -> None:
+    """Without from=: the training rules; with it: a one-pass pruning, which neither rewinds nor trains."""
+    if not params["from"]:
+        if params["prune.scope"] == "row" or params["prune.pattern"] is not None:
+            raise UserError("prune.scope=row and prune.pattern prune a finished run: add from=<run> (N:M with "
+                            "training: method=nm)")
+        _rewind_inside_training(params, cfg)
+        return
+    check_sparsity(params, cfg)
+    if params.rewind != "init" or params["retrain.lr_schedule"] != "lrw":
+        raise UserError("with from=, method=oneshot prunes once and does not retrain (rewind, retrain.* do not "
+                        "apply); fine-tune the result with method=finetune from=<this run>")
+    if params["prune.output_rate"] not in (None, 1.0):
+        raise UserError("with from=, the output layer stays dense (as in the one-shot papers): prune.output_rate "
+                        "does not apply")
 
 
 def _imp_rules(params: Params, cfg: dict) -> None:
@@ -70,11 +90,33 @@ IMP = Spec("imp", [
     Param("control", "choice", "none", "lottery-ticket control run on the same levels", choices=CONTROLS),
 ], check=_imp_rules, extends=(REWIND,), doc="Iterative magnitude pruning with rewinding (lottery tickets).")
 
+FROM = Param("from", "run", None, "the finished run to prune: <run dir> or <run dir>@level_<L>", optional=True)
+PATTERN_DOC = "n:m (2:4, 4:8): keep n of every m consecutive weights of a row; null: unstructured at `sparsity`"
+
 ONESHOT = Spec("oneshot", [
-    Param("prune.scope", "choice", "global", SCOPE_DOC, choices=SCOPES, optional=True),
+    FROM,
+    Param("prune.scope", "choice", "global", SCOPE_DOC + " | row (with from=): the same fraction per output row",
+          choices=SCOPES + ("row",), optional=True),
+    Param("prune.pattern", "str", None, "with from=: " + PATTERN_DOC, optional=True),
     Param("prune.output_rate", "float", 1.0, OUTPUT_RATE_DOC, low=0.0, high=1.0, optional=True),
     Param("prune.cache", "bool", True, "share the dense level 0 between jobs that differ only in `sparsity`"),
-], check=_rewind_inside_training, extends=(REWIND,), doc="One-shot magnitude pruning, then rewind or retrain.")
+], check=_oneshot_rules, extends=(REWIND,),
+    doc="One-shot magnitude pruning, then rewind or retrain; with from=<run>: one pass, no retraining.")
+
+WANDA = Spec("wanda", [
+    FROM,
+    Param("prune.pattern", "str", None, PATTERN_DOC, optional=True),
+], check=(from_required("wanda"), check_sparsity), extends=(CALIB,),
+    doc="Wanda: one-shot pruning of a run by |W| x input norm, per output row.")
+
+SPARSEGPT = Spec("sparsegpt", [
+    FROM,
+    Param("prune.pattern", "str", None, PATTERN_DOC, optional=True),
+    Param("sparsegpt.blocksize", "int", 128, "columns per lazy-update block (and per adaptive mask choice)", low=1),
+    Param("sparsegpt.percdamp", "float", 0.01, "dampening: this fraction of the Hessian's mean diagonal is added "
+          "to it", low=0.0, low_open=True),
+], check=(from_required("sparsegpt"), check_sparsity), extends=(CALIB,),
+    doc="SparseGPT: one-shot pruning of a run with OBS weight reconstruction.")
 
 AT_INIT = Spec("at_init", [
     Param("prune.scope", "choice", "global", SCOPE_DOC, choices=SCOPES),
@@ -125,5 +167,5 @@ DATA_DIET = Spec("data_diet", [
     Param("diet.epochs", "float", 2, "epochs each scoring model trains before scoring", low=0, low_open=True),
 ], doc="Data pruning by EL2N or GraNd early-training scores.")
 
-for _spec in (IMP, ONESHOT, SNIP, GRASP, SYNFLOW, RANDOM_PRUNE, CHANNEL, NM, DATA_DIET):
+for _spec in (IMP, ONESHOT, SNIP, GRASP, SYNFLOW, RANDOM_PRUNE, CHANNEL, NM, DATA_DIET, WANDA, SPARSEGPT):
     declare(_spec, "prune")

@@ -56,6 +56,10 @@ def draw(data, samples: int, seq_len: int | None = None, seed: int = 0) -> Calib
         if length > block:
             raise UserError(f"calib.seq_len={length} is longer than the dataset's blocks ({block} tokens); "
                             f"set calib.seq_len <= {block} or a larger dataset.block_size")
+        available = int(train_x.numel())
+        if samples * length > available:
+            raise UserError(f"calib.samples={samples} x calib.seq_len={length} = {samples * length} calibration "
+                            f"tokens; the train split holds {available}: ask for fewer")
         rows = torch.randint(len(train_x), (samples,), generator=generator)
         offsets = torch.randint(block - length + 1, (samples,), generator=generator)
         index = (offsets[:, None] + torch.arange(length)[None, :]).to(train_x.device)
