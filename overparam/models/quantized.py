@@ -15,8 +15,8 @@ stays a flat map of names to tensors):
   1..8: 4-bit codes two per byte, 3-bit codes eight per three bytes, 2-bit codes four per byte);
   `<module>.weight.qscale` float32 (rows, groups); `<module>.weight.qzero` uint8 (rows, groups);
   `<module>.weight.qmeta` int64 [bits, group, format index, *weight shape].
-`dequantize_state` turns such a state back into the float state dict the model loads, bit for bit the
-weights the quantizing run evaluated.
+A pruned layer's mask `<module>.weight_mask` is kept beside them as bool. `dequantize_state` turns such a state
+back into the float state dict the model loads, bit for bit the weights the quantizing run evaluated.
 """
 
 from __future__ import annotations
@@ -150,10 +150,13 @@ def packed_weights(state: dict) -> list[str]:
 
 
 def quantize_state(state: dict, weights: dict[str, QuantizedWeight]) -> dict:
-    """A float state dict with the weights in `weights` replaced by their packed entries."""
+    """A float state dict with the weights in `weights` replaced by their packed entries (and their masks, a
+    pruned source's `<weight>_mask`, stored as bool: a byte per weight instead of four)."""
     out = {k: v for k, v in state.items() if k not in weights}
     for name, weight in weights.items():
         out.update(weight.tensors(name))
+        if f"{name}_mask" in out:
+            out[f"{name}_mask"] = out[f"{name}_mask"].bool()
     return out
 
 
@@ -163,4 +166,6 @@ def dequantize_state(state: dict) -> dict:
     out = {k: v for k, v in state.items() if k.rpartition(".")[2] not in SUFFIXES or k.rpartition(".")[0] not in names}
     for name in names:
         out[name] = QuantizedWeight.from_tensors(state, name).dequantize()
+        if out.get(f"{name}_mask") is not None and out[f"{name}_mask"].dtype == torch.bool:
+            out[f"{name}_mask"] = out[f"{name}_mask"].to(out[name].dtype)
     return out

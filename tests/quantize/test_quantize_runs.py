@@ -67,7 +67,12 @@ def test_a_pruned_run_quantized_keeps_its_zeros(tmp_path, quantize):
     pruned = tmp_path / "pruned"
     train_in_process([*MLP, "method=oneshot", "sparsity=0.5", "rewind=none"], pruned)
     out, summary = quantize("pruned_gptq", "quant.method=gptq", "quant.bits=3", source=pruned)
-    stored = dequantize_state(weights(out))
+    raw = weights(out)
+    assert raw["fc0.weight_mask"].dtype == torch.bool  # a byte per weight beside the packed codes
+    stored = dequantize_state(raw)
+    assert stored["fc0.weight_mask"].dtype == torch.float32
+    loaded, _ = load_run_model(out)
+    assert torch.equal(loaded.fc0.weight_mask, stored["fc0.weight_mask"])
     for name in ("fc0", "fc1"):
         mask = stored[f"{name}.weight_mask"].bool()
         assert (~mask).float().mean() > 0.3
