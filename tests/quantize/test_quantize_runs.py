@@ -119,3 +119,23 @@ def test_quantizing_a_quantized_run_is_refused(tmp_path, quantize):
     with pytest.raises(UserError, match="is quantized already"):
         train_in_process([*MLP, "method=quantize", f"from={once}"], out)
     assert not out.exists()
+
+
+def test_batchnorm_recalibration_takes_the_calibration_sets_statistics():
+    from torch import nn
+
+    from overparam.recipes.quantize.quantize import recalibrate_batchnorm
+    from overparam.recipes.shared.calibration import Calibration
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    inputs = torch.randn(96, 6) * 3 + 1
+    calibration = Calibration(inputs=inputs, digest="", samples=96, seq_len=None, seed=0)
+    assert recalibrate_batchnorm(model, calibration, batch_size=32) == 1
+    hidden = model[0](inputs).detach()
+    norm = model[1]
+    assert torch.allclose(norm.running_mean, hidden.mean(0), atol=1e-5)
+    # the cumulative average of the three batches' unbiased variances
+    expected = torch.stack([hidden[i:i + 32].var(0) for i in range(0, 96, 32)]).mean(0)
+    assert torch.allclose(norm.running_var, expected, atol=1e-5)
+    assert not model.training and norm.momentum == 0.1
