@@ -95,12 +95,33 @@ def test_export_gives_the_floats_or_the_packed_form(tmp_path, quantize, dense_ru
         export_packed(str(dense_run[0]), tmp_path / "none.safetensors")
 
 
+RULES = [
+    ({"quant.bits": 5}, "quant.bits=5 is not supported"),
+    ({"quant.format": "nf4", "quant.bits": 3}, "quant.format=nf4 is a 4-bit format"),
+    ({"quant.avg_bits": 1.5}, "quant.avg_bits=1.5 is below the smallest model"),
+    ({"quant.act_order": True}, "quant.act_order applies to quant.method=gptq"),
+    ({"quant.avg_bits": 3.0, "quant.format": "fp4"}, "quant.avg_bits (mixed precision) chooses integer"),
+]
+
+
+@pytest.mark.parametrize("changes,message", RULES, ids=[r[1].split()[0] for r in RULES])
+def test_the_declared_rules_refuse_bad_settings(dense_run, changes, message):
+    from overparam.recipes.quantize.params import QUANTIZE
+
+    flat = {**QUANTIZE.defaults(), "from": str(dense_run[0]), **changes}
+    tree: dict = {}
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        QUANTIZE.validate(tree)
+
+
 BAD = [
-    (["quant.bits=5"], "quant.bits=5 is not supported"),
     (["quant.group_size=7"], "quant.group_size=7 does not divide layer fc0's 40 input columns"),
-    (["quant.format=nf4", "quant.bits=3"], "quant.format=nf4 is a 4-bit format"),
-    (["quant.avg_bits=1.5"], "quant.avg_bits=1.5 is below the smallest model"),
-    (["quant.act_order=true"], "quant.act_order applies to quant.method=gptq"),
     (["quant.layers=[nothing*]"], "match no Linear/Conv layer"),
 ]
 
