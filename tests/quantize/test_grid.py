@@ -112,3 +112,25 @@ def test_packed_bytes_are_the_codes_bit_stream_most_significant_bit_first(bits):
     stream += "0" * (-len(stream) % 8)
     expected = [int(stream[i:i + 8], 2) for i in range(0, len(stream), 8)]
     assert pack(codes, bits).tolist() == expected
+
+
+@pytest.mark.parametrize("grid", [Grid(3), Grid(4, sym=True, group_size=8), Grid(4, "nf4", group_size=16)])
+def test_adaquants_straight_through_values_are_the_grids_rounding_with_identity_gradients(grid):
+    from overparam.recipes.quantize.adaquant import ste_values
+
+    w = weight().requires_grad_(True)
+    rounded, scale, zero = grid.rtn(w.detach())
+    values = ste_values(grid, w, scale, zero)
+    assert torch.allclose(values, rounded, atol=1e-6)
+    values.sum().backward()
+    # straight through: gradient 1 wherever the grid's integer range holds the weight, 0 where it is clamped
+    group = grid.group(32)
+    expanded = lambda t: t.repeat_interleave(group, 1)  # noqa: E731
+    if grid.fmt == "int":
+        position = w.detach() * (1.0 / expanded(scale)) + expanded(zero)
+        inside = (position >= 0) & (position <= grid.maxq)
+    else:
+        inside = torch.ones_like(w, dtype=torch.bool)
+    assert inside.float().mean() > 0.8
+    assert torch.allclose(w.grad[inside], torch.ones_like(w.grad[inside]))
+    assert torch.all(w.grad[~inside] == 0)

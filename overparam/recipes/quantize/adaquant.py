@@ -17,11 +17,8 @@ import torch
 from torch import nn
 
 from overparam.engine.optim import without_dynamo
+from overparam.models.quantized import table
 from overparam.recipes.quantize.quantizer import Grid, rows_of
-
-
-def _round_ste(x: torch.Tensor) -> torch.Tensor:
-    return x + (torch.round(x) - x).detach()
 
 
 def ste_values(grid: Grid, weight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
@@ -32,18 +29,17 @@ def ste_values(grid: Grid, weight: torch.Tensor, scale: torch.Tensor, zero: torc
     w = weight.reshape(rows, columns // group, group)
     s, z = scale[..., None], zero[..., None]
     if grid.fmt != "int":
-        book = torch.tensor(grid_table(grid.fmt), dtype=weight.dtype, device=weight.device)
+        book = table(grid.fmt, weight.device, weight.dtype)
         normalized = w / s
         nearest = book[(normalized.unsqueeze(-1) - book).abs().argmin(-1)]
         return ((normalized + (nearest - normalized).detach()) * s).reshape(rows, columns)
-    q = torch.clamp(_round_ste(w / s) + z, 0, grid.maxq)
+    # x * (1/s), as Grid.fake and torch's fake quantization (a symmetric grid's extremes sit on exact ties); the
+    # gradient passes wherever the unrounded position lies on the grid's range, also where it rounds to an end
+    position = w * (1.0 / s)
+    hard = torch.clamp(torch.round(position) + z, 0, grid.maxq)
+    soft = torch.clamp(position + z, 0, grid.maxq)
+    q = soft + (hard - soft).detach()
     return ((q - z) * s).reshape(rows, columns)
-
-
-def grid_table(fmt: str):
-    from overparam.models.quantized import TABLES
-
-    return TABLES[fmt]
 
 
 class _Inputs:
