@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 # The recipe families, bottom-up order of no importance; each declares its methods in recipes/<family>/params.py.
-FAMILIES = ("prune", "merge", "tune", "distill", "analysis")
+FAMILIES = ("prune", "merge", "tune", "distill", "analysis", "quantize")
 _DECLARING = ("overparam.recipes.params",) + tuple(f"overparam.recipes.{family}.params" for family in FAMILIES)
 
 

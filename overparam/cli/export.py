@@ -21,6 +21,7 @@ EPILOG = """examples:
   runner export outputs/2026-11-23/10-00-00 --to ticket.safetensors
   runner export outputs/2026-11-23/10-00-00@level_7 --to level7.safetensors
   runner export outputs/2026-11-23/10-00-00 --to lm_folder --format hf
+  runner export outputs/2026-11-24/09-00-00 --to q4.safetensors --packed   (a quantized run, as integers)
 Load it:  model.load_state_dict(safetensors.torch.load_file("ticket.safetensors"), strict=True)"""
 
 
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hf: a Hugging Face folder (--to DIR) that AutoModelForCausalLM loads (language models)")
     parser.add_argument("--no-shrink", action="store_true",
                         help="keep a channel-pruned model at full size (removed channels as zeros)")
+    parser.add_argument("--packed", action="store_true",
+                        help="a quantized run (method=quantize) as stored: bit-packed integer codes with their "
+                             "scales and zero points (overparam.models.quantized); default: the dequantized floats")
     parser.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return parser
 
@@ -135,6 +139,45 @@ def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False
     return meta
 
 
+def export_packed(run: str, to: str | Path, *, force: bool = False) -> dict:
+    """Write a quantized run's packed state (codes, scales, zero points, meta per weight) and its JSON."""
+    from safetensors.torch import save
+
+    from overparam.models.quantized import FORMATS, packed_weights
+    from overparam.store.atomic import atomic_write_bytes, atomic_write_json
+    from overparam.store.checkpoint import file_sha256, load_state
+    from overparam.store.load import RunRef, check_finished
+
+    to = Path(to)
+    if to.suffix != ".safetensors":
+        raise UserError(f"--to {to}: the file name must end in .safetensors")
+    meta_path = to.with_suffix(".json")
+    for path in (to, meta_path):
+        if path.exists() and not force:
+            raise UserError(f"{path} exists; give --force to overwrite it")
+    ref = RunRef.parse(run)
+    info = check_finished(ref.root)
+    if not ref.has_weights():
+        raise UserError(f"{ref.root} has no weights at {ref.weights.relative_to(ref.root)}")
+    state = load_state(ref.weights)
+    names = packed_weights(state)
+    if not names:
+        raise UserError(f"{run} holds no quantized weights (--packed exports a method=quantize run)")
+    quantized = {}
+    for name in names:
+        bits, group, fmt, *shape = [int(v) for v in state[f"{name}.qmeta"].tolist()]
+        quantized[name] = {"bits": bits, "group": group, "format": FORMATS[fmt], "shape": shape}
+    meta = {"format": "packed quantized state (overparam.models.quantized.dequantize_state gives the floats): "
+                      "<weight>.qcodes bit-packed codes, .qscale, .qzero, .qmeta [bits, group, format, *shape]",
+            "source": str(ref.root), "level": ref.tag, "method": info.get("method"),
+            "config_hash": info.get("config_hash"), "quantized": quantized}
+    atomic_write_bytes(to, save({k: v.contiguous() for k, v in state.items()}, metadata={"source": str(ref.root)}))
+    meta["bytes"] = to.stat().st_size
+    meta["sha256"] = file_sha256(to)
+    atomic_write_json(meta_path, meta)
+    return meta
+
+
 def _check_same_outputs(reference, plain, state, x) -> None:
     """The exported weights, loaded strictly into plain layers, give the masked model's outputs on test inputs."""
     import torch
@@ -155,6 +198,11 @@ def main(argv: list[str]) -> int:
 
         meta = export_folder(args.run, args.to, force=args.force)
         print(f"wrote {args.to} ({meta['model']} as a Hugging Face folder, tokenizer: {meta['tokenizer']})")
+        return 0
+    if args.packed:
+        meta = export_packed(args.run, args.to, force=args.force)
+        print(f"wrote {args.to} ({len(meta['quantized'])} quantized weights, {meta['bytes']:,} bytes)")
+        print(f"wrote {Path(args.to).with_suffix('.json')}", file=sys.stderr)
         return 0
     meta = export(args.run, args.to, shrink=not args.no_shrink, force=args.force)
     sparsity = f", {meta['sparsity']:.1%} of prunable weights zero" if meta["sparsity"] is not None else ""

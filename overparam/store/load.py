@@ -228,6 +228,10 @@ def load_run_model(ref: str | Path | RunRef, device: str = "cpu", data=None, dat
     state = load_state(ref.weights)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{ref.weights} is not a model state_dict")
+    from overparam.models.quantized import dequantize_state, is_packed
+
+    if is_packed(state):  # a quantized run: packed integers back to the float weights it evaluated
+        state = dequantize_state(state)
     if data is None:
         from overparam.data import load_dataset
 

@@ -20,7 +20,9 @@ def load_weights(ref: RunRef, device: str = "cpu") -> dict:
     state = load_state(ref.weights, device=device)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(f"{ref.weights} is not a model state_dict")
-    return state
+    from overparam.models.quantized import dequantize_state, is_packed
+
+    return dequantize_state(state) if is_packed(state) else state
 
 
 def is_mask(key: str) -> bool:

@@ -1,0 +1,1 @@
+"""The quantize family: post-training quantization stored as packed integers."""
