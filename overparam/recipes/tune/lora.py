@@ -71,6 +71,12 @@ def row_norm(weight: torch.Tensor) -> torch.Tensor:
     return torch.linalg.norm(weight.reshape(weight.shape[0], -1), dim=1)
 
 
+def safe(norm: torch.Tensor) -> torch.Tensor:
+    """DoRA's divisor: a norm of zero (a row pruned away entirely) counts as one, so that row stays zero
+    instead of becoming 0 / 0 (peft divides by zero there; a dense row is never exactly zero in practice)."""
+    return torch.where(norm == 0, torch.ones_like(norm), norm)
+
+
 def merged_layer(base: nn.Module, weight: torch.Tensor, masked: bool) -> nn.Module:
     """`base` carrying `weight`: a masked base stays masked when `masked` (the weight is then zero off the
     mask already), else it becomes a plain dense layer."""
@@ -154,7 +160,7 @@ class LoRA(nn.Module):
 
     def direction_scale(self) -> torch.Tensor:
         """DoRA's m / ||W + s B A|| per output row (norm detached), shaped to broadcast over outputs."""
-        norm = row_norm(effective_weight(self.base) + self.delta_weight()).detach()
+        norm = safe(row_norm(effective_weight(self.base) + self.delta_weight())).detach()
         factor = self.magnitude / norm
         return factor.reshape(-1, *([1] * (self.base.weight.dim() - 2)))
 
@@ -178,7 +184,7 @@ class LoRA(nn.Module):
         """A plain layer with the adapted weight: same outputs, no adapter (masked again when the update is)."""
         weight = effective_weight(self.base) + self.delta_weight()
         if self.magnitude is not None:
-            weight = weight * (self.magnitude / row_norm(weight)).reshape(-1, *([1] * (weight.dim() - 1)))
+            weight = weight * (self.magnitude / safe(row_norm(weight))).reshape(-1, *([1] * (weight.dim() - 1)))
         return merged_layer(self.base, weight, self.masked)
 
     def trainable(self) -> list[nn.Parameter]:
@@ -309,14 +315,14 @@ def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def sparsity_of(model: nn.Module) -> dict:
-    """{"merged_sparsity": the masked share of the prunable weights} when the model has masked layers, else {}."""
+    """{"sparsity": the masked share of the prunable weights} when the model has masked layers, else {}."""
     from overparam.models.masked import masked_modules
 
     layers = masked_modules(model)
     if not layers:
         return {}
     total = sum(m.weight_mask.numel() for m in layers.values())
-    return {"merged_sparsity": 1.0 - sum(float(m.weight_mask.sum()) for m in layers.values()) / total}
+    return {"sparsity": 1.0 - sum(float(m.weight_mask.sum()) for m in layers.values()) / total}
 
 
 @torch.no_grad()

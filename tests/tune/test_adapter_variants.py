@@ -1,0 +1,119 @@
+"""The adapter variants on a pruned base: a masked update merges into a model exactly as sparse as the base;
+PiSSA/OLoRA keep a sparse model's outputs only with the masked update; bad input is one line; the CLI runs them.
+
+(Equality with peft, on dense models: tests/lm/test_peft_equality.py.)
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from overparam.errors import UserError
+from overparam.models.masked import MASKED_TYPES, apply_masks, masks_of, sparsify
+from overparam.recipes.tune.ia3 import add_ia3
+from overparam.recipes.tune.lora import add_adapters, merge_adapters
+from overparam.recipes.tune.vera import add_vera
+
+
+def pruned_mlp():
+    """70% of the weights pruned at random, and one output row pruned entirely (as structured pruning does)."""
+    from overparam.models.zoo import mlp
+
+    torch.manual_seed(0)
+    model = sparsify(mlp((40,), 10, widths=[32, 16]))
+    masks = {k: (torch.rand_like(v) < 0.3).float() for k, v in masks_of(model).items()}
+    masks["fc1.weight"][3] = 0.0
+    apply_masks(model, masks)
+    return model.eval()
+
+
+def perturb(adapters):
+    """Trained-looking adapters: every trainable tensor moved by noise."""
+    with torch.no_grad():
+        for adapter in adapters.values():
+            for parameter in adapter.trainable():
+                parameter.add_(0.5 * torch.randn_like(parameter))
+
+
+ATTACH = {
+    "lora": lambda m: add_adapters(m, ["*"], 2, 4.0, mask=True),
+    "dora": lambda m: add_adapters(m, ["*"], 2, 4.0, mask=True, dora=True),
+    "pissa": lambda m: add_adapters(m, ["*"], 2, 4.0, mask=True, init="pissa"),
+    "olora+dora": lambda m: add_adapters(m, ["*"], 2, 4.0, mask=True, init="olora", dora=True),
+    "vera": lambda m: add_vera(m, ["*"], 8, mask=True),
+    "ia3": lambda m: add_ia3(m, None, ["fc1"]),
+}
+
+
+@pytest.mark.parametrize("variant", list(ATTACH))
+def test_a_masked_update_merges_into_a_model_exactly_as_sparse(variant):
+    model = pruned_mlp()
+    masks = masks_of(model)
+    x = torch.randn(8, 40)
+    start = model(x)
+    adapters = ATTACH[variant](model)
+    with torch.no_grad():
+        assert torch.allclose(model(x), start, atol=1e-5)  # no-op at the start (PiSSA/OLoRA: up to rounding)
+    perturb(adapters)
+    with torch.no_grad():
+        unmerged = model(x)
+    assert (unmerged - start).abs().max() > 1e-2
+    merge_adapters(model)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, MASKED_TYPES)}
+    assert sorted(layers) == ["fc0", "fc1", "fc_out"]  # still masked layers, with the base's masks
+    for key, mask in masks_of(model).items():
+        assert torch.equal(mask, masks[key])
+        assert torch.count_nonzero(model.get_submodule(key[:-7]).weight * (1 - mask)) == 0
+    with torch.no_grad():
+        assert torch.allclose(model(x), unmerged, atol=1e-5)
+
+
+def test_an_unmasked_update_on_a_pruned_base_merges_dense():
+    model = pruned_mlp()
+    perturb(add_adapters(model, ["*"], 2, 4.0, mask=False))
+    x = torch.randn(8, 40)
+    with torch.no_grad():
+        unmerged = model(x)
+    merge_adapters(model)
+    assert not any(isinstance(m, MASKED_TYPES) for m in model.modules())
+    assert float((model.fc0.weight == 0).float().mean()) < 0.01
+    with torch.no_grad():
+        assert torch.allclose(model(x), unmerged, atol=1e-5)
+
+
+def test_masked_training_moves_only_live_weights():
+    """A gradient step on the masked update changes the merged weight only where the mask is one."""
+    model = pruned_mlp()
+    adapters = add_adapters(model, ["fc0"], 2, 4.0, mask=True, dora=True)
+    optimizer = torch.optim.SGD([p for a in adapters.values() for p in a.trainable()], lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(16, 40)).square().mean().backward()
+        optimizer.step()
+    mask = model.fc0.base.weight_mask.clone()
+    merge_adapters(model)
+    assert torch.count_nonzero(model.fc0.weight * (1 - mask)) == 0
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_principal_inits_on_a_pruned_base_need_the_masked_update(init):
+    with pytest.raises(UserError, match="needs lora.mask=true"):
+        add_adapters(pruned_mlp(), ["*"], 2, 4.0, init=init, mask=False)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda m: add_adapters(m, ["*"], 12, 4.0, init="pissa", mask=True), r"needs lora.rank <= min\(in, out\).*16 -> 10"),
+    (lambda m: add_vera(m, ["nothing*"], 4), r"vera.targets=\['nothing\*'\] match no Linear layer"),
+    (lambda m: add_ia3(m, ["fc0"], ["fc_out"]), r"ia3.feedforward=\['fc_out'\] match none of the target layers"),
+])
+def test_bad_adapter_input_is_one_line(bad, match):
+    with pytest.raises(UserError, match=match):
+        bad(pruned_mlp())
+
+
+def test_principal_init_refuses_convolutions():
+    from overparam.models.zoo import cnn1d
+
+    with pytest.raises(UserError, match="factorizes Linear weights only"):
+        add_adapters(cnn1d((40,), 10, channels=8), ["*"], 2, 4.0, init="olora")
