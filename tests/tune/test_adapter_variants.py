@@ -86,11 +86,14 @@ def test_masked_training_moves_only_live_weights():
     """A gradient step on the masked update changes the merged weight only where the mask is one."""
     model = pruned_mlp()
     adapters = add_adapters(model, ["fc0"], 2, 4.0, mask=True, dora=True)
-    optimizer = torch.optim.SGD([p for a in adapters.values() for p in a.trainable()], lr=0.1)
-    for _ in range(3):
-        optimizer.zero_grad()
+    trainable = [p for a in adapters.values() for p in a.trainable()]
+    for _ in range(3):  # plain SGD steps (torch.optim's first step imports far more than this test needs)
         model(torch.randn(16, 40)).square().mean().backward()
-        optimizer.step()
+        with torch.no_grad():
+            for parameter in trainable:
+                parameter -= 0.1 * parameter.grad
+                parameter.grad = None
+    assert model.fc0.lora_B.abs().max() > 0
     mask = model.fc0.base.weight_mask.clone()
     merge_adapters(model)
     assert torch.count_nonzero(model.fc0.weight * (1 - mask)) == 0
@@ -117,3 +120,52 @@ def test_principal_init_refuses_convolutions():
 
     with pytest.raises(UserError, match="factorizes Linear weights only"):
         add_adapters(cnn1d((40,), 10, channels=8), ["*"], 2, 4.0, init="olora")
+
+
+@pytest.fixture(scope="module")
+def ticket(tmp_path_factory):
+    """An 80%-sparse one-shot ticket of the tiny MLP (40 -> 16 -> 10)."""
+    from tiny_runs import TINY
+
+    from overparam.cli.train import train_in_process
+
+    out = tmp_path_factory.mktemp("adapter_ticket") / "ticket"
+    train_in_process([*TINY, "method=oneshot", "sparsity=0.8"], out)
+    return out
+
+
+@pytest.mark.parametrize("overrides, key, count", [
+    (["method=lora", "lora.rank=2", "lora.dora=true"], "lora_parameters", 2 * (40 + 16) + 2 * (16 + 10) + 16 + 10),
+    (["method=lora", "lora.rank=2", "lora.init=olora", "lora.rslora=true"], "lora_parameters", 2 * (56 + 26)),
+    (["method=vera", "vera.rank=8"], "vera_parameters", (16 + 8) + (10 + 8)),
+    (["method=ia3"], "ia3_parameters", 16 + 10),
+])
+def test_each_adapter_runs_from_the_cli_and_its_merged_model_keeps_the_tickets_sparsity(tmp_path, ticket, overrides,
+                                                                                         key, count):
+    from tiny_runs import TINY
+
+    from overparam.cli.train import train_in_process
+    from overparam.models.masked import masked_modules
+    from overparam.store.load import load_run_model
+
+    summary = train_in_process([*TINY, *overrides, f"from={ticket}"], tmp_path / "run")
+    assert summary[key] == summary["trainable_parameters"] == count
+    assert summary["merge_max_abs_diff"] < 1e-5 and summary["sparsity"] == pytest.approx(0.8)
+    model, _ = load_run_model(tmp_path / "run")
+    assert sum(int(m.weight_mask.sum()) for m in masked_modules(model).values()) == 160
+    assert sum(int(torch.count_nonzero(m.weight)) for m in masked_modules(model).values()) <= 160
+
+
+def test_unmerged_vera_saves_the_shared_matrices_once_beside_the_vectors(tmp_path, ticket):
+    from tiny_runs import TINY
+
+    from overparam.cli.train import train_in_process
+    from overparam.store.checkpoint import load_state
+
+    train_in_process([*TINY, "method=vera", "vera.rank=8", "vera.merge=false", f"from={ticket}"], tmp_path / "v")
+    adapters = load_state(tmp_path / "v" / "checkpoints" / "vera.safetensors")
+    assert sorted(adapters) == ["fc0.vera_lambda_b", "fc0.vera_lambda_d", "fc_out.vera_lambda_b",
+                                "fc_out.vera_lambda_d", "vera_A", "vera_B"]
+    assert tuple(adapters["vera_A"].shape) == (8, 40) and tuple(adapters["vera_B"].shape) == (16, 8)
+    base = load_state(tmp_path / "v" / "checkpoints" / "model.safetensors")
+    assert "fc0.weight" in base and "fc0.weight_mask" in base and not any("vera" in k for k in base)
