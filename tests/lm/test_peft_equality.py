@@ -35,7 +35,7 @@ TARGETS = {  # model: (peft's target names, our fnmatch patterns)
     "llama": (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], ["*_proj"]),
 }
 RANK, ALPHA, VERA_RANK, KEY = 4, 8.0, 8, 3
-TOLERANCE = 2e-5  # float32 rounding of differently ordered sums; every measured difference is below 3e-6
+TOLERANCE = 2e-5  # float32 rounding of differently ordered sums; the largest measured is 2.2e-7 (DoRA)
 
 
 def build_models(folder):

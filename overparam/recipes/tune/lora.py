@@ -13,7 +13,7 @@ with the same name on the same inputs (tests/tune/test_peft_equality.py):
 - `lora.dora=true` (Liu et al. 2024, DoRA): W' = m (W + s B A) / ||W + s B A||, the norm taken per output row
   (per output channel of a convolution) and detached from the graph as peft does (paper, section 4.3); m
   starts at ||W|| and trains, adding `out` parameters per layer. With dropout, the direction term sees the
-  dropped input as in peft.
+  dropped input as in peft. A row whose adapted weight is all zero (pruned away) stays zero (peft: 0 / 0).
 - `lora.mask=true` on a pruned base (PERP, Zimmerman et al. 2023): the update is (s B A) * M with the layer's
   mask M, in training and at merge, so the merged model is exactly as sparse as the base (and has the base's
   masks). `lora.mask=false` gives the dense update and a dense merged layer. A dense base ignores it.
