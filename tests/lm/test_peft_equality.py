@@ -35,7 +35,7 @@ TARGETS = {  # model: (peft's target names, our fnmatch patterns)
     "llama": (["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], ["*_proj"]),
 }
 RANK, ALPHA, VERA_RANK, KEY = 4, 8.0, 8, 3
-TOLERANCE = 2e-5  # float32 rounding of differently ordered sums; the largest measured is 2.2e-7 (DoRA)
+TOLERANCE = 2e-6  # float32 rounding of differently ordered sums; the largest measured is 2.2e-7 (DoRA)
 
 
 def build_models(folder):
@@ -57,7 +57,8 @@ def build_models(folder):
     return pairs
 
 
-def reference_outputs(model, x):
+def logits(model, x):
+    """The model's outputs on x (logits of a language model)."""
     with torch.no_grad():
         out = model(input_ids=x) if hasattr(model, "config") and not x.is_floating_point() else model(x)
     return getattr(out, "logits", out)
@@ -130,7 +131,7 @@ def compare(method, name, pairs) -> dict[str, float]:
     transposed = name == "gpt2"  # peft keeps GPT-2's Conv1D (weight in x out); ours are nn.Linear
     found = {"trainable parameters": abs(peft_model.get_nb_trainable_parameters()[0]
                                          - sum(p.numel() for a in adapters.values() for p in a.trainable())),
-             "outputs at init": max_diff(reference_outputs(peft_model, x), reference_outputs(ours, x))}
+             "outputs at init": max_diff(logits(peft_model, x), logits(ours, x))}
     if method in ("pissa", "olora"):
         found["init factors A, B"] = max(
             max(max_diff(layer.lora_A["default"].weight, a.lora_A), max_diff(layer.lora_B["default"].weight, a.lora_B))
@@ -143,16 +144,16 @@ def compare(method, name, pairs) -> dict[str, float]:
         mine = next(iter(adapters.values()))
         found["shared A, B"] = max(max_diff(layer.vera_A["default"], mine.vera_A),
                                    max_diff(layer.vera_B["default"], mine.vera_B))
-    before = reference_outputs(ours, x)
+    before = logits(ours, x)
     randomize(method, peft_model, adapters, prefix)
-    after = reference_outputs(ours, x)
-    found["outputs, random adapters"] = max_diff(reference_outputs(peft_model, x), after)
+    after = logits(ours, x)
+    found["outputs, random adapters"] = max_diff(logits(peft_model, x), after)
     assert max_diff(after, before) > 1e-3  # the random adapters do change the model
     merged = peft_model.merge_and_unload()
     merge_adapters(ours)
     found["merged weights"] = max(max_diff(weight_of(merged.get_submodule(n[len(prefix):]), transposed),
                                            ours.get_submodule(n).weight) for n in adapters)
-    found["merged outputs"] = max_diff(reference_outputs(merged, x), reference_outputs(ours, x))
+    found["merged outputs"] = max_diff(logits(merged, x), logits(ours, x))
     return found
 
 
