@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from overparam.errors import UserError
-from overparam.recipes.tune.lora import merged_layer, select, train_adapted, wrap
+from overparam.recipes.tune.lora import Adapter, merged_layer, select, train_adapted, wrap
 
 # peft 0.22's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING / ..._FEEDFORWARD_MODULES_MAPPING (a subset).
 DEFAULTS = {
@@ -33,7 +33,7 @@ DEFAULTS = {
 }
 
 
-class IA3(nn.Module):
+class IA3(Adapter):
     """A frozen base Linear layer whose input (feedforward) or output is rescaled by a trained vector."""
 
     def __init__(self, base: nn.Linear, feedforward: bool):

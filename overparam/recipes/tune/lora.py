@@ -40,7 +40,28 @@ from overparam.recipes.common import model_summary
 from overparam.recipes.shared.source import load_from_run
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # masked twins are subclasses, so they qualify too
-INITS = ("kaiming", "pissa", "olora")
+
+
+class Adapter(nn.Module):
+    """A frozen base layer (`self.base`) plus trained tensors: LoRA, VeRA, IA3 share this interface."""
+
+    base: nn.Module
+
+    def trainable(self) -> list[nn.Parameter]:
+        """The tensors the optimizer moves."""
+        raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The adapter's own tensors by key, saved to checkpoints/<method>.safetensors under "<layer>.<key>"."""
+        raise NotImplementedError
+
+    def shared_state(self) -> dict[str, torch.Tensor]:
+        """Tensors shared by every adapter of the model (saved once, unprefixed)."""
+        return {}
+
+    def merged(self) -> nn.Module:
+        """The base layer with the adaptation folded into its weights (same outputs)."""
+        raise NotImplementedError
 
 
 def layer_mask(base: nn.Module, masked: bool) -> torch.Tensor | None:
@@ -92,7 +113,7 @@ def merged_layer(base: nn.Module, weight: torch.Tensor, masked: bool) -> nn.Modu
     return base
 
 
-class LoRA(nn.Module):
+class LoRA(Adapter):
     """A frozen base Linear/Conv layer plus a trainable low-rank update (optionally DoRA, masked)."""
 
     def __init__(self, base: nn.Module, rank: int, alpha: float, dropout: float = 0.0, *, rslora: bool = False,
@@ -228,15 +249,15 @@ def add_adapters(model: nn.Module, targets: list[str], rank: int, alpha: float, 
 
 def merge_adapters(model: nn.Module) -> nn.Module:
     """Fold every adapter (anything with `merged()`: LoRA, VeRA, IA3) into its base layer (in place)."""
-    for name, module in [(n, m) for n, m in model.named_modules() if hasattr(m, "merged") and hasattr(m, "base")]:
+    for name, module in modules_of_type(model, Adapter):
         replace_module(model, name, module.merged())
     return model
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """{"<layer>.<key>": tensor} of every adapter's own tensors ("<layer>.lora_A", "<layer>.lora_B", ...)."""
-    return {f"{name}.{key}": value for name, module in model.named_modules()
-            if hasattr(module, "state") and hasattr(module, "base") for key, value in module.state().items()}
+    return {f"{name}.{key}": value for name, module in modules_of_type(model, Adapter)
+            for key, value in module.state().items()}
 
 
 def run(params, context) -> dict:
@@ -251,7 +272,7 @@ def run(params, context) -> dict:
     return train_adapted(params, context, "lora", attach, train_head=options.train_head, merge=options.merge)
 
 
-def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge: bool, extra=None) -> dict:
+def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge: bool) -> dict:
     """The adapter methods' run: load `from` (or a fresh model), `attach(model) -> {name: adapter}`, train the
     adapters (and the head if asked), save them to checkpoints/<tag>.safetensors, merge at the end if asked."""
     from overparam.engine.evaluate import evaluate
@@ -273,8 +294,9 @@ def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge:
     counts = trainable_summary(model, trainable)
     result = fit(model, setup.data, run, tag=tag, label=tag, params=trainable, **setup.fit_kwargs())
     summary = {**result.flat(), "steps": result.steps, f"{tag}_parameters": sum(p.numel() for p in trainable),
-               "base_parameters": before, "adapted_layers": len(adapters), **counts, **(extra or {})}
-    run.save_checkpoint(tag, {**adapter_state(model), **(extra_state(model))})
+               "base_parameters": before, "adapted_layers": len(adapters), **counts}
+    shared = {key: value for _, module in modules_of_type(model, Adapter) for key, value in module.shared_state().items()}
+    run.save_checkpoint(tag, {**adapter_state(model), **shared})
     if merge:
         model.eval()
         unmerged = evaluate_logits(model, setup.data.test_x)
@@ -287,23 +309,15 @@ def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge:
         summary["test_accuracy_merged"] = final["accuracy"]
         run.save_checkpoint("model", model.state_dict())
     else:
-        # Unmerged: model.safetensors holds the frozen base; the adapters are in <tag>.safetensors.
+        # Unmerged: model.safetensors holds the frozen base (after PiSSA/OLoRA the residual W - s B A, as in
+        # peft: the model only together with the adapters); the adapters are in <tag>.safetensors.
         run.save_checkpoint("model", base_state(model))
     return summary
 
 
-def extra_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Tensors adapters share (VeRA's frozen projections), saved once beside the adapters."""
-    shared = {}
-    for module in model.modules():
-        if hasattr(module, "shared_state") and hasattr(module, "base"):
-            shared.update(module.shared_state())
-    return shared
-
-
 def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The frozen base's state_dict under the plain model's names (the adapters' own tensors left out)."""
-    owners = [name for name, module in model.named_modules() if hasattr(module, "state") and hasattr(module, "base")]
+    owners = [name for name, _ in modules_of_type(model, Adapter)]
     state = {}
     for key, value in model.state_dict().items():
         owner = next((name for name in owners if key.startswith(name + ".")), None)

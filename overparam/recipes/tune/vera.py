@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.recipes.tune.lora import effective_weight, layer_mask, merged_layer, select, train_adapted, wrap
+from overparam.recipes.tune.lora import Adapter, effective_weight, layer_mask, merged_layer, select, train_adapted, wrap
 
 
 def kaiming(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -35,7 +35,7 @@ def projections(layers: list[nn.Linear], rank: int, seed: int) -> tuple[torch.Te
     return kaiming((rank, largest_in), generator), kaiming((largest_out, rank), generator)
 
 
-class VeRA(nn.Module):
+class VeRA(Adapter):
     """A frozen base Linear layer plus b * (B (d * (A x))) with shared frozen A, B and trained b, d."""
 
     def __init__(self, base: nn.Linear, vera_A: torch.Tensor, vera_B: torch.Tensor, d_initial: float,
