@@ -106,7 +106,8 @@ def test_principal_inits_on_a_pruned_base_need_the_masked_update(init):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (lambda m: add_adapters(m, ["*"], 12, 4.0, init="pissa", mask=True), r"needs lora.rank <= min\(in, out\).*16 -> 10"),
+    (lambda m: add_adapters(m, ["*"], 12, 4.0, init="pissa", mask=True),
+     r"needs lora.rank <= min\(in, out\).*16 -> 10"),
     (lambda m: add_vera(m, ["nothing*"], 4), r"vera.targets=\['nothing\*'\] match no Linear layer"),
     (lambda m: add_ia3(m, ["fc0"], ["fc_out"]), r"ia3.feedforward=\['fc_out'\] match none of the target layers"),
 ])

@@ -295,7 +295,8 @@ def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge:
     result = fit(model, setup.data, run, tag=tag, label=tag, params=trainable, **setup.fit_kwargs())
     summary = {**result.flat(), "steps": result.steps, f"{tag}_parameters": sum(p.numel() for p in trainable),
                "base_parameters": before, "adapted_layers": len(adapters), **counts}
-    shared = {key: value for _, module in modules_of_type(model, Adapter) for key, value in module.shared_state().items()}
+    shared = {key: value for _, module in modules_of_type(model, Adapter)
+              for key, value in module.shared_state().items()}
     run.save_checkpoint(tag, {**adapter_state(model), **shared})
     if merge:
         model.eval()

@@ -1,4 +1,5 @@
-"""The tune family's parameters (finetune, sparse_finetune, lora, vera, ia3, self_pretrain; the search's seeds). Torch-free."""
+"""The tune family's parameters (finetune, sparse_finetune, lora, vera, ia3, self_pretrain; the search's seeds).
+Torch-free."""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ LORA = Spec("lora", [
           choices=("kaiming", "pissa", "olora")),
     Param("lora.rslora", "bool", False, "rank-stabilized scale alpha / sqrt(rank) (rsLoRA)"),
     Param("lora.dora", "bool", False, "DoRA: a trained magnitude per output row times the adapted direction"),
-    Param("lora.mask", "bool", True, "on a pruned base, mask the update with the layer's mask (merged model as sparse)"),
+    Param("lora.mask", "bool", True, "on a pruned base, mask the update with the layer's mask (the merged model as "
+          "sparse)"),
     Param("lora.train_head", "bool", False, "also train the classifier in full"),
     Param("lora.merge", "bool", True, "fold the adapters into the weights at the end"),
 ], doc="LoRA adapters on a frozen model; DoRA, rsLoRA, PiSSA/OLoRA init, masked for a pruned base (peft's).")

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from overparam.recipes.tune.lora import Adapter, effective_weight, layer_mask, merged_layer, select, train_adapted, wrap
+from overparam.recipes.tune.lora import (Adapter, effective_weight, layer_mask, merged_layer, select, train_adapted,
+                                        wrap)
 
 
 def kaiming(shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
