@@ -172,6 +172,58 @@ def test_equal_to_peft(method, name, pairs):
     assert max(found.values()) < TOLERANCE, found
 
 
+def compare_adalora(name, pairs, steps: int = 8) -> dict[str, float]:
+    """AdaLoRA against peft: counts, outputs and merged weights as above, and the rank allocation: the same
+    random gradients and parameter moves at every step, then each library's update_and_allocate(step)."""
+    from overparam.recipes.tune.adalora import Allocator, add_adalora
+    from overparam.recipes.tune.lora import merge_adapters
+
+    reference, base, x, prefix = pairs[name]
+    peft_targets, patterns = TARGETS[name]
+    fan = {"fan_in_fan_out": True} if name == "gpt2" else {}
+    config = peft.AdaLoraConfig(init_r=6, target_r=2, tinit=1, tfinal=2, deltaT=1, total_step=steps, lora_alpha=ALPHA,
+                                target_modules=peft_targets, **fan)
+    peft_model = peft.get_peft_model(copy.deepcopy(reference), config)
+    ours = copy.deepcopy(base)
+    adapters = add_adalora(ours, patterns, 6, ALPHA)
+    allocate = Allocator(adapters, target_r=2, tinit=1, tfinal=2, delta_t=1, beta1=0.85, beta2=0.85, total_step=steps)
+    found = {"trainable parameters": abs(peft_model.get_nb_trainable_parameters()[0]
+                                         - sum(p.numel() for a in adapters.values() for p in a.trainable()))}
+    generator = torch.Generator().manual_seed(7)
+    pairs_of = [(getattr(peft_layer(peft_model, n, prefix), f"lora_{k}")["default"], getattr(a, f"lora_{k}"))
+                for n, a in adapters.items() for k in ("A", "E", "B")]
+    worst = 0.0
+    with torch.no_grad():
+        for theirs, mine in pairs_of:
+            mine.copy_(theirs)
+    for step in range(steps):
+        with torch.no_grad():
+            for theirs, mine in pairs_of:  # a training step's move and the gradient it leaves behind
+                theirs.add_(0.05 * torch.randn(theirs.shape, generator=generator))
+                mine.copy_(theirs)
+                theirs.grad = torch.randn(theirs.shape, generator=generator)
+                mine.grad = theirs.grad.clone()
+        peft_model.base_model.update_and_allocate(step)
+        allocate(step)
+        worst = max([worst] + [max_diff(theirs, mine) for theirs, mine in pairs_of])
+    kept = [int(torch.count_nonzero(a.lora_E)) for a in adapters.values()]
+    assert sum(kept) == 2 * len(adapters) and len(set(kept)) > 1  # the budget reached, unevenly spread
+    found["E after each allocation"] = worst
+    found["outputs, allocated adapters"] = max_diff(logits(peft_model, x), logits(ours, x))
+    merged = peft_model.merge_and_unload()
+    merge_adapters(ours)
+    found["merged weights"] = max(max_diff(weight_of(merged.get_submodule(n[len(prefix):]), name == "gpt2"),
+                                           ours.get_submodule(n).weight) for n in adapters)
+    return found
+
+
+@pytest.mark.parametrize("name", ["mlp", "gpt2", "llama"])
+def test_adalora_allocates_ranks_as_peft(name, pairs):
+    found = compare_adalora(name, pairs)
+    assert found.pop("trainable parameters") == 0
+    assert max(found.values()) < TOLERANCE, found
+
+
 if __name__ == "__main__":
     import tempfile
     from pathlib import Path
@@ -182,3 +234,7 @@ if __name__ == "__main__":
         for method, name in CASES:
             for quantity, value in compare(method, name, models).items():
                 print(f"| {method} | {name} | {quantity} | {value:.2e} |")
+        for name in ("mlp", "gpt2", "llama"):
+            for quantity, value in compare_adalora(name, models).items():
+                print(f"| adalora | {name} | {quantity} | {value:.2e} |")
+

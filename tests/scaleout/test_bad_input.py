@@ -73,6 +73,8 @@ ROWS = [
      "lora.init=pissa needs lora.rank <= min(in, out) of every adapted layer; a 16 -> 10 layer has 10"),
     ("adapter targets that match no layer", ["method=vera", "vera.targets=[conv*]", "from={out}/mlp16"],
      "vera.targets=['conv*'] match no Linear layer of the model"),
+    ("a rank budget that grows", ["method=adalora", "adalora.init_r=4", "adalora.target_r=8"],
+     "adalora.target_r=8 is above adalora.init_r=4: the rank budget only shrinks"),
 ]
 
 VALID_NAME_LISTS = {"unknown method": "dense", "unknown dataset": "mnist1d",

@@ -140,6 +140,8 @@ def ticket(tmp_path_factory):
     (["method=lora", "lora.rank=2", "lora.init=olora", "lora.rslora=true"], "lora_parameters", 2 * (56 + 26)),
     (["method=vera", "vera.rank=8"], "vera_parameters", (16 + 8) + (10 + 8)),
     (["method=ia3"], "ia3_parameters", 16 + 10),
+    (["method=adalora", "adalora.init_r=3", "adalora.target_r=1", "adalora.tfinal=5"], "adalora_parameters",
+     3 * (40 + 16 + 1) + 3 * (16 + 10 + 1)),
 ])
 def test_each_adapter_runs_from_the_cli_and_its_merged_model_keeps_the_tickets_sparsity(tmp_path, ticket, overrides,
                                                                                          key, count):
@@ -152,6 +154,8 @@ def test_each_adapter_runs_from_the_cli_and_its_merged_model_keeps_the_tickets_s
     summary = train_in_process([*TINY, *overrides, f"from={ticket}"], tmp_path / "run")
     assert summary[key] == summary["trainable_parameters"] == count
     assert summary["merge_max_abs_diff"] < 1e-5 and summary["sparsity"] == pytest.approx(0.8)
+    if "adalora_rank_total" in summary:  # the budget fell to target_r per layer on average
+        assert summary["adalora_rank_total"] == 2 and summary["adalora_rank_max"] <= 3
     model, _ = load_run_model(tmp_path / "run")
     assert sum(int(m.weight_mask.sum()) for m in masked_modules(model).values()) == 160
     assert sum(int(torch.count_nonzero(m.weight)) for m in masked_modules(model).values()) <= 160

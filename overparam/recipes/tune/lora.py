@@ -272,9 +272,10 @@ def run(params, context) -> dict:
     return train_adapted(params, context, "lora", attach, train_head=options.train_head, merge=options.merge)
 
 
-def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge: bool) -> dict:
+def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge: bool, **fit_hooks) -> dict:
     """The adapter methods' run: load `from` (or a fresh model), `attach(model) -> {name: adapter}`, train the
-    adapters (and the head if asked), save them to checkpoints/<tag>.safetensors, merge at the end if asked."""
+    adapters (and the head if asked; `fit_hooks`: fit's loss_fn/step_hook), save them to
+    checkpoints/<tag>.safetensors, merge at the end if asked."""
     from overparam.engine.evaluate import evaluate
 
     run = context.run
@@ -292,7 +293,7 @@ def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge:
             parameter.requires_grad_(True)
         trainable += list(head.parameters())
     counts = trainable_summary(model, trainable)
-    result = fit(model, setup.data, run, tag=tag, label=tag, params=trainable, **setup.fit_kwargs())
+    result = fit(model, setup.data, run, tag=tag, label=tag, params=trainable, **setup.fit_kwargs(**fit_hooks))
     summary = {**result.flat(), "steps": result.steps, f"{tag}_parameters": sum(p.numel() for p in trainable),
                "base_parameters": before, "adapted_layers": len(adapters), **counts}
     shared = {key: value for _, module in modules_of_type(model, Adapter)

@@ -1,4 +1,4 @@
-"""The tune family's parameters (finetune, sparse_finetune, lora, vera, ia3, self_pretrain; the search's seeds).
+"""The tune family's parameters (finetune, sparse_finetune, lora, vera, ia3, adalora, self_pretrain; the search's seeds).
 Torch-free."""
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ def _searched_method(params: Params, cfg: dict) -> None:
     from overparam.recipes.tune.search import inner_target
 
     methods()[by_target(inner_target(cfg))].spec.validate(cfg)
+
+
+def _budget_shrinks(params: Params, cfg: dict) -> None:
+    if params["adalora.target_r"] > params["adalora.init_r"]:
+        raise UserError(f"adalora.target_r={params['adalora.target_r']} is above adalora.init_r="
+                        f"{params['adalora.init_r']}: the rank budget only shrinks")
 
 
 def _seed_list(key: str, default: list[int], doc: str) -> Param:
@@ -111,6 +117,26 @@ IA3 = Spec("ia3", [
     Param("ia3.merge", "bool", True, "fold the scalings into the weights at the end"),
 ], doc="(IA)^3: learned rescaling of activations (Liu et al. 2022; peft's IA3).")
 
+ADALORA = Spec("adalora", [
+    ADAPT_FROM,
+    Param("adalora.init_r", "int", 12, "starting rank r of every layer's update B diag(E) A", low=1),
+    Param("adalora.target_r", "int", 8, "average rank per layer the budget shrinks to", low=1),
+    Param("adalora.alpha", "float", 8.0, "scale of the update: alpha / r (0: r / r)", low=0.0),
+    Param("adalora.tinit", "int", 0, "warm-up steps before the budget starts shrinking", low=0),
+    Param("adalora.tfinal", "int", 0, "final steps with the rank pattern fixed", low=0),
+    Param("adalora.delta_t", "int", 1, "steps between two reallocations", low=1),
+    Param("adalora.beta1", "float", 0.85, "EMA factor of the importance", low=0.0, high=1.0, low_open=True,
+          high_open=True),
+    Param("adalora.beta2", "float", 0.85, "EMA factor of the uncertainty", low=0.0, high=1.0, low_open=True,
+          high_open=True),
+    Param("adalora.orth_reg_weight", "float", 0.5, "weight of the orthogonality penalty on A and B", low=0.0),
+    Param("adalora.dropout", "float", 0.0, "dropout on the adapter's input", low=0.0, high=1.0, high_open=True),
+    _targets("adalora.targets", ["*"], "module-name patterns (fnmatch) of the Linear layers to adapt"),
+    Param("adalora.mask", "bool", True, "on a pruned base, mask the update with the layer's mask"),
+    Param("adalora.train_head", "bool", False, "also train the classifier in full"),
+    Param("adalora.merge", "bool", True, "fold the adapters into the weights at the end"),
+], check=_budget_shrinks, doc="AdaLoRA: SVD-shaped LoRA whose rank budget moves to the important layers (Zhang et al. 2023; peft's).")
+
 SELF_PRETRAIN = Spec("self_pretrain", [
     Param("self_pretrain.pretrain_fraction", "float", 0.5, "share of the training steps spent on reconstruction",
           low=0.0, high=1.0, low_open=True, high_open=True),
@@ -131,5 +157,5 @@ SEARCH = Spec("search", [
                "(disjoint from tuning_seeds)"),
 ], check=(_seeds_apart, _searched_method), doc="Hyperparameter search on tuning seeds, evaluated on others.")
 
-for _spec in (FINETUNE, SPARSE_FINETUNE, LORA, VERA, IA3, SELF_PRETRAIN, SEARCH):
+for _spec in (FINETUNE, SPARSE_FINETUNE, LORA, VERA, IA3, ADALORA, SELF_PRETRAIN, SEARCH):
     declare(_spec, "tune")
