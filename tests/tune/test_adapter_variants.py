@@ -174,3 +174,36 @@ def test_unmerged_vera_saves_the_shared_matrices_once_beside_the_vectors(tmp_pat
     assert tuple(adapters["vera_A"].shape) == (8, 40) and tuple(adapters["vera_B"].shape) == (16, 8)
     base = load_state(tmp_path / "v" / "checkpoints" / "model.safetensors")
     assert "fc0.weight" in base and "fc0.weight_mask" in base and not any("vera" in k for k in base)
+
+
+def test_adalora_resumes_its_scores_and_rank_pattern_exactly(tmp_path):
+    """A run cut at step 6 of 12 and resumed ends with the adapters of an uncut one: the importance scores
+    and the rank pattern travel in the resume checkpoint with the model."""
+    from overparam.data.bundle import DataBundle
+    from overparam.engine import fit
+    from overparam.models.zoo import mlp
+    from overparam.recipes.tune.adalora import Allocator, add_adalora
+    from overparam.store import Run
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 40, generator=generator), torch.randint(0, 10, (32,), generator=generator)
+    data = DataBundle("toy", x, y, x, y, num_classes=10)
+
+    def train(root, steps):
+        torch.manual_seed(0)
+        model = mlp((40,), 10, widths=[16])
+        adapters = add_adalora(model, ["*"], 3, 8.0)
+        allocate = Allocator(adapters, target_r=1, tinit=2, tfinal=3, delta_t=1, beta1=0.85, beta2=0.85,
+                             total_step=12)
+        trainable = [p for a in adapters.values() for p in a.trainable()]
+        fit(model, data, Run(root, {"x": 1}).start(), params=trainable, seed=0, hardware={"device": "cpu",
+            "precision": "fp32"}, train={"steps": steps, "epochs": None, "batch_size": 8, "eval_every": 3},
+            optim={"name": "adam", "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"},
+            step_hook=lambda step, m, o: allocate(step - 1))
+        return {k: v.clone() for k, v in model.state_dict().items()}, [int(a.kept.sum()) for a in adapters.values()]
+
+    whole, ranks = train(tmp_path / "whole", 12)
+    train(tmp_path / "cut", 6)
+    resumed, resumed_ranks = train(tmp_path / "cut", 12)
+    assert sum(ranks) == 2 and resumed_ranks == ranks
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
