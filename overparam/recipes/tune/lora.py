@@ -4,7 +4,7 @@ peft's variants as settings.
 A layer W becomes W x + s B A dropout(x) with A (r x in) and B (out x r); rank r adds r * (in + out)
 parameters per Linear (r * (in * k + out) per convolution with kernel volume k). `lora.merge=true` folds
 s B A into W at the end, giving plain layers with the same outputs. Each setting equals peft 0.22's LoRA
-with the same name on the same inputs (tests/tune/test_peft_equality.py):
+with the same name on the same inputs (tests/lm/test_peft_equality.py):
 - `lora.init=kaiming` (peft's default): A Kaiming-uniform, B zero, so the adapted model starts as an exact no-op.
 - `lora.init=pissa` (Meng et al. 2024, PiSSA): A, B from the top-r singular triplets of W, W replaced by
   W - s B A, so the output at step 0 is unchanged up to rounding. `lora.init=olora` (Buyukakyuz 2024,
