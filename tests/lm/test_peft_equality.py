@@ -37,7 +37,7 @@ TARGETS = {  # model: (peft's target names, our fnmatch patterns)
 }
 CASES = [(m, n) for m in METHODS for n in TARGETS if n != "cnn1d" or m in ("lora", "rslora", "dora")]
 RANK, ALPHA, VERA_RANK, KEY = 4, 8.0, 8, 3
-TOLERANCE = 2e-6  # float32 rounding of differently ordered sums; the largest measured is 2.2e-7 (DoRA)
+TOLERANCE = 2e-6  # float32 rounding of differently ordered sums; the largest measured is 3.7e-7 (DoRA)
 
 
 def build_models(folder):
