@@ -1,11 +1,12 @@
-"""LoRA and its variants, VeRA and IA3 against peft on the same inputs: trainable counts, outputs, merged weights.
+"""LoRA and its variants, VeRA, IA3 and AdaLoRA against peft on the same inputs: counts, outputs, merged weights.
 
 peft is a test dependency (the `test` extra; it adds about 4 s to an install that already has torch and
-transformers), so these compare live, and are skipped where peft is missing. Models: the zoo's MLP (and its
-1-d CNN for LoRA, rsLoRA and DoRA on convolutions) and the tiny random GPT-2 (its Conv1D projections; peft
-with fan_in_fan_out) and Llama of hf_models.py. For each method: the trainable parameter count; the outputs at initialization; the outputs after every
-adapter tensor is set to the same random values; the merged weights of every adapted layer and the
-merged model's outputs; for PiSSA/OLoRA also the initial factors and the residual base weight.
+transformers), so these compare live, and are skipped where peft is missing. Models: the zoo's MLP (and its 1-d
+CNN for LoRA, rsLoRA and DoRA on convolutions) and the tiny random GPT-2 (its Conv1D projections; peft with
+fan_in_fan_out) and Llama of hf_models.py. For each method: the trainable parameter count; the outputs at
+initialization; the outputs after every adapter tensor is set to the same random values; the merged weights of
+every adapted layer and the merged model's outputs; for PiSSA/OLoRA also the initial factors and the residual base
+weight; for AdaLoRA the singular values after each rank allocation on the same gradients.
 `python tests/lm/test_peft_equality.py` prints the table of maximum differences.
 """
 

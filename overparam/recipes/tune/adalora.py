@@ -89,7 +89,8 @@ class AdaLoRA(Adapter):
     def orthogonality(self) -> torch.Tensor:
         """||A A^T - I||_F + ||B^T B - I||_F."""
         eye = torch.eye(self.rank, device=self.lora_A.device, dtype=self.lora_A.dtype)
-        return torch.linalg.norm(self.lora_A @ self.lora_A.T - eye) + torch.linalg.norm(self.lora_B.T @ self.lora_B - eye)
+        a, b = self.lora_A, self.lora_B
+        return torch.linalg.norm(a @ a.T - eye) + torch.linalg.norm(b.T @ b - eye)
 
 
 class Allocator:

@@ -1,5 +1,5 @@
-"""The tune family's parameters (finetune, sparse_finetune, lora, vera, ia3, adalora, self_pretrain; the search's seeds).
-Torch-free."""
+"""The tune family's parameters (finetune, sparse_finetune, lora, vera, ia3, adalora, self_pretrain; the
+search's seeds). Torch-free."""
 
 from __future__ import annotations
 
@@ -135,7 +135,8 @@ ADALORA = Spec("adalora", [
     Param("adalora.mask", "bool", True, "on a pruned base, mask the update with the layer's mask"),
     Param("adalora.train_head", "bool", False, "also train the classifier in full"),
     Param("adalora.merge", "bool", True, "fold the adapters into the weights at the end"),
-], check=_budget_shrinks, doc="AdaLoRA: SVD-shaped LoRA whose rank budget moves to the important layers (Zhang et al. 2023; peft's).")
+], check=_budget_shrinks,
+    doc="AdaLoRA: SVD-shaped LoRA whose rank budget moves to the important layers (Zhang et al. 2023; peft's).")
 
 SELF_PRETRAIN = Spec("self_pretrain", [
     Param("self_pretrain.pretrain_fraction", "float", 0.5, "share of the training steps spent on reconstruction",
