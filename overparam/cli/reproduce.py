@@ -311,9 +311,18 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
     from overparam.report.index import find_runs, load_yaml
     from overparam.cli.foreign import check_saved_overrides
 
-    jobs = [SavedRun(job, trust) for job in find_runs([path])]
+    jobs, damaged = [], []
+    for job_dir in find_runs([path]):
+        try:
+            jobs.append(SavedRun(job_dir, trust))
+        except UserError as exc:  # one damaged or refused job does not keep the others from being checked
+            damaged.append((job_dir, str(exc).splitlines()[0]))
     if not jobs:
+        if damaged:
+            raise UserError(f"no job of {path} can be reproduced: {damaged[0][0].name}: {damaged[0][1]}")
         raise UserError(f"{path} holds no job directories")
+    for job_dir, reason in damaged:
+        print(f"job {job_dir.name}: NOT REPRODUCED: {reason}")
     multirun = load_yaml(path / "multirun.yaml") or {}
     if not isinstance(multirun, dict):
         raise UserError(f"{path}/multirun.yaml: not a saved sweep (a mapping)")
@@ -356,9 +365,10 @@ def reproduce_multirun(path: Path, *, out: str | None, tolerance: float | None, 
                                 f"job {job.path.name}: {' '.join(job.overrides)}\n"
                                 f"original   {job.path}\nreproduced {new_dir}\n"))
         _report_lineage(new_dir, new_root)
-    agreeing = sum(results)
-    print(f"\n{agreeing}/{len(results)} job(s) reproduced" + ("" if agreeing == len(results) else "; some DIFFER"))
-    return 0 if agreeing == len(results) else 1
+    agreeing, total = sum(results), len(results) + len(damaged)
+    print(f"\n{agreeing}/{total} job(s) reproduced" + ("" if all(results) else "; some DIFFER")
+          + (f"; {len(damaged)} NOT REPRODUCED (unreadable)" if damaged else ""))
+    return 0 if agreeing == total else 1
 
 
 # --- a paper preset --------------------------------------------------------------------------------

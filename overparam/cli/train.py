@@ -215,6 +215,10 @@ def _plan_dirs(overrides: list[str]) -> None:
 
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
+        if key == "hydra.output_subdir":
+            # Hydra would write its files there before the run's checks, into a directory that may hold a run.
+            raise UserError("hydra.output_subdir cannot be set: the runner writes .hydra/ in the run directory "
+                            "itself, once the run's checks pass")
         if key not in ("hydra.run.dir", "hydra.sweep.dir") or override.is_sweep_override():
             continue
         value = str(override.value())

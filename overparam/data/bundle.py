@@ -122,6 +122,9 @@ def load_dataset(cfg, data_dir: str, seed: int = 0, device: str = "cpu", trust: 
     options = {k: v for k, v in cfg.items()
                if k not in ("_target_", "name", "val_fraction", "split_seed", *LABEL_NOISE_KEYS)}
     if getattr(inspect.getmodule(loader), "owns_split", False):
+        if cfg.get("label_noise"):
+            raise UserError(f"dataset.label_noise={cfg.get('label_noise')} is for classifiers: a text dataset's "
+                            f"targets are the next tokens; drop it")
         # Text splits spans of one token stream; the loader draws them itself.
         options.update(val_fraction=float(cfg.get("val_fraction") or 0.0), split_seed=effective_split_seed(cfg, seed))
     options.update(extra or {})

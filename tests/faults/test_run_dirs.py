@@ -52,6 +52,10 @@ ROUTES = [
     # Before, Hydra rewrote the finished run's .hydra files and then the run was refused.
     Route("another_config_into_a_finished_run", lambda s: ["train", *TINY, "seed=2", f"hydra.run.dir={s.finished}"],
           2, r"holds a run with another config .*choose another hydra.run.dir"),
+    # Before, Hydra wrote its files into the finished run before the runner's checks refused the command.
+    Route("output_subdir_into_a_finished_run", lambda s: ["train", *TINY, "seed=2", "hydra.output_subdir=.hydra",
+                                                         f"hydra.run.dir={s.finished}"],
+          2, r"hydra.output_subdir cannot be set"),
     # Before, the command trained again and appended a second copy of every metrics row.
     Route("a_finished_run_again", lambda s: ["train", *TINY, f"hydra.run.dir={s.finished}"], 0, None,
           stdout=r"already done .*test_accuracy="),

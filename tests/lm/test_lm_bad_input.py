@@ -51,6 +51,10 @@ def _classifier_on_text(root: Path) -> list[str]:
     return [o for o in TINY_LM if not o.startswith("model")]  # the default model, an MLP classifier
 
 
+def _label_noise_on_text(root: Path) -> list[str]:
+    return [*TINY_LM, "+dataset.label_noise=0.1"]
+
+
 CASES = [
     (_not_causal, "not a causal language model"),
     (_no_weights, "no *.safetensors weights"),
@@ -60,6 +64,7 @@ CASES = [
     (_tiny_corpus, "less than one block"),
     (_remote_code, "trust_remote_code=true is refused"),
     (_classifier_on_text, "model=mlp is not a language model"),
+    (_label_noise_on_text, "dataset.label_noise=0.1 is for classifiers"),
 ]
 
 

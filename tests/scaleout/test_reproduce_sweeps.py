@@ -97,3 +97,15 @@ def test_a_job_missing_from_the_re_run_is_named_with_its_identity(seed_sweep, mo
 @pytest.mark.parametrize("kind", ["imp_sparsity_shares_levels", "multi_key", "preset"])
 def test_every_kind_of_sweep_reproduces(kind, tmp_path):
     _check_reproduced(kind, tmp_path)
+
+
+def test_a_damaged_job_is_named_and_the_others_are_still_reproduced(seed_sweep):
+    sweep, _ = seed_sweep
+    damaged = sweep.parent / "damaged"
+    shutil.copytree(sweep, damaged)
+    (damaged / "0" / "summary.json").unlink()
+    code, out = _reproduce(damaged, sweep.parent / "again-damaged")
+    assert code == 1
+    assert "job 0: NOT REPRODUCED: " in out and "has no summary.json" in out
+    assert "10/10 metrics agree exactly" in out.split("job 1:")[1]
+    assert out.rstrip().splitlines()[-1] == "1/2 job(s) reproduced; 1 NOT REPRODUCED (unreadable)"
