@@ -61,7 +61,7 @@ def test_nothing_close_still_lists_every_option():
     with pytest.raises(UserError) as info:
         compose_checked(["method=prune_everything"])
     message = str(info.value)
-    assert message.startswith("method=prune_everything is not an option; choose one of: breadcrumbs, channel,")
+    assert message.startswith("method=prune_everything is not an option; choose one of: adalora, breadcrumbs, channel,")
     assert "did you mean" not in message and "wise_ft" in message
 
 

@@ -69,6 +69,12 @@ ROWS = [
     ("from= run that does not exist", ["method=finetune", "from={out}/nowhere"], "nowhere"),
     ("dataset path with no files", ["dataset=cifar10", "paths.data_dir={root}/empty-data"], "not found under"),
     ("corrupt safetensors file", ["method=finetune", "from={out}/corrupt"], "corrupt"),
+    ("an adapter the model's layers cannot take", ["method=lora", "lora.init=pissa", "lora.rank=12", "from={out}/mlp16"],
+     "lora.init=pissa needs lora.rank <= min(in, out) of every adapted layer; a 16 -> 10 layer has 10"),
+    ("adapter targets that match no layer", ["method=vera", "vera.targets=[conv*]", "from={out}/mlp16"],
+     "vera.targets=['conv*'] match no Linear layer of the model"),
+    ("a rank budget that grows", ["method=adalora", "adalora.init_r=4", "adalora.target_r=8"],
+     "adalora.target_r=8 is above adalora.init_r=4: the rank budget only shrinks"),
 ]
 
 VALID_NAME_LISTS = {"unknown method": "dense", "unknown dataset": "mnist1d",
