@@ -184,9 +184,11 @@ def _ties(p, seed: int) -> TaskVectorMerge:
 
 
 def _dare(p, seed: int) -> TaskVectorMerge:
+    # With an election, agreeing entries are summed, not averaged (mergekit's dare_ties); rescale null: 1/(1-p).
+    consensus = str(p.get("consensus") or "none")
     return TaskVectorMerge(sparsify="random", density=1.0 - float(p["drop"]), scale=float(p["lambda"]), seed=int(seed),
-                           consensus=str(p.get("consensus") or "none"), normalize=False,
-                           rescale=str(p.get("rescale") or "inverse"), weights=_weights(p))
+                           consensus=consensus, normalize=None if consensus == "none" else False,
+                           rescale=str(p.get("rescale") or "auto"), weights=_weights(p))
 
 
 def _della(consensus: str):
