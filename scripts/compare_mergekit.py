@@ -130,6 +130,20 @@ def comparisons(base: dict, tuned: list) -> list:
                                           int8_mask=False, normalize=True, rescale=False, weight=w,
                                           density=per_model([0.3] * 3, 3), **{"lambda": 1.0}) for key in keys}
         rows.append((f"ties (consensus={consensus})", ours, theirs))
+    layered = [[1.0, 0.2], [{"filter": "attn", "value": 0.3}, {"value": [0.5, 1.0]}], 0.8]
+    from overparam.recipes.merge import gradients
+    where = gradients.positions(base)
+    their_setting = their_evaluate_setting()
+    ours = merge(base, lambda: iter(tuned), TaskVectorMerge(sparsify="magnitude", density=0.3, consensus="sum",
+                                                           kept="floor", weights=tuple(layered)))
+    from mergekit.merge_methods import registry as _registry
+    from mergekit.merge_methods.base import TensorGroup as _Group
+
+    theirs = {key: _registry.get("ties").merge_group(
+        _Group.from_tensors([base[key]] + [t[key] for t in tuned], base_index=0), int8_mask=False, normalize=True,
+        rescale=False, density=per_model([0.3] * 3, 3), **{"lambda": 1.0},
+        weight={i + 1: their_setting(key, layered[i], where[key]) for i in range(3)}) for key in keys}
+    rows.append(("ties (per-layer and per-name weights)", ours, theirs))
     gta("breadcrumbs", TaskVectorMerge(sparsify="breadcrumbs", density=0.8, gamma=0.05, smallest=1 - 0.8 - 0.05,
                                        kept="floor", weights=tuple(weights)),
         normalize=False, rescale=False, weight=w, density=per_model([0.8] * 3, 3), gamma=per_model([0.05] * 3, 3),
@@ -176,6 +190,53 @@ def comparisons(base: dict, tuned: list) -> list:
             in rows]
 
 
+def their_evaluate_setting():
+    """mergekit's evaluate_setting (config.py), run on its own: importing mergekit.config needs peft."""
+    import ast
+    import inspect
+    from dataclasses import dataclass
+    from typing import Any, Callable, Optional
+
+    import mergekit
+
+    path = Path(inspect.getfile(mergekit)).parent / "config.py"
+    tree = ast.parse(path.read_text())
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "evaluate_setting")
+
+    @dataclass
+    class ConditionalParameter:
+        value: Any
+        filter: Optional[str] = None
+
+    namespace = {"ConditionalParameter": ConditionalParameter, "Any": Any, "Callable": Callable,
+                 "ParameterSetting": Any}
+    exec(compile(ast.Module([function], []), str(path), "exec"), namespace)
+
+    def convert(setting):
+        if isinstance(setting, list) and setting and all(isinstance(e, dict) for e in setting):
+            return [ConditionalParameter(value=convert(e["value"]), filter=e.get("filter")) for e in setting]
+        return setting
+
+    return lambda name, setting, t: namespace["evaluate_setting"](name, convert(setting), t, validate=float)
+
+
+def gradient_rows(base: dict) -> list:
+    """Our per-tensor values of gradient and filter settings against mergekit's evaluate_setting, at the block
+    positions mergekit's planner gives (layer i of n: i / (n - 1); embeddings and head: 0)."""
+    from overparam.recipes.merge import gradients
+
+    theirs = their_evaluate_setting()
+    where = gradients.positions(base)
+    settings = [[0.0, 0.5, 1.0], [0.2, 0.9], [{"filter": "attn", "value": [0.0, 1.0]}, {"filter": "mlp", "value": 0.7},
+                                             {"value": [0.3, 0.6, 0.1]}]]
+    worst = 0.0
+    for setting in settings:
+        for key in base:
+            ours = gradients.value_at(setting, key, where[key])
+            worst = max(worst, abs(ours - theirs(key, setting, where[key])))
+    return [("gradient and filter settings (value per tensor)", worst)]
+
+
 def pins() -> None:
     """mergekit's outputs on the small fixed inputs the pinned tests use."""
     from pins_inputs import inputs  # tests/merge/pins_inputs.py
@@ -215,7 +276,7 @@ def main() -> None:
         return
     print(f"{'model':6} {'method':55} {'max |ours - mergekit|':>22}")
     for model, (base, tuned) in models().items():
-        for name, difference in comparisons(base, tuned):
+        for name, difference in comparisons(base, tuned) + gradient_rows(base):
             print(f"{model:6} {name:55} {difference:22.3e}")
 
 

@@ -108,3 +108,20 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(ingredients, tmp_path,
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err, err
     assert not out.exists()
+
+
+def test_task_vector_weights_per_tensor_name_and_block_by_hand():
+    from overparam.recipes.merge.task_vectors import TaskVectorMerge, merge
+
+    base = {"blocks.0.attn": torch.zeros(2), "blocks.1.attn": torch.zeros(2), "head": torch.zeros(2)}
+    first = {k: torch.ones(2) for k in base}
+    second = {k: 3 * torch.ones(2) for k in base}
+    # Ingredient 0: 2 on attention tensors, else 0; ingredient 1: a gradient 0 -> 1 over the two blocks (the head,
+    # outside the blocks, takes the first value). Sum without normalizing: 2*1 + t*3.
+    how = TaskVectorMerge(weights=([{"filter": "attn", "value": 2.0}, {"value": 0.0}], [0.0, 1.0]))
+    merged = merge(base, lambda: iter([first, second]), how)
+    assert merged["blocks.0.attn"].tolist() == [2.0, 2.0]
+    assert merged["blocks.1.attn"].tolist() == [5.0, 5.0]
+    assert merged["head"].tolist() == [0.0, 0.0]
+    normalized = merge(base, lambda: iter([first, second]), TaskVectorMerge(weights=how.weights, normalize=True))
+    assert normalized["blocks.1.attn"].tolist() == pytest.approx([5.0 / 3.0] * 2)  # divided by 2 + 1 (float32)

@@ -35,9 +35,21 @@ def _numbers(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _setting(value) -> bool:
+    """A number, a gradient list across blocks or a list of {filter, value} (merge/gradients.py)."""
+    from overparam.recipes.merge.gradients import check_setting
+
+    try:
+        check_setting("weight", value)
+    except UserError:
+        return False
+    return True
+
+
 def _weights(method: str) -> Param:
-    return Param(f"{method}.weights", "list", None, "one weight per ingredient, multiplied into its task vector; "
-                 "null: 1 each", items="numbers", item=_numbers, optional=True)
+    return Param(f"{method}.weights", "list", None, "one weight per ingredient, multiplied into its task vector "
+                 "(a number, a gradient list across blocks or [{filter, value}]); null: 1 each",
+                 items="numbers, gradient lists or filter lists", item=_setting, optional=True)
 
 MERGE = Spec("merge", [
     Param("merge.bn_recalibrate", "bool", False, "recompute BatchNorm statistics on train data after merging"),

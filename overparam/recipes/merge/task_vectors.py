@@ -34,6 +34,7 @@ from overparam.recipes.shared import merging as common
 from overparam.recipes.shared.ingredients import ref_text, validate_base
 from overparam.recipes.shared.states import finish_state, is_averaged, load_weights, stream
 from overparam.recipes.shared.summary import ingredient_figures, ingredient_rows, masked_sparsity
+from overparam.recipes.merge import gradients
 from overparam.recipes.merge.sparsify import elect_signs, sparsify_deltas
 
 @dataclass(frozen=True)
@@ -67,13 +68,16 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
     import torch
 
     order = {key: index for index, key in enumerate(sorted(base))}
+    where = gradients.positions(base)
 
-    def weight(index: int) -> float:
+    def weight(index: int, key: str) -> float:
+        """Ingredient `index`'s weight for tensor `key` (a number, a gradient across blocks or name filters)."""
         if how.weights is None:
             return 1.0
         if index >= len(how.weights):
             raise UserError(f"{len(how.weights)} weights for more ingredients: give one weight per ingredient")
-        return float(how.weights[index])
+        value = gradients.value_at(how.weights[index], key, where.get(key, 0.0))
+        return 0.0 if value is None else value  # no filter matches: the model adds nothing there (mergekit)
 
     def task_vector(index: int, state: dict) -> dict:
         deltas = {key: value.double() - base[key].double().to(value.device)
@@ -82,11 +86,11 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
                                  lambda key: torch.Generator().manual_seed(
                                      int(how.seed) * 1_000_003 + index * 10_007 + order.get(key, 0)),
                                  kept=how.kept, rescale=how.rescale, epsilon=how.epsilon)
-        return sparse if how.weights is None else {key: delta * weight(index) for key, delta in sparse.items()}
+        return sparse if how.weights is None else {key: delta * weight(index, key) for key, delta in sparse.items()}
 
     summed: dict = {}
     carried: dict = {}
-    total_weight = 0.0
+    total_weight: dict = {}
     count = 0
     for index, state in enumerate(ingredients()):
         for key, value in state.items():
@@ -95,14 +99,14 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
         for key, delta in task_vector(index, state).items():
             part = torch.sign(delta) if how.consensus == "count" else delta
             summed[key] = part if key not in summed else summed[key] + part
-        total_weight += weight(index)
+            total_weight[key] = total_weight.get(key, 0.0) + weight(index, key)
         count = index + 1
     if how.weights is not None and len(how.weights) != count:
         raise UserError(f"{len(how.weights)} weights for {count} ingredients: give one weight per ingredient")
     normalize = how.consensus != "none" if how.normalize is None else how.normalize
     if how.consensus == "none":
-        divisor = total_weight if abs(total_weight) >= 1e-8 else 1.0
-        combined = {key: total / divisor for key, total in summed.items()} if normalize else summed
+        combined = {key: total / (total_weight[key] if abs(total_weight[key]) >= 1e-8 else 1.0)
+                    for key, total in summed.items()} if normalize else summed
     else:
         if how.consensus == "sign":
             signs = elect_signs(summed, how.scope)
@@ -116,7 +120,7 @@ def merge(base: dict, ingredients: Callable[[], Iterator[dict]], how: TaskVector
                 agrees = (torch.sign(delta) == signs[key]) & (delta != 0)
                 part = delta * agrees
                 agreeing[key] = part if key not in agreeing else agreeing[key] + part
-                share = agrees.double() * weight(index) if how.weights is not None else agrees.double()
+                share = agrees.double() * weight(index, key) if how.weights is not None else agrees.double()
                 weights[key] = share if key not in weights else weights[key] + share
         combined = {key: total / torch.where(weights[key] == 0, 1.0, weights[key]) if normalize else total
                     for key, total in agreeing.items()}
@@ -155,8 +159,11 @@ def validate_inputs(params) -> None:
 
 
 def _weights(p) -> tuple | None:
+    """One setting per ingredient: a number, a gradient list or name filters (mergekit's per-model `weight`)."""
     weights = p.get("weights")
-    return tuple(float(w) for w in weights) if weights is not None else None
+    if weights is None:
+        return None
+    return tuple(float(w) if isinstance(w, (int, float)) else w for w in weights)
 
 
 def _general(p, seed: int) -> TaskVectorMerge:
