@@ -260,6 +260,24 @@ def pins() -> None:
                                              normalize=False, rescale=False))):
         out = theirs_by_tensor(base, tuned, name, keys, int8_mask=False, weight=w, **extra, **{"lambda": 1.0})
         print(name, {k: [round(float(x), 12) for x in v.flatten()] for k, v in out.items()})
+    from mergekit.merge_methods.base import TensorGroup
+    from mergekit.merge_methods.generalized_task_arithmetic import ConsensusMethod, GeneralizedTaskArithmeticMerge
+    from mergekit.sparsify import SparsificationMethod
+
+    count = GeneralizedTaskArithmeticMerge(consensus_method=ConsensusMethod.count,
+                                           sparsification_method=SparsificationMethod.magnitude, default_normalize=True,
+                                           default_rescale=False, method_name="t", method_pretty_name=None,
+                                           method_reference_url=None)
+    out = {k: count.merge_group(TensorGroup.from_tensors([base[k]] + [t[k] for t in tuned], base_index=0),
+                                int8_mask=False, normalize=True, rescale=False, weight=w, density=per_model([0.5] * 3, 3),
+                                **{"lambda": 1.0}) for k in keys}
+    print("ties_count", {k: [round(float(x), 12) for x in v.flatten()] for k, v in out.items()})
+    # Random drops: mergekit is handed our seeded draws (Draws); it computes them in float32 on CPU.
+    for name, mode, extra in (("dare_ties", "random", dict(normalize=False)),
+                              ("della", "della", dict(normalize=True, epsilon=per_model([0.15] * 3, 3)))):
+        out = theirs_by_tensor(base, tuned, name, keys, mode, int8_mask=False, weight=w, rescale=True,
+                               density=per_model([0.6] * 3, 3), **extra, **{"lambda": 1.0})
+        print(name, {k: [round(float(x), 12) for x in v.flatten()] for k, v in out.items()})
 
 
 def main() -> None:

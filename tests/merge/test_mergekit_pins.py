@@ -40,7 +40,19 @@ MERGEKIT = {
     "breadcrumbs": {
         "w": [0.318139955314, 0.804720767044, -0.78111036769, -0.925814682328, 0.629035713545, 0.676856122725, -0.803454083231, -0.29228951373, 1.117897872682, -0.115907194453, -1.130590910898, 0.242083627691],
         "b": [0.966809437878, 0.621552360411, -1.213335424847, -0.434464880432]},
+    "ties_count": {
+        "w": [0.324922599516, 0.757984756191, -0.605920612469, -0.679812485528, 0.846683306447, 0.556498208411, -1.093318012943, -0.367485113385, 1.225989835961, 0.154559322887, -0.778071752862, 0.193079009637],
+        "b": [0.80434813812, 0.574816349559, -1.038145669626, -0.385264441072]},
+    "dare_ties": {
+        "w": [0.0, 1.428428097043, -1.145775208806, -0.600062829339, 0.724938969048, 0.265699723222, -0.877078670662, 0.161377844237, 1.794668888855, 0.396740573131, -1.709631704278, 0.328799418218],
+        "b": [0.667634938185, 1.096429455406, -1.490581569679, -0.108986309897]},
+    "della": {
+        "w": [0.323156603005, 0.692849440846, -0.69602083756, -0.608105350999, 0.888292695316, 0.489046917063, -1.093564469021, -0.434605142451, 1.226219644952, 0.094066523214, -1.277449362464, 0.249078621077],
+        "b": [1.037102571759, 0.609055498712, -1.07566815079, -0.365249200891]},
 }
+# mergekit draws random drops from the global RNG: these were computed handing it our seeded draws (seed 3,
+# scripts/compare_mergekit.py `Draws`); it computes them in float32 on CPU, hence the looser tolerance.
+RANDOM = {"dare_ties", "della"}
 
 
 def _ours(name):
@@ -50,6 +62,15 @@ def _ours(name):
     if name == "ties_sum":  # mergekit ties: density 0.5, weights, normalize
         return merge(base, lambda: iter(tuned), TaskVectorMerge(sparsify="magnitude", density=0.5, consensus="sum",
                                                                kept="floor", weights=weights))
+    if name == "ties_count":
+        return merge(base, lambda: iter(tuned), TaskVectorMerge(sparsify="magnitude", density=0.5, consensus="count",
+                                                               kept="floor", weights=weights))
+    if name == "dare_ties":
+        return merge(base, lambda: iter(tuned), TaskVectorMerge(sparsify="random", density=0.6, rescale="l1",
+                                                               consensus="sum", normalize=False, weights=weights, seed=3))
+    if name == "della":
+        return merge(base, lambda: iter(tuned), TaskVectorMerge(sparsify="della", density=0.6, epsilon=0.15,
+                                                               rescale="l1", consensus="sum", weights=weights, seed=3))
     if name == "breadcrumbs":  # mergekit breadcrumbs: density 0.5, gamma 0.2, weights
         return merge(base, lambda: iter(tuned), TaskVectorMerge(sparsify="breadcrumbs", density=0.5, gamma=0.2,
                                                                smallest=0.3, kept="floor", weights=weights))
@@ -69,4 +90,5 @@ def test_merge_equals_mergekit_pinned(name):
     ours = _ours(name)
     for key, values in MERGEKIT[name].items():
         assert ours[key].dtype == torch.float64
-        assert torch.allclose(ours[key].flatten(), torch.tensor(values, dtype=torch.float64), rtol=0, atol=1e-11), key
+        tolerance = 1e-6 if name in RANDOM else 1e-11
+        assert torch.allclose(ours[key].flatten(), torch.tensor(values, dtype=torch.float64), rtol=0, atol=tolerance), key
