@@ -100,7 +100,7 @@ def test_mergekit_methods_on_gpt_compose_with_sweeps_table_and_reproduce(lm_runs
     root = lm_runs
     ok(runner(["train", "-m", *TINY_LM, "method=slerp,karcher", "ingredients=outputs/ft",
                "hydra.sweep.dir=outputs/spherical"], root))
-    ok(runner(["train", "-m", *TINY_LM, "method=model_stock,sce,della"  # nuslerp, della_linear: tests/merge, "ingredients=outputs/ft",
+    ok(runner(["train", "-m", *TINY_LM, "method=model_stock,sce,della", "ingredients=outputs/ft",
                "base=outputs/base", "hydra.sweep.dir=outputs/stock"], root))
     base = _summary(root / "outputs/base")["test_loss"]
     losses = {run: _summary(root / "outputs" / run)["test_loss"] for run in
