@@ -93,3 +93,21 @@ def test_a_gpt_run_exports_to_a_folder_transformers_loads_with_the_same_test_los
     assert loss == pytest.approx(_summary(lm_runs / "outputs/base")["test_loss"], abs=1e-4)
     again = runner(["export", "outputs/base", "--to", "gpt_hf", "--format", "hf"], lm_runs)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+@pytest.mark.slow
+def test_mergekit_methods_on_gpt_compose_with_sweeps_table_and_reproduce(lm_runs):
+    root = lm_runs
+    ok(runner(["train", "-m", *TINY_LM, "method=slerp,karcher", "ingredients=outputs/ft",
+               "hydra.sweep.dir=outputs/spherical"], root))
+    ok(runner(["train", "-m", *TINY_LM, "method=model_stock,sce,della", "ingredients=outputs/ft",
+               "base=outputs/base", "hydra.sweep.dir=outputs/stock"], root))
+    base = _summary(root / "outputs/base")["test_loss"]
+    losses = {run: _summary(root / "outputs" / run)["test_loss"] for run in
+              ("spherical/0", "spherical/1", "stock/0", "stock/1", "stock/2")}
+    # Merges of two fine-tunes of the base stay near them: finite and no worse than twice the base's loss.
+    assert all(math.isfinite(v) and v < 2 * base for v in losses.values()), losses
+    table = ok(runner(["table", "outputs/stock", "--metric", "ppl", "--format", "csv"], root)).stdout
+    assert all(name in table for name in ("model_stock", "sce", "della")), table
+    again = ok(runner(["reproduce", "outputs/stock/2"], root)).stdout  # della: seeded random drops
+    assert "agree exactly" in again

@@ -2,7 +2,8 @@
 
 Torch-free: `runner ls method ties` reads these. The checks that open the ingredient runs stay with each
 recipe (its `check(params, cfg)`, declared with `check=True` and imported only when a run is validated).
-task_arithmetic, ties, dare and breadcrumbs are rows of the task-vector merge's preset table (`preset=True`).
+task_arithmetic, ties, dare, breadcrumbs, della and della_linear are rows of the task-vector merge's preset
+table; slerp, nuslerp, karcher, model_stock and sce rows of the per-tensor merge's (`preset=True`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,37 @@ SMS_VARY = ("seed", "data_order", "weight_decay", "lr")
 SMS_SOUPS = ("uniform", "greedy")
 ACCEPT = ("gt", "ge")
 # The task-vector merge: how each task vector is sparsified, ranked (per tensor or over all), combined.
-SPARSIFY_MODES = ("none", "magnitude", "random", "breadcrumbs")
+SPARSIFY_MODES = ("none", "magnitude", "random", "breadcrumbs", "della")
 TV_SCOPES = ("global", "tensor")
-CONSENSUS = ("none", "sign")
+CONSENSUS = ("none", "sign", "sum", "count")
+KEPT = ("round", "floor")
+RESCALE = ("auto", "none", "inverse", "l1")
 
 INGREDIENTS = Param("ingredients", "runs", None, "runs to merge: run dirs (dir or dir@tag), a multirun dir or a glob",
                     optional=True)
 BASE = Param("base", "run", None, "the shared starting model the ingredients were fine-tuned from", optional=True)
 LAMBDA_DOC = "scale of the summed task vectors added to the base"
+
+
+def _numbers(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _setting(value) -> bool:
+    """A number, a gradient list across blocks or a list of {filter, value} (merge/gradients.py)."""
+    from overparam.recipes.merge.gradients import check_setting
+
+    try:
+        check_setting("weight", value)
+    except UserError:
+        return False
+    return True
+
+
+def _weights(method: str) -> Param:
+    return Param(f"{method}.weights", "list", None, "one weight per ingredient, multiplied into its task vector "
+                 "(a number, a gradient list across blocks or [{filter, value}]); null: 1 each",
+                 items="numbers, gradient lists or filter lists", item=_setting, optional=True)
 
 MERGE = Spec("merge", [
     Param("merge.bn_recalibrate", "bool", False, "recompute BatchNorm statistics on train data after merging"),
@@ -96,7 +120,14 @@ TIES = Spec("ties", [
     Param("ties.scope", "choice", "global", "global: trim over the whole task vector (the paper's code) | "
           "tensor: within each tensor", choices=TV_SCOPES),
     Param("ties.lambda", "float", 1.0, "scale of the merged task vector added to the base"),
-], extends=(MERGE,), doc="TIES merging: trim, elect signs, average agreeing entries.")
+    Param("ties.consensus", "choice", None, "null/sign: the paper's election (a zero sum takes the majority sign) | "
+          "sum: mergekit's (sign of the weighted sum, zero positive) | count: mergekit's count of signs",
+          choices=("sign", "sum", "count"), optional=True),
+    Param("ties.kept", "choice", None, "kept count: null/round: round(density * n) | floor: int(density * n), at "
+          "least 1 (mergekit)", choices=KEPT, optional=True),
+    _weights("ties"),
+], extends=(MERGE,), doc="TIES merging: trim, elect signs, average agreeing entries (Yadav et al. 2023; "
+    "mergekit's ties: consensus=sum scope=tensor kept=floor).")
 
 
 def _density_gamma(params: Params, cfg: dict) -> None:
@@ -110,18 +141,29 @@ def _density_gamma(params: Params, cfg: dict) -> None:
 TASK_VECTORS = Spec("task_vectors", [
     INGREDIENTS, BASE, TASKS,
     Param("task_vectors.sparsify", "choice", "none", "none | magnitude (top density by |delta|) | random (DARE: "
-          "keep with probability density, rescale) | breadcrumbs (drop gamma largest and the smallest)",
+          "keep with probability density, rescale) | breadcrumbs (drop gamma largest and the smallest) | della "
+          "(keep with probability density +- epsilon by magnitude rank)",
           choices=SPARSIFY_MODES),
     Param("task_vectors.density", "float", 1.0, "fraction of each task vector's entries kept",
           low=0.0, high=1.0, low_open=True),
     Param("task_vectors.gamma", "float", 0.0, "breadcrumbs: fraction of the largest |delta| dropped",
           low=0.0, high=1.0, high_open=True),
     Param("task_vectors.consensus", "choice", "none", "none: sum | sign: TIES sign election, mean of the agreeing "
-          "entries", choices=CONSENSUS),
+          "entries | sum, count: mergekit's election (sign of the weighted sum or of the count of signs)",
+          choices=CONSENSUS),
     Param("task_vectors.scope", "choice", "tensor", "rank entries within each tensor or over the whole task vector",
           choices=TV_SCOPES),
     Param("task_vectors.lambda", "float", 1.0, "scale of the combined task vector added to the base"),
-], check=_density_gamma, extends=(MERGE,),
+    _weights("task_vectors"),
+    Param("task_vectors.normalize", "bool", None, "divide by the summed weights (of the agreeing models, with "
+          "consensus); null: with consensus only", optional=True),
+    Param("task_vectors.rescale", "choice", None, "survivors' scale: null/auto (random 1/density, della 1/p, others "
+          "none) | none | inverse | l1 (keep each tensor's L1 norm, mergekit)", choices=RESCALE, optional=True),
+    Param("task_vectors.kept", "choice", None, "kept counts: null/round (the papers) | floor (mergekit)",
+          choices=KEPT, optional=True),
+    Param("task_vectors.epsilon", "float", None, "della: keep probabilities spread density +- epsilon by rank; "
+          "null: 0", low=0.0, high=0.5, optional=True),
+], check=(_density_gamma, lambda params, cfg: _della_bounds(params, "task_vectors")), extends=(MERGE,),
     doc="Task-vector merge: sparsify, combine (sum or sign consensus), add lambda times it to the base.")
 
 DARE = Spec("dare", [
@@ -129,7 +171,12 @@ DARE = Spec("dare", [
     Param("dare.drop", "float", 0.9, "drop probability p of every task-vector entry", low=0.0, high=1.0,
           high_open=True),
     Param("dare.lambda", "float", 1.0, LAMBDA_DOC),
-], extends=(MERGE,), doc="DARE: random drop and rescale, then task arithmetic.")
+    Param("dare.consensus", "choice", None, "null/none: the sum (mergekit's dare_linear) | sum, count: mergekit's sign "
+          "election, agreeing entries summed (dare_ties)", choices=("none", "sum", "count"), optional=True),
+    Param("dare.rescale", "choice", None, "null/inverse: survivors times 1/(1-p) (the paper) | l1: to each tensor's "
+          "L1 norm (mergekit)", choices=("inverse", "l1"), optional=True),
+    _weights("dare"),
+], extends=(MERGE,), doc="DARE: random drop and rescale, then task arithmetic (Yu et al. 2024).")
 
 BREADCRUMBS = Spec("breadcrumbs", [
     INGREDIENTS, BASE,
@@ -140,6 +187,86 @@ BREADCRUMBS = Spec("breadcrumbs", [
     Param("breadcrumbs.lambda", "float", 1.0, LAMBDA_DOC),
 ], check=_beta_gamma, extends=(MERGE,),
     doc="Model breadcrumbs: drop outliers and small entries, then task arithmetic.")
+
+
+
+def _della_bounds(params: Params, method: str) -> None:
+    if method == "task_vectors" and params["task_vectors.sparsify"] != "della":
+        return
+    density, epsilon = params[f"{method}.density"], params[f"{method}.epsilon"] or 0.0
+    if density < 1 and not (0 < density - epsilon and density + epsilon < 1):
+        raise UserError(f"{method}.density +- {method}.epsilon must lie inside (0, 1) (keep probabilities), got "
+                        f"{density} +- {epsilon}")
+
+
+def _della_spec(name: str, doc: str) -> Spec:
+    return Spec(name, [
+        INGREDIENTS, BASE, TASKS,
+        Param(f"{name}.density", "float", 0.7, "mean keep probability of each task-vector entry",
+              low=0.0, high=1.0, low_open=True),
+        Param(f"{name}.epsilon", "float", 0.15, "keep probabilities spread from density - epsilon (smallest |delta| "
+              "of a row) to density + epsilon (largest)", low=0.0, high=0.5),
+        Param(f"{name}.rescale", "choice", "l1", "l1: survivors scaled to each tensor's L1 norm (mergekit) | inverse: "
+              "by 1/p (the paper) | none", choices=("l1", "inverse", "none")),
+        Param(f"{name}.normalize", "bool", name == "della", "divide by the summed weights (of the agreeing models)"),
+        Param(f"{name}.lambda", "float", 1.0, LAMBDA_DOC),
+        _weights(name),
+    ], check=lambda params, cfg: _della_bounds(params, name), extends=(MERGE,), doc=doc)
+
+
+DELLA = _della_spec("della", "DELLA: magnitude-ranked random drops, sign election, mean (Deep et al. 2024).")
+DELLA_LINEAR = _della_spec("della_linear", "DELLA without sign election: magnitude-ranked drops, weighted sum "
+                           "(Deep et al. 2024).")
+
+
+def _slerp_t(params: Params, cfg: dict) -> None:
+    from overparam.recipes.merge.gradients import check_setting
+
+    check_setting("slerp.t", params["slerp.t"], 0.0, 1.0)
+
+
+SLERP = Spec("slerp", [
+    INGREDIENTS,
+    Param("slerp.t", "any", 0.5, "interpolation from ingredient 0 (t=0) to ingredient 1 (t=1): a number, a list "
+          "(a gradient across blocks) or [{filter: <name part>, value: ...}, ...]"),
+    Param("slerp.dot_threshold", "float", 0.9995, "rows whose directions' |cos| exceeds this interpolate linearly",
+          low=0.0, high=1.0),
+], check=_slerp_t, extends=(MERGE,), doc="SLERP of two models, row by row (Shoemake 1985; mergekit's slerp).")
+
+
+def _two_weights(params: Params, cfg: dict) -> None:
+    if len(params["nuslerp.weights"]) != 2:
+        raise UserError(f"nuslerp.weights must be two numbers (one per model), got {list(params['nuslerp.weights'])}")
+
+
+NUSLERP = Spec("nuslerp", [
+    INGREDIENTS,
+    Param("base", "run", None, "optional: interpolate the two task vectors from this run, then add it back",
+          optional=True),
+    Param("nuslerp.weights", "list", [1.0, 1.0], "relative weights of the two models (t = w1 / (w0 + w1))",
+          items="numbers", item=_numbers, min_items=2),
+    Param("nuslerp.row_wise", "bool", False, "interpolate columns (along the first axis) instead of rows"),
+    Param("nuslerp.flatten", "bool", True, "interpolate the whole tensor as one vector"),
+], check=_two_weights, extends=(MERGE,), doc="NuSLERP: SLERP by model weights, of task vectors with a base "
+    "(mergekit's nuslerp).")
+
+KARCHER = Spec("karcher", [
+    INGREDIENTS,
+    Param("karcher.max_iter", "int", 10, "most gradient steps on the sphere", low=1),
+    Param("karcher.tol", "float", 1.0e-05, "stop when the tangent step is shorter", low=0.0, low_open=True),
+], extends=(MERGE,), doc="Karcher mean: the Riemannian mean of directions, times the mean norm (mergekit's karcher).")
+
+MODEL_STOCK = Spec("model_stock", [
+    INGREDIENTS, BASE, TASKS,
+    Param("model_stock.filter_wise", "bool", False, "one ratio per row instead of per tensor"),
+], extends=(MERGE,), doc="Model Stock: ratio k cos / (1 + (k-1) cos) toward the fine-tuned mean "
+    "(Jang et al. 2024).")
+
+SCE = Spec("sce", [
+    INGREDIENTS, BASE, TASKS,
+    Param("sce.select_topk", "float", 1.0, "fraction of entries kept, those varying most across models",
+          low=0.0, high=1.0),
+], extends=(MERGE,), doc="SCE: select by variance, calculate weights, erase minority signs (Wan et al. 2024).")
 
 FISHER = Spec("fisher", [
     INGREDIENTS,
@@ -200,6 +327,10 @@ for _spec in (UNIFORM_SOUP, GREEDY_SOUP, CHECKPOINT_AVERAGE, FISHER, REBASIN, LM
     declare(_spec, "merge", check=True)
 # The task-vector presets differ only by settings: rows of task_vectors.PRESETS, one recipe. Their `_target_`
 # stays the path each had as a module of its own, so existing runs keep their identity.
-for _spec in (TASK_VECTORS, TASK_ARITHMETIC, TIES, DARE, BREADCRUMBS):
+for _spec in (TASK_VECTORS, TASK_ARITHMETIC, TIES, DARE, BREADCRUMBS, DELLA, DELLA_LINEAR):
     declare(_spec, "merge", module="task_vectors", check=True, preset=True,
+            target=f"overparam.recipes.merge.{_spec.name}.run")
+# The merges of one tensor of every model at a time: rows of per_tensor.ROWS, one recipe.
+for _spec in (SLERP, NUSLERP, KARCHER, MODEL_STOCK, SCE):
+    declare(_spec, "merge", module="per_tensor", check=True, preset=True,
             target=f"overparam.recipes.merge.{_spec.name}.run")

@@ -22,14 +22,32 @@ def _rank_mask(values: torch.Tensor, count: int, largest: bool) -> torch.Tensor:
     return mask.reshape(values.shape)
 
 
-def magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the round(density * n) entries of largest |delta| (TIES' trim step), zero the rest."""
-    keep = int(round(float(density) * delta.numel()))
+def _count(fraction: float, n: int, kept: str) -> int:
+    """round(fraction * n), or mergekit's int(fraction * n) with `kept=floor`."""
+    return int(float(fraction) * n) if kept == "floor" else int(round(float(fraction) * n))
+
+
+def rescale_l1(delta: torch.Tensor, kept: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """The kept entries scaled so the tensor keeps its L1 norm (mergekit's `rescale`); unscaled when either
+    norm is below `eps`."""
+    before, after = delta.abs().sum(), kept.abs().sum()
+    return kept if before < eps or after < eps else kept * (before / after)
+
+
+def magnitude(delta: torch.Tensor, density: float, kept: str = "round") -> torch.Tensor:
+    """Keep the round(density * n) entries of largest |delta| (TIES' trim step), zero the rest; `kept=floor`:
+    int(density * n) and at least one, as mergekit."""
+    if kept == "floor":
+        if density >= 1:
+            return delta.clone()
+        keep = max(1, int(float(density) * delta.numel())) if density > 0 and delta.numel() else 0
+    else:
+        keep = _count(density, delta.numel(), kept)
     return delta * _rank_mask(delta.abs(), keep, largest=True)
 
 
-def random_drop(delta: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
-    """Keep each entry with probability `density`, rescale survivors by 1/density (DARE).
+def random_drop(delta: torch.Tensor, density: float, generator: torch.Generator, rescale: bool = True) -> torch.Tensor:
+    """Keep each entry with probability `density`, rescale survivors by 1/density (DARE; `rescale=False`: not).
 
     An entry is dropped when its uniform draw is below 1 - density (the drop probability)."""
     if density >= 1:
@@ -37,41 +55,91 @@ def random_drop(delta: torch.Tensor, density: float, generator: torch.Generator)
     if density <= 0:
         return torch.zeros_like(delta)
     keep = torch.rand(delta.shape, generator=generator, dtype=torch.float64) >= 1.0 - density
-    return delta * keep.to(device=delta.device, dtype=delta.dtype) / density
+    kept = delta * keep.to(device=delta.device, dtype=delta.dtype)
+    return kept / density if rescale else kept
 
 
-def breadcrumbs(delta: torch.Tensor, gamma: float, smallest: float) -> torch.Tensor:
+def breadcrumbs(delta: torch.Tensor, gamma: float, smallest: float, kept: str = "round") -> torch.Tensor:
     """Drop the round(gamma * n) entries of largest |delta| and the round(smallest * n) of smallest, keep the
-    middle (model breadcrumbs; mergekit's magnitude_outliers with density = 1 - gamma - smallest)."""
+    middle (model breadcrumbs; mergekit's magnitude_outliers with density = 1 - gamma - smallest). `kept=floor`:
+    mergekit's counts, int(gamma * n) largest dropped and int(density * n) kept above the rest."""
     n = delta.numel()
     magnitudes = delta.abs()
-    top = _rank_mask(magnitudes, int(round(float(gamma) * n)), largest=True)
-    bottom = _rank_mask(magnitudes, int(round(float(smallest) * n)), largest=False)
+    if kept == "floor":
+        density = 1.0 - float(gamma) - float(smallest)
+        if density >= 1:
+            return delta.clone()
+        top_count = int(float(gamma) * n)
+        bottom_count = max(0, n - int(density * n) - top_count)
+    else:
+        top_count, bottom_count = _count(gamma, n, kept), _count(smallest, n, kept)
+    top = _rank_mask(magnitudes, top_count, largest=True)
+    bottom = _rank_mask(magnitudes, bottom_count, largest=False)
     return delta * ~(top | bottom)
 
 
-def _one(delta: torch.Tensor, mode: str, density: float, gamma: float, smallest: float) -> torch.Tensor:
+def della(delta: torch.Tensor, density: float, epsilon: float, generator: torch.Generator,
+          rescale: str = "inverse") -> torch.Tensor:
+    """DELLA's MagPrune (Deep et al. 2024): within each row (the first axis's slices; a vector is one row) the
+    entry of magnitude rank r (1 = smallest) of L is kept with probability p = density - epsilon +
+    2 epsilon (r - 1) / (L - 1) (a row of one entry: density - epsilon), drawn as uniform < p; survivors
+    rescaled by 1/p (`inverse`, the paper), to the tensor's L1 norm (`l1`, mergekit) or not (`none`)."""
+    if density >= 1:
+        return delta.clone()
+    if density <= 0:
+        return torch.zeros_like(delta)
+    rows = delta.reshape(1, -1) if delta.dim() < 2 else delta
+    order = torch.argsort(rows.abs(), dim=1, stable=True)
+    ranks = torch.argsort(order, dim=1, stable=True).to(torch.float64)
+    length = rows.shape[1]
+    spread = ranks / (length - 1) if length > 1 else torch.zeros_like(ranks)
+    probs = (float(density) - float(epsilon)) + spread * 2 * float(epsilon)
+    keep = torch.rand(rows.shape, generator=generator, dtype=torch.float64) < probs.cpu()
+    keep = keep.to(device=delta.device, dtype=delta.dtype)
+    kept = rows * keep
+    if rescale == "inverse":
+        kept = kept / probs.to(delta.dtype)
+    elif rescale == "l1":
+        kept = rescale_l1(rows, kept)
+    return kept.reshape(delta.shape)
+
+
+def _one(delta: torch.Tensor, mode: str, density: float, gamma: float, smallest: float, kept: str,
+         rescale: str) -> torch.Tensor:
     if mode == "magnitude":
-        return magnitude(delta, density)
-    if mode == "breadcrumbs":
-        return breadcrumbs(delta, gamma, smallest)
-    raise ValueError(f"unknown sparsify mode {mode!r}")
+        out = magnitude(delta, density, kept)
+    elif mode == "breadcrumbs":
+        out = breadcrumbs(delta, gamma, smallest, kept)
+    else:
+        raise ValueError(f"unknown sparsify mode {mode!r}")
+    return rescale_l1(delta, out) if rescale == "l1" else out
 
 
 def sparsify_deltas(deltas: dict, mode: str, density: float = 1.0, gamma: float = 0.0, smallest: float = 0.0,
-                    scope: str = "tensor", generator_of=None) -> dict:
+                    scope: str = "tensor", generator_of=None, kept: str = "round", rescale: str = "auto",
+                    epsilon: float = 0.0) -> dict:
     """One task vector ({key: delta}) sparsified by `mode`.
 
     magnitude and breadcrumbs rank |delta| within each tensor (`scope=tensor`) or over the whole task
     vector, its tensors concatenated in key order (`scope=global`, as the TIES paper's code does).
-    random draws each tensor's entries from `generator_of(key)`; scope does not change it."""
+    random and della draw each tensor's entries from `generator_of(key)`; scope does not change them.
+    `rescale`: auto (random: 1/density, della: 1/p, the others none) | none | inverse | l1 (the tensor's,
+    or with scope=global the whole vector's, L1 norm kept, as mergekit)."""
     if mode == "none":
         return deltas
     if mode == "random":
-        return {key: random_drop(delta, density, generator_of(key)) for key, delta in deltas.items()}
+        if rescale in ("auto", "inverse"):
+            return {key: random_drop(delta, density, generator_of(key)) for key, delta in deltas.items()}
+        out = {key: random_drop(delta, density, generator_of(key), rescale=False) for key, delta in deltas.items()}
+        return {key: rescale_l1(deltas[key], value) for key, value in out.items()} if rescale == "l1" else out
+    if mode == "della":
+        return {key: della(delta, density, epsilon, generator_of(key), "inverse" if rescale == "auto" else rescale)
+                for key, delta in deltas.items()}
+    rescale = "none" if rescale in ("auto", "inverse") else rescale
     if scope == "tensor" or not deltas:
-        return {key: _one(delta, mode, density, gamma, smallest) for key, delta in deltas.items()}
-    flat = _one(torch.cat([delta.flatten() for delta in deltas.values()]), mode, density, gamma, smallest)
+        return {key: _one(delta, mode, density, gamma, smallest, kept, rescale) for key, delta in deltas.items()}
+    flat = _one(torch.cat([delta.flatten() for delta in deltas.values()]), mode, density, gamma, smallest, kept,
+                rescale)
     out, start = {}, 0
     for key, delta in deltas.items():
         out[key] = flat[start:start + delta.numel()].reshape(delta.shape)

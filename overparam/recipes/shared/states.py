@@ -87,3 +87,33 @@ def stream(refs: list[RunRef], device: str = "cpu") -> Iterator[dict]:
     """Ingredients' state_dicts, one at a time."""
     for ref in refs:
         yield load_weights(ref, device)
+
+
+class LazyState:
+    """An ingredient's weights read one tensor at a time (`state[key]`), for merges that need every
+    model's copy of one tensor at once: memory holds one tensor per model, not whole models.
+    A checkpoint whose tensors are nested under a skeleton is read whole instead."""
+
+    def __init__(self, ref: RunRef, device: str = "cpu") -> None:
+        from safetensors import safe_open
+
+        from overparam.store.checkpoint import SKELETON_KEY
+
+        self.ref, self.device = ref, device
+        try:
+            self._handle = safe_open(str(ref.weights), framework="pt", device=device)
+            nested = SKELETON_KEY in (self._handle.metadata() or {})
+        except Exception as exc:  # safetensors raises several types for a damaged file
+            raise UserError(f"corrupt checkpoint {ref.weights}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        self._whole = load_weights(ref, device) if nested else None
+
+    def keys(self) -> list:
+        return list(self._whole) if self._whole is not None else list(self._handle.keys())
+
+    def __getitem__(self, key: str):
+        return self._whole[key] if self._whole is not None else self._handle.get_tensor(key)
+
+
+def lazy(refs: list[RunRef], device: str = "cpu") -> list[LazyState]:
+    """Every ingredient opened for reading tensor by tensor."""
+    return [LazyState(ref, device) for ref in refs]
