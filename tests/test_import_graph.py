@@ -177,6 +177,8 @@ NOT_THE_METHOD = {
     ("overparam/recipes/prune/channel.py", "finetune"), ("overparam/recipes/prune/nm.py", "dense"),
     ("overparam/report/plots.py", "dense"), ("overparam/recipes/shared/lottery.py", "imp"),
     ("overparam/recipes/shared/lottery.py", "random_prune"), ("overparam/cli/main.py", "search"),
+    # the family list: `quantize` is the quantize family's name as well as its method's
+    ("overparam/methods.py", "quantize"),
 }
 # `method=kd +prune=imp` composes IMP's lineage with distillation: the prune group's option names IMP and kd
 # reads IMP's declared parameters by that name.
