@@ -196,7 +196,7 @@ def test_adalora_resumes_its_scores_and_rank_pattern_exactly(tmp_path):
         allocate = Allocator(adapters, target_r=1, tinit=2, tfinal=3, delta_t=1, beta1=0.85, beta2=0.85,
                              total_step=12)
         trainable = [p for a in adapters.values() for p in a.trainable()]
-        fit(model, data, Run(root, {"x": 1}).start(), params=trainable, seed=0, hardware={"device": "cpu",
+        fit(model, data, Run(root, {"x": 1}).start(), trainable=trainable, seed=0, hardware={"device": "cpu",
             "precision": "fp32"}, train={"steps": steps, "epochs": None, "batch_size": 8, "eval_every": 3},
             optim={"name": "adam", "lr": 0.05, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant"},
             step_hook=lambda step, m, o: allocate(step - 1))
