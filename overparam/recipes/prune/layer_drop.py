@@ -138,6 +138,10 @@ def run(params, context) -> dict:
                "parameters": count_parameters(model), "selection_seconds": round(seconds, 3),
                "dropped": ",".join(map(str, record["dropped_blocks"])) or "-",
                "removed_sublayers": ",".join(shape["removed"] or []) or "-"}
+    from overparam.models.masked import masked_modules, sparsity_report
+
+    if masked_modules(model):  # a sparse source keeps its masks in the blocks that stay
+        summary["sparsity"] = sparsity_report(model)["sparsity"]
     for split, metrics in after.items():
         summary.update({f"{split}_{key}": float(value) for key, value in metrics.items()})
     for split, metrics in before.items():
