@@ -91,3 +91,24 @@ def test_perp_norm_bias_repair_moves_only_biases_and_norms_and_keeps_zeros(base)
     assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert 0 < summary["trainable_fraction"] < 0.1
     assert summary["trainable_parameters"] == sum(v.numel() for k, v in source.items() if k in allowed)
+
+
+@pytest.mark.slow
+def test_hf_llama_run_drops_a_layer_and_sublayer_and_exports(base):
+    from hf_models import save_tiny
+    from lm_helpers import HF_RUN
+
+    from overparam.cli.export_hf import export_folder
+    from overparam.cli.train import train_in_process
+
+    folder = save_tiny(base / "llama3", "llama", layers=3)
+    run = [o if not o.startswith("train.steps") else "train.steps=2" for o in HF_RUN] + [f"model.path={folder}"]
+    train_in_process(run, base / "outputs/hf")
+    train_in_process([*run, "method=layer_drop", f"from={base}/outputs/hf", "calib.samples=4"], base / "outputs/hf_bi")
+    train_in_process([*run, "method=layer_drop", f"from={base}/outputs/hf_bi", "drop.criterion=finercut",
+                      "drop.sublayers=1", "calib.samples=4"], base / "outputs/hf_fc")
+    shape = json.loads((base / "outputs/hf_fc/run.json").read_text())["weights_config"]["model"]
+    assert len(shape["layers"]) == 2 and set(shape["layers"]) < {0, 1, 2} and len(shape["removed"]) == 1
+    meta = export_folder(str(base / "outputs/hf_fc"), base / "hf_fc_out")  # logits checked against the run's
+    assert meta["model"] == "hf"
+    assert json.loads((base / "hf_fc_out/config.json").read_text())["num_hidden_layers"] == 2

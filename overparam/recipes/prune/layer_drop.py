@@ -37,12 +37,11 @@ def _source_shape(cfg: dict) -> tuple[str, int]:
 
 
 def _source_config(ref: str) -> dict:
-    from omegaconf import OmegaConf
+    """The source run's weights config (its real architecture) as a plain resolved dict."""
+    from overparam.store.load import RunRef, resolve_saved, weights_config
 
-    from overparam.recipes.shared.ingredients import weights_config
-    from overparam.store.load import RunRef
-
-    return OmegaConf.to_container(weights_config(RunRef.parse(str(ref)).root), resolve=True)
+    root = RunRef.parse(str(ref)).root
+    return resolve_saved(weights_config(root), source=str(root))
 
 
 def check(params, cfg: dict) -> None:
