@@ -4,7 +4,6 @@ chains into from=, reproduce and export; a norm_bias fine-tune of a pruned run m
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
