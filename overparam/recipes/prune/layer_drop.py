@@ -95,6 +95,7 @@ def run(params, context) -> dict:
     from overparam.engine.evaluate import evaluate_splits
     from overparam.models.blocks import decoder_blocks, has_sublayer, is_language_model, keep_blocks
     from overparam.models import count_parameters
+    from overparam.models.masked import masked_modules, sparsity_report
     from overparam.recipes.prune import block_scores
     from overparam.recipes.shared.calibration import from_params
     from overparam.recipes.shared.source import load_from_run
@@ -137,8 +138,6 @@ def run(params, context) -> dict:
                "parameters": count_parameters(model), "selection_seconds": round(seconds, 3),
                "dropped": ",".join(map(str, record["dropped_blocks"])) or "-",
                "removed_sublayers": ",".join(shape["removed"] or []) or "-"}
-    from overparam.models.masked import masked_modules, sparsity_report
-
     if masked_modules(model):  # a sparse source keeps its masks in the blocks that stay
         summary["sparsity"] = sparsity_report(model)["sparsity"]
     for split, metrics in after.items():
