@@ -9,6 +9,10 @@ same batch of test tokens in eval mode, forward only, in interleaved rounds (a f
 round). Reported: the median forward time of each and its ratio to the full model's (with the spread over
 rounds, lowest to highest ratio), and the ratio of their block counts, which the time ratio approaches when
 the embeddings and the output head are a small part of the work.
+
+Measured (1 thread, 16x64 tokens, 21 rounds, a shared 2-core CPU at load 6-7, so single rounds spread widely):
+time ratio 0.822 / 0.686 / 0.514 / 0.358 with 1 / 2 / 3 / 4 of 6 blocks removed (block ratio 0.833 / 0.667 /
+0.500 / 0.333); the llm_layer_drop FinerCut run with 8 sublayers removed (3 blocks and 2 attentions) 0.427.
 """
 
 from __future__ import annotations
