@@ -134,6 +134,11 @@ def test_hf_blocks_dropped_and_sublayers_removed_export_with_the_same_logits(tmp
         assert torch.allclose(full(tokens), expected, atol=1e-5)
     for handle in handles:
         handle.remove()
+    # transformers' cache is indexed by each attention's layer_idx: renumbered, cached decoding agrees.
+    prompt = tokens[:2, :4]
+    with torch.no_grad():
+        greedy = small.lm.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=False)
+        assert torch.equal(small.lm.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=True), greedy)
     densify(small)
     lm = hf_to_transformers(small)
     lm.save_pretrained(str(tmp_path / "out"), safe_serialization=True)
@@ -141,4 +146,5 @@ def test_hf_blocks_dropped_and_sublayers_removed_export_with_the_same_logits(tmp
     assert loaded.config.num_hidden_layers == 2
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=tokens).logits, expected, atol=1e-5)
+        assert torch.equal(loaded.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=True), greedy)
 
