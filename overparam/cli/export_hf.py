@@ -29,23 +29,57 @@ def gpt_to_transformers(model, context: int):
     width = model.token.weight.shape[1]
     config = transformers.GPT2Config(
         vocab_size=model.token.weight.shape[0], n_positions=context, n_embd=width, n_layer=len(blocks),
-        n_head=blocks[0].attn.heads if blocks else 1, n_inner=blocks[0].mlp_in.out_features if blocks else None,
-        activation_function="gelu_new", tie_word_embeddings=False, resid_pdrop=0.0, embd_pdrop=0.0,
-        attn_pdrop=0.0, bos_token_id=None, eos_token_id=None, architectures=["GPT2LMHeadModel"])
+        n_head=model.heads, n_inner=model.mlp, activation_function="gelu_new", tie_word_embeddings=False,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None,
+        architectures=["GPT2LMHeadModel"])
     state = {"transformer.wte.weight": model.token.weight, "transformer.wpe.weight": model.position.weight,
              "transformer.ln_f.weight": model.ln_f.weight, "transformer.ln_f.bias": model.ln_f.bias,
              "lm_head.weight": model.head.weight}
+    twin = transformers.GPT2LMHeadModel(config)
     for i, block in enumerate(blocks):
         p, attn = f"transformer.h.{i}.", block.attn
-        state[p + "attn.c_attn.weight"] = torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]).T
-        state[p + "attn.c_attn.bias"] = torch.cat([attn.q.bias, attn.k.bias, attn.v.bias])
-        for theirs, ours in (("attn.c_proj", attn.out), ("mlp.c_fc", block.mlp_in), ("mlp.c_proj", block.mlp_out)):
-            state[p + theirs + ".weight"], state[p + theirs + ".bias"] = ours.weight.T, ours.bias
-        for theirs, ours in (("ln_1", block.ln1), ("ln_2", block.ln2)):
-            state[p + theirs + ".weight"], state[p + theirs + ".bias"] = ours.weight, ours.bias
-    twin = transformers.GPT2LMHeadModel(config)
+        if attn is not None:
+            state[p + "attn.c_attn.weight"] = torch.cat([attn.q.weight, attn.k.weight, attn.v.weight]).T
+            state[p + "attn.c_attn.bias"] = torch.cat([attn.q.bias, attn.k.bias, attn.v.bias])
+        pairs = (("attn.c_proj", attn.out if attn is not None else None), ("mlp.c_fc", block.mlp_in),
+                 ("mlp.c_proj", block.mlp_out), ("ln_1", block.ln1), ("ln_2", block.ln2))
+        for theirs, ours in pairs:
+            if ours is not None:
+                w = ours.weight.T if theirs.startswith(("attn", "mlp")) else ours.weight
+                state[p + theirs + ".weight"], state[p + theirs + ".bias"] = w, ours.bias
+        # A sublayer removed from a block (FinerCut) has no place in GPT-2's config: it is exported whole
+        # with every weight zero, so it adds exactly nothing to the residual stream, as in the run.
+        for key, value in twin.state_dict().items():
+            if key.startswith(p) and key not in state and key.endswith((".weight", ".bias")):
+                state[key] = torch.zeros_like(value)
     twin.load_state_dict({k: v.detach().contiguous().clone() for k, v in state.items()}, strict=False)
     return twin
+
+
+def _restore_removed_sublayers(model) -> None:
+    """A decoder layer that lost a sublayer (FinerCut) is exported whole: the sublayer with every weight zero
+    adds exactly nothing, as in the run (transformers' configs have no per-layer sublayer list)."""
+    import torch
+
+    from overparam.models.blocks import SUBLAYERS, decoder_blocks, has_sublayer
+
+    blocks = decoder_blocks(model)
+    for index, block in enumerate(blocks):
+        if all(has_sublayer(block, kind) for kind in SUBLAYERS):
+            continue
+        whole = type(block)(model.lm.config, layer_idx=index).to(next(model.parameters()).dtype)
+        with torch.no_grad():
+            for parameter in whole.parameters():
+                parameter.zero_()
+        own = {}
+        for name, module in block.named_modules():
+            if isinstance(module, torch.nn.Linear) and isinstance(whole.get_submodule(name), torch.nn.Module) \
+                    and type(whole.get_submodule(name)).__name__ == "Conv1D":
+                own[name + ".weight"], own[name + ".bias"] = module.weight.T, module.bias
+        own = {**{k: v for k, v in block.state_dict().items() if k not in own}, **own}
+        whole.load_state_dict(own, strict=False)
+        blocks[index] = whole
+    model.conv1d_names = [n for n in model.conv1d_names if isinstance(model.lm.get_submodule(n), torch.nn.Linear)]
 
 
 def hf_to_transformers(model):
@@ -56,6 +90,7 @@ def hf_to_transformers(model):
     from overparam.models.paths import replace_module
 
     lm = model.lm
+    _restore_removed_sublayers(model)
     for name in model.conv1d_names:
         linear = lm.get_submodule(name)
         conv = Conv1D(linear.out_features, linear.in_features)

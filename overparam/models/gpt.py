@@ -39,10 +39,14 @@ class CausalSelfAttention(nn.Module):
         return self.out(attended.transpose(1, 2).reshape(n, length, width))
 
 
-class GPTBlock(nn.Module):
-    """x + attn(ln1(x)), then x + mlp(ln2(x))."""
+# The modules of each sublayer a block may lose (FinerCut's removal of single attention or MLP sublayers).
+SUBLAYER_MODULES = {"attn": ("ln1", "attn"), "mlp": ("ln2", "mlp_in", "mlp_out")}
 
-    def __init__(self, width: int, heads: int, mlp: int, dropout: float):
+
+class GPTBlock(nn.Module):
+    """x + attn(ln1(x)), then x + mlp(ln2(x)); a removed sublayer (its modules None) adds nothing."""
+
+    def __init__(self, width: int, heads: int, mlp: int, dropout: float, without: tuple[str, ...] = ()):
         super().__init__()
         self.ln1 = nn.LayerNorm(width)
         self.attn = CausalSelfAttention(width, heads, dropout)
@@ -50,23 +54,32 @@ class GPTBlock(nn.Module):
         self.mlp_in = nn.Linear(width, mlp)
         self.mlp_out = nn.Linear(mlp, width)
         self.drop = nn.Dropout(dropout)
+        for kind in without:
+            for name in SUBLAYER_MODULES[kind]:
+                setattr(self, name, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x)))
-        return x + self.drop(self.mlp_out(F.gelu(self.mlp_in(self.ln2(x)), approximate="tanh")))
+        if self.attn is not None:
+            x = x + self.drop(self.attn(self.ln1(x)))
+        if self.mlp_in is not None:
+            x = x + self.drop(self.mlp_out(F.gelu(self.mlp_in(self.ln2(x)), approximate="tanh")))
+        return x
 
 
 class GPT(nn.Module):
     language_model = True
     output_layer = "head"
 
-    def __init__(self, vocab: int, context: int, width: int, heads: int, layers: int, mlp: int, dropout: float):
+    def __init__(self, vocab: int, context: int, width: int, heads: int, layers: int, mlp: int, dropout: float,
+                 removed: dict[int, tuple[str, ...]] | None = None):
         super().__init__()
-        self.context = context
+        self.context, self.heads, self.mlp = context, heads, mlp
+        removed = removed or {}
         self.token = nn.Embedding(vocab, width)
         self.position = nn.Embedding(context, width)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(GPTBlock(width, heads, mlp, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(GPTBlock(width, heads, mlp, dropout, removed.get(i, ()))
+                                    for i in range(layers))
         self.ln_f = nn.LayerNorm(width)
         self.head = nn.Linear(width, vocab, bias=False)
         # GPT-2's initialization: N(0, 0.02), residual projections scaled down by the depth, zero biases.
@@ -94,9 +107,25 @@ class GPT(nn.Module):
                         "merge runs of one init instead")
 
 
+def parse_removed(removed, layers: int, what: str = "model.removed") -> dict[int, tuple[str, ...]]:
+    """`["0.attn", "2.mlp"]` (sublayers removed, by block) as {0: ("attn",), 2: ("mlp",)}, checked against `layers`."""
+    out: dict[int, tuple[str, ...]] = {}
+    for entry in removed or ():
+        block, _, kind = str(entry).partition(".")
+        if not block.isdigit() or kind not in SUBLAYER_MODULES or int(block) >= layers:
+            raise UserError(f"{what}: {entry!r} is not <block>.attn or <block>.mlp with a block below {layers}")
+        if kind in out.get(int(block), ()):
+            raise UserError(f"{what}: {entry!r} is listed twice")
+        out[int(block)] = (*out.get(int(block), ()), kind)
+    return out
+
+
 def gpt(input_shape, num_classes: int, width: int = 64, heads: int = 4, layers: int = 2, mlp: int | None = None,
-        context: int | None = None, dropout: float = 0.0) -> nn.Module:
-    """A GPT over blocks of `input_shape[0]` tokens with a vocabulary of `num_classes`; context defaults to the block."""
+        context: int | None = None, dropout: float = 0.0, removed=None) -> nn.Module:
+    """A GPT over blocks of `input_shape[0]` tokens with a vocabulary of `num_classes`; context defaults to the block.
+
+    `removed` lists sublayers taken out of single blocks (`["1.attn"]`: block 1 has no attention), as
+    `method=layer_drop drop.criterion=finercut` writes them."""
     if len(tuple(input_shape)) != 1:
         raise UserError(f"model gpt needs blocks of token ids (dataset=text); the dataset gives inputs of shape "
                         f"{tuple(input_shape)}")
@@ -107,7 +136,7 @@ def gpt(input_shape, num_classes: int, width: int = 64, heads: int = 4, layers: 
     if int(width) % int(heads):
         raise UserError(f"model gpt: width {width} is not a multiple of heads {heads}")
     return GPT(int(num_classes), context, int(width), int(heads), int(layers), int(mlp or 4 * int(width)),
-               float(dropout))
+               float(dropout), parse_removed(removed, int(layers)))
 
 
 gpt.language_model = True  # takes (N, T) token ids and gives (N, T, vocabulary) logits

@@ -137,8 +137,11 @@ def _context(config: dict) -> int | None:
 
 
 def hf(input_shape, num_classes: int, path: str | None = None, tokenizer: str | None = None,
-       trust_remote_code: bool = False, dtype: str = "float32") -> nn.Module:
-    """The causal LM saved in the folder `path`, checked against the data's blocks and vocabulary."""
+       trust_remote_code: bool = False, dtype: str = "float32", layers=None, removed=None) -> nn.Module:
+    """The causal LM saved in the folder `path`, checked against the data's blocks and vocabulary.
+
+    `layers` (the folder's decoder layers kept) and `removed` (sublayers taken out) give the smaller shape
+    `method=layer_drop` saves."""
     if trust_remote_code:
         raise UserError("model.trust_remote_code=true is refused: a model folder is data, never code to run")
     config = check_folder(path)
@@ -164,7 +167,12 @@ def hf(input_shape, num_classes: int, path: str | None = None, tokenizer: str | 
         head.weight = nn.Parameter(head.weight.detach().clone())
     lm.config.tie_word_embeddings = False
     lm.train()
-    return HFCausalLM(lm, _conv1d_to_linear(lm), context)
+    model = HFCausalLM(lm, _conv1d_to_linear(lm), context)
+    if layers is not None or removed:
+        from overparam.models.blocks import apply_shape
+
+        apply_shape(model, layers, removed)
+    return model
 
 
 hf.language_model = True  # takes (N, T) token ids and gives (N, T, vocabulary) logits

@@ -21,19 +21,20 @@ def train_tokenizer(vocab: int = 300):
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
 
 
-def save_tiny(folder: Path, kind: str, *, tokenizer: bool = True, vocab: int = 300, context: int = 64) -> Path:
-    """A randomly initialized 2-layer `kind` ("gpt2" or "llama") saved with save_pretrained (safetensors)."""
+def save_tiny(folder: Path, kind: str, *, tokenizer: bool = True, vocab: int = 300, context: int = 64,
+              layers: int = 2) -> Path:
+    """A randomly initialized `layers`-layer `kind` ("gpt2" or "llama") saved with save_pretrained (safetensors)."""
     import torch
     import transformers
 
     torch.manual_seed(0)
     if kind == "gpt2":
-        config = transformers.GPT2Config(vocab_size=vocab, n_positions=context, n_embd=32, n_layer=2, n_head=2,
+        config = transformers.GPT2Config(vocab_size=vocab, n_positions=context, n_embd=32, n_layer=layers, n_head=2,
                                          bos_token_id=0, eos_token_id=0)
         model = transformers.GPT2LMHeadModel(config)
     else:
         config = transformers.LlamaConfig(vocab_size=vocab, max_position_embeddings=context, hidden_size=32,
-                                          intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, num_hidden_layers=layers, num_attention_heads=2,
                                           num_key_value_heads=1, bos_token_id=0, eos_token_id=0)
         model = transformers.LlamaForCausalLM(config)
     model.save_pretrained(str(folder), safe_serialization=True)

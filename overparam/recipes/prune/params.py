@@ -169,3 +169,27 @@ DATA_DIET = Spec("data_diet", [
 
 for _spec in (IMP, ONESHOT, SNIP, GRASP, SYNFLOW, RANDOM_PRUNE, CHANNEL, NM, DATA_DIET, WANDA, SPARSEGPT):
     declare(_spec, "prune")
+
+DROP_CRITERIA = ("bi", "angular", "last", "finercut")
+
+
+def _drop_counts(params: Params, cfg: dict) -> None:
+    if params["drop.criterion"] == "finercut" and params["drop.sublayers"] is None:
+        raise UserError("drop.criterion=finercut removes sublayers: set drop.sublayers=<k>")
+    if params["drop.criterion"] != "finercut" and params["drop.sublayers"] is not None:
+        raise UserError(f"drop.sublayers is FinerCut's count; drop.criterion={params['drop.criterion']} removes "
+                        f"drop.blocks whole blocks")
+
+
+LAYER_DROP = Spec("layer_drop", [
+    Param("from", "run", None, "the language-model run to make shallower (model=gpt or model=hf)", optional=True),
+    Param("drop.criterion", "choice", "bi", "bi (ShortGPT block influence) | angular (Gromov et al., consecutive "
+          "blocks) | last (the baseline) | finercut (single attention/MLP sublayers, greedily)",
+          choices=DROP_CRITERIA),
+    Param("drop.blocks", "int", 1, "whole blocks removed (bi, angular, last)", low=1),
+    Param("drop.sublayers", "int", None, "attention or MLP sublayers removed (finercut)", low=1, optional=True),
+    Param("drop.batch_size", "int", 16, "calibration sequences per forward pass while scoring", low=1),
+], check=_drop_counts, extends=(CALIB,),
+    doc="Remove transformer blocks or sublayers chosen on calibration data.")
+
+declare(LAYER_DROP, "prune", check=True)

@@ -1,8 +1,15 @@
 """`method=finetune`: continue training a finished run's model, all of it or a chosen part.
 
 `finetune.train`: `all` | `head` (a linear probe: only the classifier) | `norm_bias` (only
-normalization and bias parameters). On a dataset with another class count the classifier is
-replaced by a fresh one. A sparse source keeps its mask unless `finetune.dense=true`.
+normalization and bias parameters) | `bias` | `norm`. On a dataset with another class count the
+classifier is replaced by a fresh one. A sparse source keeps its mask unless `finetune.dense=true`.
+
+`norm_bias` after pruning is PERP's cheap repair (Zimmer et al., "PERP: Rethinking the Prune-Retrain
+Paradigm in the Era of LLMs"): a pruned model's loss is mostly recovered by retraining its biases and
+normalization parameters alone, a tiny fraction of its parameters; every weight, pruned or not, stays as
+it is, so the model stays exactly as sparse. Normalization layers are recognized by type (BatchNorm,
+LayerNorm, GroupNorm, RMSNorm, and transformers' own `...Norm` classes such as LlamaRMSNorm).
+The summary gives `trainable_parameters`, `parameters_alive` and their ratio `trainable_fraction`.
 """
 
 from __future__ import annotations
@@ -15,7 +22,12 @@ from overparam.models.counting import trainable_summary
 from overparam.recipes.common import model_summary
 from overparam.recipes.shared.source import load_from_run
 
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """A normalization layer: torch's, or a model library's own class named `...Norm` (LlamaRMSNorm)."""
+    return isinstance(module, NORM_TYPES) or type(module).__name__.endswith(("Norm", "RMSNorm", "LayerNorm"))
 
 
 def trainable_parameters(model: nn.Module, mode: str) -> list[nn.Parameter]:
@@ -29,9 +41,10 @@ def trainable_parameters(model: nn.Module, mode: str) -> list[nn.Parameter]:
     else:
         chosen = []
         for module in model.modules():
-            if isinstance(module, NORM_TYPES):
-                chosen += list(module.parameters(recurse=False))
-            elif getattr(module, "bias", None) is not None and isinstance(module.bias, nn.Parameter):
+            if is_norm(module):
+                if mode in ("norm_bias", "norm"):
+                    chosen += list(module.parameters(recurse=False))
+            elif mode in ("norm_bias", "bias") and isinstance(getattr(module, "bias", None), nn.Parameter):
                 chosen.append(module.bias)
     ids = {id(p) for p in chosen}
     for parameter in model.parameters():
@@ -52,6 +65,7 @@ def run(params, context) -> dict:
     trainable = trainable_parameters(model, params["finetune.train"])
     # Counted before training ends: a pruned weight is held at zero by its mask and never trains.
     counts = trainable_summary(model, trainable)
+    counts["trainable_fraction"] = counts["trainable_parameters"] / max(counts["parameters_alive"], 1)
     result = fit(model, setup.data, run, tag="finetune", label="finetune", trainable=trainable, **setup.fit_kwargs())
     for parameter in model.parameters():
         parameter.requires_grad_(True)

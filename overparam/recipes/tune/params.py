@@ -7,7 +7,7 @@ from overparam.errors import UserError
 from overparam.methods import declare
 from overparam.params import Param, Params, Spec
 
-FINETUNE_MODES = ("all", "head", "norm_bias")
+FINETUNE_MODES = ("all", "head", "norm_bias", "bias", "norm")
 
 
 def _from_required(method: str):
@@ -62,7 +62,8 @@ FROM = Param("from", "run", None, "the starting run: <run dir> or <run dir>@leve
 
 FINETUNE = Spec("finetune", [
     FROM,
-    Param("finetune.train", "choice", "all", "what trains: all | head (linear probe) | norm_bias",
+    Param("finetune.train", "choice", "all", "what trains: all | head (linear probe) | norm_bias (PERP's repair "
+          "after pruning) | bias | norm",
           choices=FINETUNE_MODES),
     Param("finetune.dense", "bool", False, "drop a sparse source's mask and fine-tune densely"),
 ], check=_from_required("finetune"), doc="Fine-tune a finished run's model.")
