@@ -38,10 +38,9 @@ def _source_shape(cfg: dict) -> tuple[str, int]:
 
 def _source_config(ref: str) -> dict:
     """The source run's weights config (its real architecture) as a plain resolved dict."""
-    from overparam.store.load import RunRef, resolve_saved, weights_config
+    from overparam.store.load import RunRef, weights_config
 
-    root = RunRef.parse(str(ref)).root
-    return resolve_saved(weights_config(root), source=str(root))
+    return weights_config(RunRef.parse(str(ref)).root).to_dict()
 
 
 def check(params, cfg: dict) -> None:
