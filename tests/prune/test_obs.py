@@ -1,5 +1,6 @@
 """SparseGPT's OBS reconstruction (recipes/shared/obs.py) against a direct transcription of IST-DASLab/sparsegpt's
-`fasterprune` and IST-DASLab/gptq's `fasterquant` (tests/prune/oneshot_reference.py), in float64."""
+`fasterprune` (tests/prune/oneshot_reference.py) and IST-DASLab/gptq's `fasterquant` (tests/gptq_reference.py), in
+float64."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oneshot_reference import Quantizer, SparseGPTReference, gptq_fasterquant  # noqa: E402
+from gptq_reference import Quantizer, fasterquant  # noqa: E402
+from oneshot_reference import SparseGPTReference  # noqa: E402
 
 from overparam.recipes.shared.obs import Hessian, fasterprune  # noqa: E402
 
@@ -101,8 +103,8 @@ def test_quantizer_hook_with_nothing_pruned_is_gptq(groupsize, actorder, static)
         q.configure(3, perchannel=True, sym=False)
         return q
 
-    expected = gptq_fasterquant(layer.weight.data, hessian.matrix, quantizer(), blocksize=32, groupsize=groupsize,
-                                actorder=actorder, static_groups=static)
+    expected, _ = fasterquant(layer.weight.data, hessian.matrix, quantizer(), blocksize=32, groupsize=groupsize,
+                              actorder=actorder, static_groups=static)
     result = fasterprune(layer.weight.data, hessian.matrix, 0.0, blocksize=32, quantizer=quantizer(),
                          groupsize=groupsize, actorder=actorder, static_groups=static)
     assert (result.weight - expected).abs().max().item() < 1e-9

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gptq_reference as reference  # noqa: E402
+import gptq_reference as reference
 
-from overparam.recipes.quantize.gptq import gptq_layer  # noqa: E402
-from overparam.recipes.quantize.quantizer import Grid  # noqa: E402
+from overparam.recipes.quantize.gptq import gptq_layer
+from overparam.recipes.quantize.quantizer import Grid
 
 ROWS, COLUMNS = 16, 64
 

@@ -1,6 +1,8 @@
 """A direct transcription of IST-DASLab/gptq (commit 2d65066): `quant.py` (quantize, Quantizer without the mse
-search) and `gptq.py` (GPTQ.add_batch for Linear inputs, GPTQ.fasterquant), with the CUDA calls and printing
-removed and the weight and Hessian passed in. The test's ground truth; not used by the package."""
+search; `quantize(x)` added as the OBS hook's column entry point) and `gptq.py` (GPTQ.add_batch for Linear
+inputs, GPTQ.fasterquant), with the CUDA calls and printing removed and the weight and Hessian passed in.
+The ground truth of the GPTQ tests (tests/quantize) and of the OBS loop's quantizer hook (tests/prune); not
+used by the package."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import copy
 import math
 
 import torch
+from torch import nn
 
 
 def quantize(x, scale, zero, maxq):
@@ -15,17 +18,30 @@ def quantize(x, scale, zero, maxq):
     return scale * (q - zero)
 
 
-class Quantizer:
-    def configure(self, bits, perchannel=True, sym=True):
+class Quantizer(nn.Module):
+    """quant.py's Quantizer with configure(bits, perchannel=True, sym=False, mse=False); `quantize(x)` added as
+    the hook's column entry point (their code calls the free function with the same buffers)."""
+
+    def __init__(self, shape=1):
+        super().__init__()
+        self.register_buffer('maxq', torch.tensor(0))
+        self.register_buffer('scale', torch.zeros(shape))
+        self.register_buffer('zero', torch.zeros(shape))
+
+    def configure(self, bits, perchannel=True, sym=False):
         self.maxq = torch.tensor(2 ** bits - 1)
         self.perchannel = perchannel
         self.sym = sym
-        self.scale = torch.zeros(1)
 
     def find_params(self, x, weight=False):
+        dev = x.device
+        self.maxq = self.maxq.to(dev)
         shape = x.shape
-        x = x.flatten(1)
-        tmp = torch.zeros(x.shape[0])
+        if self.perchannel:
+            x = x.flatten(1)
+        else:
+            x = x.flatten().unsqueeze(0)
+        tmp = torch.zeros(x.shape[0], device=dev, dtype=x.dtype)
         xmin = torch.minimum(x.min(1)[0], tmp)
         xmax = torch.maximum(x.max(1)[0], tmp)
         if self.sym:
@@ -41,9 +57,15 @@ class Quantizer:
             self.zero = torch.full_like(self.scale, (self.maxq + 1) / 2)
         else:
             self.zero = torch.round(-xmin / self.scale)
+        if not self.perchannel:
+            self.scale = self.scale.repeat(shape[0])
+            self.zero = self.zero.repeat(shape[0])
         shape = [-1] + [1] * (len(shape) - 1)
         self.scale = self.scale.reshape(shape)
         self.zero = self.zero.reshape(shape)
+
+    def quantize(self, x):
+        return quantize(x, self.scale, self.zero, self.maxq)
 
     def ready(self):
         return torch.all(self.scale != 0)
