@@ -81,6 +81,41 @@ def test_self_pretrain_splits_the_steps_and_compares_with_scratch(tmp_path, dens
     assert summary["scratch_test_accuracy"] == dense_summary["test_accuracy"]
     assert summary["pretrain_reconstruction_loss"] > 0
     assert summary["test_accuracy"] == pytest.approx(saved_accuracy(tmp_path / "sp"))
+    # Train accuracy beside test for both arms, and the paired gain of this seed.
+    assert 0 <= summary["train_accuracy"] <= 1 and 0 <= summary["scratch_train_accuracy"] <= 1
+    assert summary["self_pretrain_gain"] == pytest.approx(summary["test_accuracy"] - summary["scratch_test_accuracy"])
+
+
+def test_self_pretrain_phases_get_their_own_optimizer_settings(tmp_path, monkeypatch):
+    """Reconstruction runs with self_pretrain.optim.* and grad_clip; fine-tuning with the run's own, afresh."""
+    from overparam.recipes.tune import self_pretrain
+
+    calls = []
+
+    def recording_fit(model, data, run=None, **kwargs):
+        calls.append((kwargs["tag"], kwargs["train"], kwargs["optim"]))
+        return real_fit(model, data, run, **kwargs)
+
+    real_fit = self_pretrain.fit
+    monkeypatch.setattr(self_pretrain, "fit", recording_fit)
+    summary = train_in_process([*TINY, "method=self_pretrain", "optim.name=adam", "optim.lr=0.01",
+                                "self_pretrain.optim.name=adamw", "self_pretrain.optim.lr=0.003",
+                                "self_pretrain.optim.warmup_steps=3", "self_pretrain.optim.schedule=linear"],
+                               tmp_path / "sp")
+    (tag, train, optim), (tag2, train2, optim2) = calls
+    assert tag == "pretrain" and (optim.name, optim.lr, optim.warmup_steps, optim.schedule) == ("adamw", 0.003, 3, "linear")
+    assert train.grad_clip == 1.0 and train.steps == summary["pretrain_steps"] == 10  # the paper's clipping by default
+    assert tag2 == "finetune" and (optim2.name, optim2.lr, optim2.warmup_steps) == ("adam", 0.01, 0)
+    assert train2.grad_clip is None and train2.steps == 10
+    # The reconstruction error is the held-out masked MSE as a fraction of the held-out inputs' variance.
+    assert 0 < summary["pretrain_reconstruction_error"] < 2
+    assert summary["pretrain_reconstruction_error"] != summary["pretrain_reconstruction_loss"]
+
+
+def test_self_pretrain_rejects_a_bad_pretrain_schedule(tmp_path):
+    with pytest.raises(UserError, match="self_pretrain.optim.schedule"):
+        train_in_process([*TINY, "method=self_pretrain", "self_pretrain.optim.schedule=exp"], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_source_with_other_classes_gets_a_fresh_head(dense_run):

@@ -148,14 +148,20 @@ ADALORA = Spec("adalora", [
 SELF_PRETRAIN = Spec("self_pretrain", [
     Param("self_pretrain.pretrain_fraction", "float", 0.5, "share of the training steps spent on reconstruction",
           low=0.0, high=1.0, low_open=True, high_open=True),
-    Param("self_pretrain.mask_fraction", "float", 0.25, "fraction of input positions zeroed", low=0.0, high=1.0,
-          high_open=True),
+    Param("self_pretrain.mask_fraction", "float", 0.5, "fraction of input positions hidden (the paper's 50% for "
+          "bidirectional models); the loss is on them", low=0.0, high=1.0, high_open=True),
     Param("self_pretrain.noise", "float", 0.0, "std of Gaussian noise added to the corrupted copy", low=0.0),
     Param("self_pretrain.optim.name", "str", None, "reconstruction optimizer (null: the run's)", optional=True),
     Param("self_pretrain.optim.lr", "float", None, "reconstruction learning rate (null: the run's)", low=0.0,
           optional=True),
     Param("self_pretrain.optim.weight_decay", "float", None, "reconstruction weight decay (null: the run's)",
           low=0.0, optional=True),
+    Param("self_pretrain.optim.schedule", "choice", None, "reconstruction LR schedule (null: the run's)",
+          choices=("constant", "step", "cosine", "linear"), optional=True),
+    Param("self_pretrain.optim.warmup_steps", "int", None, "reconstruction warmup steps (null: the run's)", low=0,
+          optional=True),
+    Param("self_pretrain.grad_clip", "float", 1.0, "clip the reconstruction gradients' global norm (null: the "
+          "run's train.grad_clip)", low=0.0, low_open=True, optional=True),
     Param("self_pretrain.baseline", "bool", False, "also train from scratch and report scratch_* figures"),
 ], check=_corrupts, doc="Self-pretraining by masked reconstruction, then fine-tuning.")
 
