@@ -11,6 +11,23 @@ bits per byte:
     python scripts/llm_prune_hf.py --out /tmp/llama_prune            # ~width 64, 2 layers, 400 steps
     python scripts/llm_prune_hf.py --out /tmp/llama_prune --patterns 50 2:4 --repair-steps 0
 
+Measured (`--patterns 50 2:4`, defaults otherwise: 2 layers, width 64, MLP 176, 4 heads, 133,440 parameters,
+400 steps; 3 min 16 s on a shared 2-core CPU), test bits per byte, dense 2.0158; norm_bias 100 steps, the share
+of the gap to the dense model it recovers, and its parameters trained (the 2 x 2 + 1 RMSNorm weight vectors, 320 entries,
+0.384% of the parameters left after pruning):
+
+    method     pattern  pruned    loss  norm_bias recovered  trained
+    magnitude  50       2.3441  0.3283     2.2466       30%   0.384%
+    wanda      50       2.4330  0.4172     2.2977       32%   0.384%
+    sparsegpt  50       2.2230  0.2072     2.1650       28%   0.384%
+    magnitude  2:4      2.8246  0.8088     2.5811       30%   0.384%
+    wanda      2:4      2.7783  0.7625     2.5509       30%   0.384%
+    sparsegpt  2:4      2.3870  0.3712     2.3031       23%   0.384%
+
+SparseGPT loses least (0.21 bits at 50%, 0.37 at 2:4: 63% and 46% of magnitude's loss, not under half as in
+Wanda's Table 2); Wanda is worse than magnitude at 50% and slightly better at 2:4; 2:4 costs more than 50% for
+all three. With no biases to train, the norm-only repair recovers under a third of the gap here.
+
 Every run is an ordinary run directory under --out (`runner table <out> --metric bpb` reads them); --out must
 not exist yet. The commands run are printed as they start.
 """
@@ -29,13 +46,15 @@ METHODS = {"magnitude": ["method=oneshot", "prune.scope=layerwise"], "wanda": ["
 
 
 def save_llama(folder: Path, width: int, layers: int, context: int) -> int:
-    """A random Llama of `layers` decoder layers and hidden size `width`, byte vocabulary; its parameter count."""
+    """A random Llama of `layers` decoder layers and hidden size `width`, byte vocabulary; its parameter count.
+    The MLP's width is 8/3 of `width` rounded up to a multiple of 16, as Llama rounds it (to 256 there), so
+    that N:M patterns divide every layer's rows."""
     import torch
     import transformers
 
     torch.manual_seed(0)
     config = transformers.LlamaConfig(vocab_size=256, max_position_embeddings=context, hidden_size=width,
-                                      intermediate_size=int(width * 8 / 3 + 0.5), num_hidden_layers=layers,
+                                      intermediate_size=-(-width * 8 // 3 // 16) * 16, num_hidden_layers=layers,
                                       num_attention_heads=4, num_key_value_heads=4, bos_token_id=0,
                                       eos_token_id=0, tie_word_embeddings=False)
     model = transformers.LlamaForCausalLM(config)
