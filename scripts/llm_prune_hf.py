@@ -13,8 +13,8 @@ bits per byte:
 
 Measured (`--patterns 50 2:4`, defaults otherwise: 2 layers, width 64, MLP 176, 4 heads, 133,440 parameters,
 400 steps; 3 min 16 s on a shared 2-core CPU), test bits per byte, dense 2.0158; norm_bias 100 steps, the share
-of the gap to the dense model it recovers, and its parameters trained (the 2 x 2 + 1 RMSNorm weight vectors, 320 entries,
-0.384% of the parameters left after pruning):
+of the gap to the dense model it recovers, and its parameters trained (the 2 x 2 + 1 RMSNorm weight vectors,
+320 entries: 0.384% of the 83,264 left after pruning, 0.24% of the model):
 
     method     pattern  pruned    loss  norm_bias recovered  trained
     magnitude  50       2.3441  0.3283     2.2466       30%   0.384%
@@ -24,8 +24,8 @@ of the gap to the dense model it recovers, and its parameters trained (the 2 x 2
     wanda      2:4      2.7783  0.7625     2.5509       30%   0.384%
     sparsegpt  2:4      2.3870  0.3712     2.3031       23%   0.384%
 
-SparseGPT loses least (0.21 bits at 50%, 0.37 at 2:4: 63% and 46% of magnitude's loss, not under half as in
-Wanda's Table 2); Wanda is worse than magnitude at 50% and slightly better at 2:4; 2:4 costs more than 50% for
+SparseGPT loses least: 0.21 bits at 50% (63% of magnitude's loss, not under half as in Wanda's Table 2) and
+0.37 at 2:4 (46%, under half); Wanda is worse than magnitude at 50% and slightly better at 2:4; 2:4 costs more than 50% for
 all three. With no biases to train, the norm-only repair recovers under a third of the gap here.
 
 Every run is an ordinary run directory under --out (`runner table <out> --metric bpb` reads them); --out must
