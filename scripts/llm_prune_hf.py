@@ -25,8 +25,8 @@ of the gap to the dense model it recovers, and its parameters trained (the 2 x 2
     sparsegpt  2:4      2.3870  0.3712     2.3031       23%   0.384%
 
 SparseGPT loses least: 0.21 bits at 50% (63% of magnitude's loss, not under half as in Wanda's Table 2) and
-0.37 at 2:4 (46%, under half); Wanda is worse than magnitude at 50% and slightly better at 2:4; 2:4 costs more than 50% for
-all three. With no biases to train, the norm-only repair recovers under a third of the gap here.
+0.37 at 2:4 (46%, under half); Wanda is worse than magnitude at 50% and slightly better at 2:4; 2:4 costs
+more than 50% for all three. With no biases to train, the norm-only repair recovers under a third of the gap here.
 
 Every run is an ordinary run directory under --out (`runner table <out> --metric bpb` reads them); --out must
 not exist yet. The commands run are printed as they start.
