@@ -83,7 +83,7 @@ def lottery_figure(records: list[Record], out: str | Path, metric: str = "test_a
         remaining = remaining_fraction(record)
         if remaining is None or remaining <= 0:
             continue
-        label = tuple(record.get(k) for k in keys)
+        label = tuple(_hashable(record.get(k)) for k in keys)
         cell = groups.setdefault(label, {}).setdefault(round(remaining, 6), Cell())
         cell.add(record, metric)  # a level shared by several runs is one training: counted once
         behind.setdefault((label, round(remaining, 6)), []).append(record)

@@ -89,6 +89,9 @@ def test_perp_norm_bias_repair_moves_only_biases_and_norms_and_keeps_zeros(base)
     summary = json.loads((base / "outputs/perp/summary.json").read_text())
     assert summary["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert 0 < summary["trainable_fraction"] < 0.1
+    assert (summary["source_method"], summary["source_sparsity"], summary["source_pattern"]) == ("oneshot", 0.5, None)
+    pruned = json.loads((base / "outputs/pruned/summary.json").read_text())
+    assert summary["source_test_bits_per_byte"] == pytest.approx(pruned["test_bits_per_byte"], rel=1e-5)
     assert summary["trainable_parameters"] == sum(v.numel() for k, v in source.items() if k in allowed)
 
 

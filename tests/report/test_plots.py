@@ -42,6 +42,17 @@ def test_lottery_figure(lottery, tmp_path):
     assert _is_png(out)
 
 
+def test_lottery_figure_with_a_list_valued_setting(tmp_path):
+    """A key that varies across runs and holds a list (lora.targets) is a series label, not a crash."""
+    root = tmp_path / "lists"
+    for sparsity, targets in ((0.5, ["*"]), (0.7, ["fc*"])):
+        config = method_config("lora", sparsity=sparsity)
+        config["lora"] = {"targets": targets}
+        make_run(root / f"lora{sparsity}", config, {"test_accuracy": 1 - sparsity, "sparsity": sparsity})
+    make_run(root / "dense", base_config(), {"test_accuracy": 0.9})
+    assert _is_png(plots.lottery_figure(records_of(index_runs([root])), tmp_path / "lists.png"))
+
+
 def test_lottery_ticks_sit_where_the_points_are(lottery, tmp_path, monkeypatch):
     assert plots.remaining_ticks([100, 50, 25, 50, 12.5]) == [100, 50, 25, 12.5]
     saved = {}

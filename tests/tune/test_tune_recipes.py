@@ -27,6 +27,8 @@ def test_finetune_head_changes_only_the_head(tmp_path, dense_run):
     assert changed(weights(dense_dir), weights(out)) == {"fc_out.weight", "fc_out.bias"}
     assert summary["trainable_parameters"] == 16 * 10 + 10
     assert summary["source_test_accuracy"] == pytest.approx(dense_summary["test_accuracy"])
+    # What it started from, so that repairs of different sources can be told apart in a table or a claim.
+    assert (summary["source_method"], summary["source_sparsity"], summary["source_pattern"]) == ("dense", 0.0, None)
 
 
 def test_finetune_norm_bias_changes_only_biases(tmp_path, dense_run):

@@ -79,6 +79,20 @@ def load_from_run(ref: str, setup) -> nn.Module:
     return model.to(setup.device)
 
 
+def source_fields(ref: str) -> dict:
+    """What a run started from, for its summary: `source_method`, `source_sparsity`, `source_pattern` of the
+    run `ref` names, so that a table or a claim can tell apart runs that differ only in `from=` (the repair
+    of the Wanda run from the repair of the SparseGPT one)."""
+    from overparam.store.load import RunRef, saved_config
+
+    source = saved_config(RunRef.parse(str(ref)).root)
+    method = source.get("method")
+    prune = source.get("prune")
+    return {"source_method": method.get("name") if isinstance(method, Mapping) else method,
+            "source_sparsity": source.get("sparsity"),
+            "source_pattern": prune.get("pattern") if isinstance(prune, Mapping) else None}
+
+
 def output_head(model: nn.Module) -> nn.Linear:
     """The classifier layer (`output_layer_name`)."""
     from overparam.models import output_layer_name

@@ -9,7 +9,8 @@ Paradigm in the Era of LLMs"): a pruned model's loss is mostly recovered by retr
 normalization parameters alone, a tiny fraction of its parameters; every weight, pruned or not, stays as
 it is, so the model stays exactly as sparse. Normalization layers are recognized by type (BatchNorm,
 LayerNorm, GroupNorm, RMSNorm, and transformers' own `...Norm` classes such as LlamaRMSNorm).
-The summary gives `trainable_parameters`, `parameters_alive` and their ratio `trainable_fraction`.
+The summary gives `trainable_parameters`, `parameters_alive` and their ratio `trainable_fraction`, and what
+the source was (`source_method`, `source_sparsity`, `source_pattern`, its `source_<split>_accuracy`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from overparam.engine import fit
 from overparam.engine.evaluate import evaluate_splits
 from overparam.models.counting import trainable_summary
 from overparam.recipes.common import model_summary
-from overparam.recipes.shared.source import load_from_run
+from overparam.recipes.shared.source import load_from_run, source_fields
 
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
 
@@ -72,7 +73,10 @@ def run(params, context) -> dict:
     run.save_checkpoint("model", model.state_dict())
     summary = {**result.flat(), **model_summary(model), "steps": result.steps,
                **counts,
-               **{f"source_{split}_accuracy": m["accuracy"] for split, m in before.items()}}
+               **{f"source_{split}_accuracy": m["accuracy"] for split, m in before.items()},
+               **{f"source_{split}_bits_per_byte": m["bits_per_byte"] for split, m in before.items()
+                  if "bits_per_byte" in m},
+               **source_fields(params["from"])}
     if masked_modules(model):
         summary["sparsity"] = sparsity_report(model)["sparsity"]
     return summary

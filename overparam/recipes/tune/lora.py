@@ -37,7 +37,7 @@ from overparam.errors import UserError
 from overparam.models.counting import trainable_summary
 from overparam.models.paths import modules_of_type, replace_module
 from overparam.recipes.common import model_summary
-from overparam.recipes.shared.source import load_from_run
+from overparam.recipes.shared.source import load_from_run, source_fields
 
 ADAPTABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)  # masked twins are subclasses, so they qualify too
 
@@ -293,9 +293,11 @@ def train_adapted(params, context, tag: str, attach, *, train_head: bool, merge:
             parameter.requires_grad_(True)
         trainable += list(head.parameters())
     counts = trainable_summary(model, trainable)
+    counts["trainable_fraction"] = counts["trainable_parameters"] / max(counts["parameters_alive"], 1)
     result = fit(model, setup.data, run, tag=tag, label=tag, trainable=trainable, **setup.fit_kwargs(**fit_hooks))
     summary = {**result.flat(), "steps": result.steps, f"{tag}_parameters": sum(p.numel() for p in trainable),
-               "base_parameters": before, "adapted_layers": len(adapters), **counts}
+               "base_parameters": before, "adapted_layers": len(adapters), **counts,
+               **(source_fields(params["from"]) if params["from"] else {})}
     shared = {key: value for _, module in modules_of_type(model, Adapter)
               for key, value in module.shared_state().items()}
     run.save_checkpoint(tag, {**adapter_state(model), **shared})
