@@ -166,8 +166,16 @@ def pairs(tmp_path_factory):
     return build_models(tmp_path_factory.mktemp("peft_models"))
 
 
+def _peft_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in peft.__version__.split(".")[:2] if part.isdigit())
+
+
 @pytest.mark.parametrize("method, name", CASES)
 def test_equal_to_peft(method, name, pairs):
+    if method == "olora" and name == "gpt2" and _peft_version() < (0, 22):
+        # The reference itself fails there: peft 0.21 (the newest for Python 3.10) gives OLoRA's A on a
+        # transposed (fan_in_fan_out) Conv1D the weight's shape, and its own forward raises a shape error.
+        pytest.skip(f"peft {peft.__version__}'s OLoRA cannot run on GPT-2's Conv1D; compared with peft >= 0.22")
     found = compare(method, name, pairs)
     assert found.pop("trainable parameters") == 0
     assert max(found.values()) < TOLERANCE, found
