@@ -66,6 +66,19 @@ def _level_row(summary: dict | None, tag: str | None) -> dict:
     return summary
 
 
+def _targets(to: str | Path, force: bool) -> tuple[Path, Path]:
+    """The .safetensors file and its .json beside it; refused when not .safetensors or already there without
+    --force."""
+    to = Path(to)
+    if to.suffix != ".safetensors":
+        raise UserError(f"--to {to}: the file name must end in .safetensors")
+    meta_path = to.with_suffix(".json")
+    for path in (to, meta_path):
+        if path.exists() and not force:
+            raise UserError(f"{path} exists; give --force to overwrite it")
+    return to, meta_path
+
+
 def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False) -> dict:
     """Write the plain state dict and its JSON; returns the JSON's content."""
     import copy
@@ -79,13 +92,7 @@ def export(run: str, to: str | Path, *, shrink: bool = True, force: bool = False
     from overparam.store.checkpoint import file_sha256
     from overparam.store.load import RunRef, check_finished, load_run_model, local_data_dir, saved_config
 
-    to = Path(to)
-    if to.suffix != ".safetensors":
-        raise UserError(f"--to {to}: the file name must end in .safetensors")
-    meta_path = to.with_suffix(".json")
-    for path in (to, meta_path):
-        if path.exists() and not force:
-            raise UserError(f"{path} exists; give --force to overwrite it")
+    to, meta_path = _targets(to, force)
     ref = RunRef.parse(run)
     check_finished(ref.root)
     if ref.tag is not None and not (ref.root / ref.tag).is_dir() and not ref.weights.is_file():
@@ -148,13 +155,7 @@ def export_packed(run: str, to: str | Path, *, force: bool = False) -> dict:
     from overparam.store.checkpoint import file_sha256, load_state
     from overparam.store.load import RunRef, check_finished
 
-    to = Path(to)
-    if to.suffix != ".safetensors":
-        raise UserError(f"--to {to}: the file name must end in .safetensors")
-    meta_path = to.with_suffix(".json")
-    for path in (to, meta_path):
-        if path.exists() and not force:
-            raise UserError(f"{path} exists; give --force to overwrite it")
+    to, meta_path = _targets(to, force)
     ref = RunRef.parse(run)
     info = check_finished(ref.root)
     if not ref.has_weights():

@@ -158,20 +158,25 @@ def _collector(method, name: str, module: nn.Module):
     return method.collector(name, module, module.weight[0].numel())
 
 
+def _feed(model, inputs, batch_size: int, handle) -> None:
+    """Run `inputs` through `model` batch by batch while the hook behind `handle` collects (and may stop each
+    batch with `_Stop` once it has what it needs); the hook is removed afterwards."""
+    try:
+        for start in range(0, len(inputs), batch_size):
+            try:
+                model(inputs[start:start + batch_size])
+            except _Stop:
+                pass
+    finally:
+        handle.remove()
+
+
 def _by_layers(model, inputs, method, targets, batch_size, on_layer) -> list[LayerRecord]:
     records = []
     for name in _execution_order(model, inputs[:1], targets):
         module = model.get_submodule(name)
         collector = _collector(method, name, module)
-        handle = _collecting(module, collector, stop=True)
-        try:
-            for start in range(0, len(inputs), batch_size):
-                try:
-                    model(inputs[start:start + batch_size])
-                except _Stop:
-                    pass
-        finally:
-            handle.remove()
+        _feed(model, inputs, batch_size, _collecting(module, collector, stop=True))
         records.append(_apply(name, module, method, collector))
         if on_layer is not None:
             on_layer(records[-1])
@@ -211,15 +216,7 @@ def _by_blocks(model, inputs, method, targets, batch_size, on_layer) -> list[Lay
         caught.append((args, kwargs))
         raise _Stop
 
-    handle = blocks[0].register_forward_pre_hook(catch, with_kwargs=True)
-    try:
-        for start in range(0, len(inputs), batch_size):
-            try:
-                model(inputs[start:start + batch_size])
-            except _Stop:
-                pass
-    finally:
-        handle.remove()
+    _feed(model, inputs, batch_size, blocks[0].register_forward_pre_hook(catch, with_kwargs=True))
 
     def call(block, args, kwargs, hidden):
         if args:

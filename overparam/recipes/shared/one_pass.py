@@ -17,6 +17,7 @@ import torch
 
 from overparam.errors import UserError
 from overparam.recipes.shared.choices import parse_pattern
+from overparam.settings import plain
 
 # Calibration sequences per forward pass (their code runs one at a time; the results are the same).
 CALIB_BATCH = 16
@@ -50,14 +51,6 @@ def layer_keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 # --- the frame ---------------------------------------------------------------------------------------
 
-def _plain(value):
-    if hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (str, bytes))):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _model_difference(source: dict, own: dict, prefix: str = "model") -> str:
     for key in sorted(set(source) | set(own)):
         a, b = source.get(key), own.get(key)
@@ -78,8 +71,8 @@ def load_source(params, setup, settings):
 
     ref = RunRef.parse(str(params["from"]))
     check_finished(ref.root)
-    source = identity({"model": _plain(weights_config(ref.root).model)}).get("model", {})
-    own = identity({"model": _plain(settings.model)}).get("model", {})
+    source = identity({"model": plain(weights_config(ref.root).model)}).get("model", {})
+    own = identity({"model": plain(settings.model)}).get("model", {})
     if source.get("name") != own.get("name"):
         raise UserError(f"from={params['from']} is model={source.get('name')}, this run model={own.get('name')}: "
                         f"give the source's model settings (model={source.get('name')} ...)")
