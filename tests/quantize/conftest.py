@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiny_runs import tiny
-
-# A two-hidden-layer MLP on mnist1d: two quantizable layers besides the output layer.
-MLP = tiny(150, "model.widths=[32,16]", "hardware.threads=1", width=None)
+from quantize_runs import MLP
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MLP
+from quantize_runs import MLP
 
 from overparam.cli.train import train_in_process
 from overparam.errors import UserError
